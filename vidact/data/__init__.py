@@ -1,0 +1,1 @@
+"""Data sources that produce the one batch type (vidact.types.Batch)."""

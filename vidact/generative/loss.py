@@ -1,0 +1,102 @@
+"""``training_loss(model, batch, cfg)``: the one objective behind pretraining, finetuning and
+co-training (DiT's ``training_losses(model, x, t)`` split: the network knows nothing of it).
+
+Per sample: draw a mode (``video`` for action-free samples, UWM), an independent tau for each
+generated modality, noise the latents/actions, predict velocities, and score only what was
+generated. Given modalities enter clean at tau = 0; dropped ones are masked out as keys, which is
+the same computation as leaving them out (what ``policy_fast`` and ``video`` do at inference).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from vidact.generative.schedule import (MODE_ROLES, GenerativeConfig, Mode, Role, draw_modes, interpolate,
+                                        sample_tau, velocity_target)
+from vidact.types import Batch
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor  # the scalar to backpropagate
+    video_loss: Tensor  # detached, mean over scored future-frame tokens (0 when none were scored)
+    action_loss: Tensor  # detached, mean over scored action steps
+    mode_counts: dict[str, int] = field(default_factory=dict)
+    video_tokens_scored: int = 0
+    action_steps_scored: int = 0
+
+
+def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    if generator is None:
+        return torch.randn_like(x)
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+
+
+def _masked_mean(err: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``err`` over True entries of ``mask``; exactly 0 (with zero gradient) when none."""
+    mask = mask.to(err.dtype)
+    return (err * mask).sum() / mask.sum().clamp(min=1)
+
+
+def roles_mask(modes: list[Mode], role: Role, modality: str, device: torch.device) -> Tensor:
+    return torch.tensor([getattr(MODE_ROLES[m], modality) == role for m in modes], dtype=torch.bool, device=device)
+
+
+def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.Generator | None = None) -> LossOutput:
+    """``model`` is a :class:`vidact.models.VidAct`. ``generator`` (CPU) makes the draw reproducible."""
+    batch = batch.with_defaults()
+    model.spec.check(batch)
+    B, device = batch.batch_size, batch.obs_frames.device
+    has_actions = batch.has_actions if batch.has_actions is not None else torch.zeros(B, dtype=torch.bool,
+                                                                                        device=device)
+    modes = draw_modes(has_actions, cfg, generator)
+    drop_language = (torch.rand(B, generator=generator) < cfg.language_dropout).to(device)
+    prefix = model.embed_prefix(batch, drop_language=drop_language)
+
+    xv = x0_v = noise_v = None
+    tau_v = torch.zeros(B, device=device)
+    video_gen = roles_mask(modes, Role.GENERATED, "video", device)
+    if batch.future_frames is not None and model.future_tokens > 0:
+        x0_v = model.encode_frames(batch.future_frames)  # [B,Nf,Dl]
+        noise_v = _randn_like(x0_v, generator)
+        tau_v = torch.where(video_gen, sample_tau(B, cfg, generator, device), torch.zeros_like(tau_v))
+        xv = interpolate(x0_v, noise_v, tau_v)
+    future_valid = ~roles_mask(modes, Role.DROPPED, "video", device)
+
+    xa = x0_a = noise_a = None
+    tau_a = torch.zeros(B, device=device)
+    action_gen = roles_mask(modes, Role.GENERATED, "action", device) & has_actions
+    if batch.actions is not None:
+        x0_a = model.normalizer.normalize("action", batch.actions)  # [B,K,A]
+        x0_a = torch.where(has_actions[:, None, None], x0_a, torch.zeros_like(x0_a))
+        noise_a = _randn_like(x0_a, generator)
+        # Action-free samples sit at tau = 1 (pure noise), as in UWM; they are also masked as keys.
+        tau_a = torch.where(action_gen, sample_tau(B, cfg, generator, device),
+                            torch.where(has_actions, torch.zeros_like(tau_a), torch.ones_like(tau_a)))
+        xa = interpolate(x0_a, noise_a, tau_a)
+    action_valid = ~roles_mask(modes, Role.DROPPED, "action", device) & has_actions
+
+    pred = model(prefix, xv, xa, tau_v, tau_a, future_valid=future_valid, action_valid=action_valid)
+
+    zero = torch.zeros((), device=device)  # a modality entirely absent from the batch scores nothing
+    video_loss, n_video = zero, 0
+    if pred.video is not None:
+        per_frame = model.future_tokens // model.config.future_frames
+        frame_ok = ~batch.future_is_pad  # [B,Tf]
+        mask = video_gen[:, None] & frame_ok.repeat_interleave(per_frame, dim=1)  # [B,Nf]
+        err = (pred.video.float() - velocity_target(x0_v, noise_v).float()).pow(2).mean(-1)  # [B,Nf]
+        video_loss, n_video = _masked_mean(err, mask), int(mask.sum())
+    action_loss, n_action = zero, 0
+    if pred.action is not None:
+        mask = action_gen[:, None] & ~batch.action_is_pad  # [B,K]
+        err = (pred.action.float() - velocity_target(x0_a, noise_a).float()).pow(2).mean(-1)  # [B,K]
+        action_loss, n_action = _masked_mean(err, mask), int(mask.sum())
+
+    loss = cfg.video_loss_weight * video_loss + cfg.action_loss_weight * action_loss
+    return LossOutput(loss=loss, video_loss=video_loss.detach(), action_loss=action_loss.detach(),
+                      mode_counts=dict(Counter(m.value for m in modes)), video_tokens_scored=n_video,
+                      action_steps_scored=n_action)

@@ -1,0 +1,142 @@
+"""Samplers: one named method per mode, Euler or Heun, seeded and deterministic, with
+classifier-free guidance on the instruction.
+
+The observation prefix is encoded once per call (``VidAct.cache_prefix``); each denoising step
+runs only the generated tokens. Dropped groups are never built, so ``policy_fast`` costs only
+the action tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from vidact.generative.schedule import MODE_ROLES, Mode, Role, tau_grid
+from vidact.models.layout import Group
+from vidact.models.vidact import Prediction, VidAct
+from vidact.types import Batch, BatchKey
+
+METHODS = ("euler", "heun")
+
+
+@dataclass
+class SamplerConfig:
+    method: str = "euler"  # one of METHODS
+    steps: int = 10
+    guidance_scale: float = 1.0  # 1 = no classifier-free guidance; > 1 pushes toward the instruction
+    shift: float = 1.0  # > 1 spends more steps at high noise
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"sampler.method={self.method!r} is not one of {list(METHODS)}")
+        if self.steps < 1:
+            raise ValueError(f"sampler.steps must be >= 1, got {self.steps}")
+
+
+@dataclass
+class SampleOutput:
+    mode: Mode
+    actions: Tensor | None  # [B,K,A] raw actions (generated or given)
+    future_frames: Tensor | None  # [B,Tf,V,C,H,W] in [0,1], when video was generated
+    future_latents: Tensor | None  # [B,Nf,Dl]
+
+
+class Sampler:
+    def __init__(self, model: VidAct, config: SamplerConfig | None = None):
+        self.model = model
+        self.config = config or SamplerConfig()
+
+    # One named entry point per mode (DESIGN.md's table).
+    def policy(self, batch: Batch, **kw) -> SampleOutput:
+        return self.sample(batch, Mode.POLICY, **kw)
+
+    def policy_fast(self, batch: Batch, **kw) -> SampleOutput:
+        return self.sample(batch, Mode.POLICY_FAST, **kw)
+
+    def forward_dynamics(self, batch: Batch, **kw) -> SampleOutput:
+        return self.sample(batch, Mode.FORWARD_DYNAMICS, **kw)
+
+    def inverse_dynamics(self, batch: Batch, **kw) -> SampleOutput:
+        return self.sample(batch, Mode.INVERSE_DYNAMICS, **kw)
+
+    def video(self, batch: Batch, **kw) -> SampleOutput:
+        return self.sample(batch, Mode.VIDEO, **kw)
+
+    @torch.no_grad()
+    def sample(self, batch: Batch, mode: Mode | str, seed: int | None = None, steps: int | None = None,
+               guidance_scale: float | None = None) -> SampleOutput:
+        mode = Mode(mode)
+        cfg = self.config
+        steps = steps or cfg.steps
+        guidance = cfg.guidance_scale if guidance_scale is None else guidance_scale
+        model, roles = self.model, MODE_ROLES[mode]
+        if model.future_tokens == 0 and roles.video != Role.DROPPED:
+            raise ValueError(f"mode {mode.value!r} needs future frames but model.future_frames=0")
+        if roles.video == Role.GIVEN and batch.future_frames is None:
+            raise ValueError(f"mode {mode.value!r} needs batch field '{BatchKey.FUTURE_FRAMES.value}'")
+        if roles.action == Role.GIVEN and batch.actions is None:
+            raise ValueError(f"mode {mode.value!r} needs batch field '{BatchKey.ACTIONS.value}'")
+
+        B, device = batch.batch_size, batch.obs_frames.device
+        dtype = next(model.backbone.parameters()).dtype
+        generator = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
+        # Both noises are always drawn, in a fixed order, so one seed gives the same action noise
+        # in every mode (policy and policy_fast start from the same point).
+        noise_v = torch.randn(B, model.future_tokens, model.latent_dim, generator=generator)
+        noise_a = torch.randn(B, model.config.chunk_length, model.config.action_dim, generator=generator)
+
+        prefix = model.embed_prefix(batch)
+        cache = model.cache_prefix(prefix)
+        uncond = None
+        if guidance != 1.0 and Group.LANGUAGE in prefix.layout.groups:
+            drop = torch.ones(B, dtype=torch.bool, device=device)
+            uncond = model.cache_prefix(model.embed_prefix(batch, drop_language=drop))
+
+        xv = {Role.GENERATED: noise_v.to(device, dtype),
+              Role.GIVEN: model.encode_frames(batch.future_frames).to(dtype) if roles.video == Role.GIVEN else None,
+              Role.DROPPED: None}[roles.video]
+        xa = {Role.GENERATED: noise_a.to(device, dtype),
+              Role.GIVEN: (model.normalizer.normalize("action", batch.actions).to(dtype)
+                           if roles.action == Role.GIVEN else None),
+              Role.DROPPED: None}[roles.action]
+
+        def velocity(xv: Tensor | None, xa: Tensor | None, t: float) -> Prediction:
+            tau_v = torch.full((B,), t if roles.video == Role.GENERATED else 0.0, device=device)
+            tau_a = torch.full((B,), t if roles.action == Role.GENERATED else 0.0, device=device)
+            pred = model.forward_cached(cache, xv, xa, tau_v, tau_a)
+            if uncond is None:
+                return pred
+            pu = model.forward_cached(uncond, xv, xa, tau_v, tau_a)
+            mix = lambda c, u: None if c is None else u + guidance * (c - u)  # noqa: E731
+            return Prediction(mix(pred.video, pu.video), mix(pred.action, pu.action))
+
+        def step(xv, xa, pred: Prediction, dt: float):
+            if roles.video == Role.GENERATED:
+                xv = xv + dt * pred.video
+            if roles.action == Role.GENERATED:
+                xa = xa + dt * pred.action
+            return xv, xa
+
+        grid = tau_grid(steps, cfg.shift)
+        for t, t_next in zip(grid[:-1], grid[1:]):
+            dt = t_next - t
+            pred = velocity(xv, xa, t)
+            if cfg.method == "heun" and t_next > 0:
+                xv_e, xa_e = step(xv, xa, pred, dt)
+                pred2 = velocity(xv_e, xa_e, t_next)
+                avg = lambda a, b: None if a is None else (a + b) / 2  # noqa: E731
+                pred = Prediction(avg(pred.video, pred2.video), avg(pred.action, pred2.action))
+            xv, xa = step(xv, xa, pred, dt)
+
+        actions = frames = latents = None
+        if roles.action == Role.GENERATED:
+            actions = model.normalizer.unnormalize("action", xa.float())
+        elif roles.action == Role.GIVEN:
+            actions = batch.actions
+        if roles.video == Role.GENERATED:
+            latents = xv.float()
+            frames = model.decode_frames(latents)
+        return SampleOutput(mode=mode, actions=actions, future_frames=frames, future_latents=latents)

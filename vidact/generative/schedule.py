@@ -1,0 +1,128 @@
+"""Rectified flow with an independent noise level per modality, and the table of modes.
+
+Convention (tau = 1 is pure noise, tau = 0 is data)::
+
+    x_tau = (1 - tau) * x0 + tau * eps          target velocity  v = eps - x0
+    sampling integrates dx/dtau = v from tau = 1 down to tau = 0.
+
+Each mode says, per generated modality, whether it is generated (noised and denoised), given
+(clean, tau = 0, not scored) or dropped (absent from the sequence). One table serves training,
+which rehearses the modes, and sampling, which runs them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+class Mode(str, enum.Enum):
+    POLICY = "policy"  # video and actions co-generated (GR-2 / PAD)
+    POLICY_FAST = "policy_fast"  # actions only; the future frames are dropped, not paid for
+    FORWARD_DYNAMICS = "forward_dynamics"  # actions given, video generated (world model)
+    INVERSE_DYNAMICS = "inverse_dynamics"  # video given, actions generated (UniPi)
+    VIDEO = "video"  # video generated, actions absent (web-video pretraining)
+
+
+class Role(str, enum.Enum):
+    GENERATED = "generated"
+    GIVEN = "given"
+    DROPPED = "dropped"
+
+
+@dataclass(frozen=True)
+class ModeRoles:
+    video: Role
+    action: Role
+
+
+MODE_ROLES: dict[Mode, ModeRoles] = {
+    Mode.POLICY: ModeRoles(video=Role.GENERATED, action=Role.GENERATED),
+    Mode.POLICY_FAST: ModeRoles(video=Role.DROPPED, action=Role.GENERATED),
+    Mode.FORWARD_DYNAMICS: ModeRoles(video=Role.GENERATED, action=Role.GIVEN),
+    Mode.INVERSE_DYNAMICS: ModeRoles(video=Role.GIVEN, action=Role.GENERATED),
+    Mode.VIDEO: ModeRoles(video=Role.GENERATED, action=Role.DROPPED),
+}
+
+
+def _default_mode_weights() -> dict[str, float]:
+    return {Mode.POLICY.value: 0.5, Mode.POLICY_FAST.value: 0.2, Mode.INVERSE_DYNAMICS.value: 0.15,
+            Mode.FORWARD_DYNAMICS.value: 0.15}
+
+
+@dataclass
+class GenerativeConfig:
+    """The training objective. Action-free samples always train in ``video`` mode."""
+
+    tau_sampling: str = "logit_normal"  # "uniform" | "logit_normal" (SD3) | "beta" (pi0: more noise)
+    logit_normal_mean: float = 0.0
+    logit_normal_std: float = 1.0
+    # How often each mode is rehearsed on samples that have actions (normalized when drawn).
+    mode_weights: dict[str, float] = field(default_factory=_default_mode_weights)
+    video_loss_weight: float = 1.0
+    action_loss_weight: float = 1.0
+    language_dropout: float = 0.1  # for classifier-free guidance
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.tau_sampling not in ("uniform", "logit_normal", "beta"):
+            raise ValueError(f"generative.tau_sampling={self.tau_sampling!r} is not one of "
+                             "['uniform', 'logit_normal', 'beta']")
+        names = {m.value for m in Mode}
+        for k, w in self.mode_weights.items():
+            if k not in names:
+                raise ValueError(f"generative.mode_weights.{k}: unknown mode; modes are {sorted(names)}")
+            if w < 0:
+                raise ValueError(f"generative.mode_weights.{k}={w} must be >= 0")
+        if sum(self.mode_weights.values()) <= 0:
+            raise ValueError("generative.mode_weights must give at least one mode a positive weight")
+        if not 0 <= self.language_dropout <= 1:
+            raise ValueError(f"generative.language_dropout={self.language_dropout} must be in [0, 1]")
+
+
+def sample_tau(n: int, cfg: GenerativeConfig, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu") -> Tensor:
+    """[n] training noise levels in (0, 1)."""
+    if cfg.tau_sampling == "uniform":
+        tau = torch.rand(n, generator=generator)
+    elif cfg.tau_sampling == "logit_normal":
+        tau = torch.sigmoid(torch.randn(n, generator=generator) * cfg.logit_normal_std + cfg.logit_normal_mean)
+    else:  # pi0's beta(1.5, 1) on the noise side
+        u = torch.rand(n, generator=generator)
+        tau = 1 - (1 - u) ** (1 / 1.5)
+    return tau.clamp(1e-4, 1 - 1e-4).to(device)
+
+
+def interpolate(x0: Tensor, noise: Tensor, tau: Tensor) -> Tensor:
+    """x_tau = (1 - tau) x0 + tau eps, tau [B] broadcast over the trailing dims."""
+    t = tau.view(-1, *([1] * (x0.ndim - 1)))
+    return (1 - t) * x0 + t * noise
+
+
+def velocity_target(x0: Tensor, noise: Tensor) -> Tensor:
+    return noise - x0
+
+
+def tau_grid(steps: int, shift: float = 1.0) -> list[float]:
+    """Sampling noise levels from 1 to 0; ``shift`` > 1 spends more steps at high noise (SD3)."""
+    if steps < 1:
+        raise ValueError(f"sampler steps must be >= 1, got {steps}")
+    grid = [1 - i / steps for i in range(steps + 1)]
+    return [shift * t / (1 + (shift - 1) * t) for t in grid]
+
+
+def draw_modes(has_actions: Tensor, cfg: GenerativeConfig, generator: torch.Generator | None = None) -> list[Mode]:
+    """One training mode per sample: ``video`` where there are no actions, else by ``mode_weights``."""
+    modes = [Mode(k) for k in cfg.mode_weights]
+    weights = torch.tensor([cfg.mode_weights[m.value] for m in modes], dtype=torch.float)
+    picks = torch.multinomial(weights / weights.sum(), has_actions.shape[0], replacement=True, generator=generator)
+    return [modes[int(i)] if bool(h) else Mode.VIDEO for i, h in zip(picks, has_actions.cpu())]
+
+
+__all__ = ["Mode", "Role", "MODE_ROLES", "GenerativeConfig", "sample_tau", "interpolate", "velocity_target",
+           "tau_grid", "draw_modes"]

@@ -1,0 +1,144 @@
+"""The token layout and its attention rules, as declared data (octo's ``AttentionRule`` idea).
+
+One sequence per sample::
+
+    [ language | state | observed frames | future frames (noisy) | action chunk (noisy) ]
+      \\_______________ prefix _______________/ \\__________ generated __________/
+
+Rules say which groups a group's queries may read. The defaults keep the prefix blind to the
+generated groups, so the prefix is encoded once per chunk and its keys/values reused at every
+denoising step (``VidAct.cache_prefix``). Future frames and actions read each other: joint
+co-generation (GR-2 / PAD). Dropping a group (``policy_fast`` drops the future frames, ``video``
+drops the actions) is the same as masking it out as keys, which is how training rehearses it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+
+class Group(str, enum.Enum):
+    LANGUAGE = "language"
+    STATE = "state"
+    OBS = "obs"
+    FUTURE = "future"
+    ACTION = "action"
+
+
+GROUP_ORDER: tuple[Group, ...] = tuple(Group)
+PREFIX_GROUPS: tuple[Group, ...] = (Group.LANGUAGE, Group.STATE, Group.OBS)
+GENERATED_GROUPS: tuple[Group, ...] = (Group.FUTURE, Group.ACTION)
+
+
+@dataclass(frozen=True)
+class AttentionRule:
+    """Queries of ``query`` may attend to keys of every group in ``keys``."""
+
+    query: Group
+    keys: frozenset[Group]
+
+
+def rules(table: dict[Group, tuple[Group, ...]]) -> tuple[AttentionRule, ...]:
+    return tuple(AttentionRule(q, frozenset(k)) for q, k in table.items())
+
+
+DEFAULT_RULES: tuple[AttentionRule, ...] = rules({
+    Group.LANGUAGE: (Group.LANGUAGE,),
+    Group.STATE: PREFIX_GROUPS,
+    Group.OBS: PREFIX_GROUPS,
+    Group.FUTURE: GROUP_ORDER,
+    Group.ACTION: GROUP_ORDER,
+})
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Group lengths (in sequence order) plus attention rules."""
+
+    lengths: tuple[tuple[Group, int], ...]
+    rules: tuple[AttentionRule, ...] = DEFAULT_RULES
+
+    @classmethod
+    def build(cls, rules_: tuple[AttentionRule, ...] = DEFAULT_RULES, **lengths: int) -> "TokenLayout":
+        """``TokenLayout.build(language=7, state=1, obs=64, future=64, action=16)``; zero-length or
+        missing groups are left out (a dropped group)."""
+        unknown = set(lengths) - {g.value for g in Group}
+        if unknown:
+            raise KeyError(f"unknown token groups {sorted(unknown)}; groups are {[g.value for g in Group]}")
+        ordered = tuple((g, int(lengths[g.value])) for g in GROUP_ORDER if lengths.get(g.value, 0) > 0)
+        return cls(ordered, rules_)
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        return tuple(g for g, _ in self.lengths)
+
+    def __len__(self) -> int:
+        return sum(n for _, n in self.lengths)
+
+    def length(self, group: Group) -> int:
+        return dict(self.lengths).get(group, 0)
+
+    def slices(self) -> dict[Group, slice]:
+        out, start = {}, 0
+        for g, n in self.lengths:
+            out[g] = slice(start, start + n)
+            start += n
+        return out
+
+    def keys_of(self, query: Group) -> frozenset[Group]:
+        for rule in self.rules:
+            if rule.query == query:
+                return rule.keys
+        return frozenset()
+
+    def group_ids(self) -> Tensor:
+        """[N] index of each token's group in ``GROUP_ORDER``."""
+        return torch.cat([torch.full((n,), GROUP_ORDER.index(g), dtype=torch.long) for g, n in self.lengths])
+
+    def mask(self) -> Tensor:
+        """[N, N] bool, True where query i may attend to key j. Every token sees itself, so no row
+        is ever empty even when a sample masks out whole groups."""
+        return _mask(self)
+
+    def restrict(self, groups: tuple[Group, ...]) -> "TokenLayout":
+        """The same rules over a subset of the groups (how a dropped group is physically removed)."""
+        return TokenLayout(tuple((g, n) for g, n in self.lengths if g in groups), self.rules)
+
+    def check(self) -> None:
+        """Invariants the sampler relies on; raises with the offending rule."""
+        for g in self.groups:
+            if g not in self.keys_of(g):
+                raise ValueError(f"attention rule for {g.value!r} must let it attend to itself")
+        for g in PREFIX_GROUPS:
+            leaked = self.keys_of(g) & set(GENERATED_GROUPS)
+            if leaked:
+                raise ValueError(f"prefix group {g.value!r} attends to generated groups "
+                                 f"{sorted(x.value for x in leaked)}; the prefix could not be cached")
+
+
+@lru_cache(maxsize=64)
+def _mask(layout: TokenLayout) -> Tensor:
+    N = len(layout)
+    m = torch.zeros(N, N, dtype=torch.bool)
+    sl = layout.slices()
+    for q in layout.groups:
+        for k in layout.keys_of(q):
+            if k in sl:
+                m[sl[q], sl[k]] = True
+    m |= torch.eye(N, dtype=torch.bool)
+    return m
+
+
+def attention_mask(layout: TokenLayout, key_valid: Tensor | None) -> Tensor:
+    """[B,1,N,N] (or [N,N] without per-sample masks): the layout's rules AND per-sample key validity
+    ([B,N] bool, False for padding and for groups a sample drops). The diagonal stays True."""
+    static = layout.mask().to(key_valid.device if key_valid is not None else "cpu")
+    if key_valid is None:
+        return static
+    eye = torch.eye(static.shape[0], dtype=torch.bool, device=static.device)
+    return ((static & key_valid[:, None, :]) | eye)[:, None]

@@ -1,0 +1,124 @@
+"""The backbone: a DiT-style transformer with per-token AdaLN-Zero conditioning and SDPA.
+
+Conditioning is per token, through a small table of condition vectors (``cond`` [B,M,D]) and an
+index per token (``cond_index`` [N] into M). Every token carries its own modality's noise level
+this way (UWM's independent tau per modality) without an AdaLN projection per token: the
+projection runs on M vectors per sample and is gathered.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1 + scale) + shift
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, qk_norm: bool):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+
+    def qkv_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x[B,h,N,d]
+        return self.q_norm(q), self.k_norm(k), v
+
+    def forward(self, x: Tensor, mask: Tensor | None, past_kv: tuple[Tensor, Tensor] | None = None
+                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x [B,N,D]; past_kv: cached prefix keys/values [B,h,Np,d] read by these queries;
+        mask [B|1,1,N,Np+N] bool. Returns the output and this call's own (k, v)."""
+        B, N, D = x.shape
+        q, k, v = self.qkv_heads(x)
+        k_all, v_all = (k, v) if past_kv is None else (torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2))
+        out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)  # [B,h,N,d]
+        return self.proj(out.transpose(1, 2).reshape(B, N, D)), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads, qk_norm)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.adaLN[1].weight)  # adaLN-Zero (DiT): every block starts as the identity
+        nn.init.zeros_(self.adaLN[1].bias)
+
+    def forward(self, x: Tensor, cond: Tensor, cond_index: Tensor, mask: Tensor | None,
+                past_kv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        mod = self.adaLN(cond)[:, cond_index]  # [B,M,6D] -> [B,N,6D]
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
+        h, kv = self.attn(modulate(self.norm1(x), shift1, scale1), mask, past_kv)
+        x = x + gate1 * h
+        x = x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        return x, kv
+
+
+@dataclass
+class KVCache:
+    """Per-layer prefix keys/values ([B,h,Np,d] each) and the prefix's key validity [B,Np]."""
+
+    layers: list[tuple[Tensor, Tensor]]
+    key_valid: Tensor
+
+    def repeat(self, n: int) -> "KVCache":
+        return KVCache([(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in self.layers],
+                       self.key_valid.repeat(n, 1))
+
+
+class Transformer(nn.Module):
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
+        super().__init__()
+        self.dim = dim
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, qk_norm) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        nn.init.zeros_(self.final_adaLN[1].weight)
+        nn.init.zeros_(self.final_adaLN[1].bias)
+        self.gradient_checkpointing = False
+
+    def forward(self, x: Tensor, cond: Tensor, cond_index: Tensor, mask: Tensor | None,
+                cache: KVCache | None = None, return_cache: bool = False) -> tuple[Tensor, KVCache | None]:
+        """x [B,N,D] -> [B,N,D]. With ``cache``, x holds only the tokens after the cached prefix
+        and ``mask`` covers [prefix + these] keys. With ``return_cache``, keys/values are kept."""
+        kept: list[tuple[Tensor, Tensor]] = []
+        for i, block in enumerate(self.blocks):
+            past = cache.layers[i] if cache is not None else None
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, kv = checkpoint(block, x, cond, cond_index, mask, past, use_reentrant=False)
+            else:
+                x, kv = block(x, cond, cond_index, mask, past)
+            if return_cache:
+                kept.append(kv)
+        shift, scale = self.final_adaLN(cond)[:, cond_index].chunk(2, dim=-1)
+        out = modulate(self.final_norm(x), shift, scale)
+        return out, (KVCache(kept, torch.ones(0)) if return_cache else None)
+
+
+class TimestepEmbedder(nn.Module):
+    """tau in [0,1] -> [.., D] via sinusoidal features and an MLP (DiT)."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, tau: Tensor) -> Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=tau.device, dtype=torch.float32) / half)
+        args = (tau.float() * 1000)[..., None] * freqs
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.mlp[0].weight.dtype))

@@ -1,0 +1,291 @@
+"""VidAct: the unified video-action transformer (network only; the generative process is in
+``vidact.generative``).
+
+The network maps a token sequence ``[language | state | observed frames | future frames (noisy) |
+action chunk (noisy)]`` plus one noise level per generated modality to velocities for the
+future-frame tokens and the action tokens. Contract (openpi-style, two entry points):
+
+- ``embed_prefix(batch)`` turns the conditioning into tokens once;
+- ``forward(prefix, future_x, action_x, tau_video, tau_action)`` predicts velocities, with the
+  whole sequence (training), or with a cached prefix (``cache_prefix`` + ``forward_cached``,
+  sampling: the prefix is encoded once per chunk, not once per denoising step).
+
+A generated group passed as ``None`` to ``forward_cached`` is physically absent, so
+``policy_fast`` pays nothing for the video tokens it skips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from vidact.models.configuration import VidActConfig
+from vidact.models.layout import GROUP_ORDER, Group, TokenLayout, attention_mask
+from vidact.models.transformer import KVCache, TimestepEmbedder, Transformer
+from vidact.tokenizers.action import Normalizer
+from vidact.tokenizers.text import TextEncoder, pad_embeddings
+from vidact.tokenizers.video import TimmObsEncoder, build_frame_tokenizer
+from vidact.types import Batch, BatchSpec
+
+# Conditioning slots for AdaLN: every prefix token is clean (tau = 0); future-frame and action
+# tokens carry their own modality's tau.
+SLOT_CLEAN, SLOT_VIDEO, SLOT_ACTION = 0, 1, 2
+_GROUP_SLOT = {Group.LANGUAGE: SLOT_CLEAN, Group.STATE: SLOT_CLEAN, Group.OBS: SLOT_CLEAN,
+               Group.FUTURE: SLOT_VIDEO, Group.ACTION: SLOT_ACTION}
+
+
+@dataclass
+class Prefix:
+    tokens: Tensor  # [B,Np,D]
+    key_valid: Tensor  # [B,Np] bool
+    layout: TokenLayout  # the prefix groups only
+
+
+@dataclass
+class Prediction:
+    video: Tensor | None  # [B,Nf,Dl] velocity of the future-frame latent tokens
+    action: Tensor | None  # [B,K,A] velocity of the normalized actions
+
+
+class VidAct(nn.Module):
+    def __init__(self, config: VidActConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        D, depth, heads = c.size
+        self.dim = D
+
+        self.frame_tokenizer = build_frame_tokenizer(c.frame_tokenizer, c.channels, c.height, c.width)
+        self.obs_encoder = (TimmObsEncoder(c.obs_encoder, c.channels, c.height, c.width)
+                            if c.obs_encoder.kind == "timm" else None)
+        self.text_encoder = TextEncoder(c.text_encoder) if c.text_encoder.kind != "none" else None
+        self.normalizer = Normalizer(c.state_dim, c.action_dim, c.normalization)
+
+        n_frame, d_latent = self.frame_tokenizer.tokens_per_frame, self.frame_tokenizer.token_dim
+        obs_src = self.obs_encoder or self.frame_tokenizer
+        self.tokens_per_frame, self.latent_dim = n_frame, d_latent
+        self.obs_tokens_per_frame = obs_src.tokens_per_frame
+
+        # Input projections and embeddings (modality, time, view, space).
+        self.text_proj = nn.Linear(self.text_encoder.out_dim, D) if self.text_encoder else None
+        self.state_proj = nn.Linear(c.state_dim, D)
+        self.obs_proj = nn.Linear(obs_src.token_dim, D)
+        self.future_in = nn.Linear(d_latent, D)
+        self.action_in = nn.Linear(c.action_dim, D)
+        self.modality_emb = nn.Parameter(torch.zeros(len(GROUP_ORDER), D))
+        self.obs_pos = nn.Parameter(torch.zeros(self.obs_tokens_per_frame, D))
+        self.future_pos = nn.Parameter(torch.zeros(n_frame, D))
+        self.view_emb = nn.Parameter(torch.zeros(c.views, D))
+        self.history_emb = nn.Parameter(torch.zeros(c.history, D))
+        self.future_time_emb = nn.Parameter(torch.zeros(max(c.future_frames, 1), D))
+        self.action_pos = nn.Parameter(torch.zeros(c.chunk_length, D))
+        self.time_embed = TimestepEmbedder(D)
+
+        self.backbone = Transformer(D, depth, heads, c.mlp_ratio, c.qk_norm)
+        self.future_out = nn.Linear(D, d_latent)
+        self.action_out = nn.Linear(D, c.action_dim)
+        self._init_weights()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _init_weights(self) -> None:
+        for p in (self.modality_emb, self.obs_pos, self.future_pos, self.view_emb, self.history_emb,
+                  self.future_time_emb, self.action_pos):
+            nn.init.normal_(p, std=0.02)
+        for head in (self.future_out, self.action_out):  # DiT: zero output layers
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    @property
+    def spec(self) -> BatchSpec:
+        c = self.config
+        return BatchSpec(history=c.history, future=c.future_frames, views=c.views, channels=c.channels,
+                         height=c.height, width=c.width, state_dim=c.state_dim, action_dim=c.action_dim,
+                         chunk_length=c.chunk_length)
+
+    @property
+    def future_tokens(self) -> int:
+        """Nf = Tf * V * tokens per frame."""
+        return self.config.future_frames * self.config.views * self.tokens_per_frame
+
+    def frozen_modules(self) -> dict[str, nn.Module]:
+        out = {"frame_tokenizer": self.frame_tokenizer}
+        if self.text_encoder is not None:
+            out["text_encoder"] = self.text_encoder
+        if self.obs_encoder is not None and self.config.obs_encoder.freeze:
+            out["obs_encoder"] = self.obs_encoder
+        return out
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ------------------------------------------------------------------ frames <-> latent tokens
+
+    def encode_frames(self, frames: Tensor) -> Tensor:
+        """[B,T,V,C,H,W] -> [B, T*V*n, Dl] (no gradient: the tokenizer is frozen)."""
+        with torch.no_grad():
+            tokens = self.frame_tokenizer.encode(frames)  # [B,T,V,n,Dl]
+        return tokens.flatten(1, 3)
+
+    def decode_frames(self, tokens: Tensor) -> Tensor:
+        """[B, Tf*V*n, Dl] -> [B,Tf,V,C,H,W]"""
+        c = self.config
+        B = tokens.shape[0]
+        tokens = tokens.reshape(B, -1, c.views, self.tokens_per_frame, self.latent_dim)
+        return self.frame_tokenizer.decode(tokens)
+
+    # ------------------------------------------------------------------ tokens
+
+    def embed_text(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """-> (text embeddings [B,L,E], mask [B,L]) from the cache fields or the frozen encoder."""
+        if batch.text_embeddings is not None:
+            mask = batch.text_mask if batch.text_mask is not None else torch.ones(
+                batch.text_embeddings.shape[:2], dtype=torch.bool, device=batch.text_embeddings.device)
+            return batch.text_embeddings, mask
+        assert self.text_encoder is not None
+        return self.text_encoder(list(batch.text))
+
+    def embed_prefix(self, batch: Batch, drop_language: Tensor | None = None) -> Prefix:
+        """Language, state and observed-frame tokens. ``drop_language`` [B] bool masks the
+        instruction out (classifier-free guidance's unconditional branch)."""
+        c = self.config
+        self.spec.check(batch)
+        B, Th = batch.obs_frames.shape[:2]
+        device = batch.obs_frames.device
+        obs_valid = ~batch.obs_is_pad if batch.obs_is_pad is not None else torch.ones(B, Th, dtype=torch.bool,
+                                                                                      device=device)
+        parts, valid, lengths = [], [], {}
+        if self.text_encoder is not None or batch.text_embeddings is not None:
+            emb, mask = self.embed_text(batch)
+            if self.text_proj is None:
+                raise ValueError("batch carries text embeddings but model.text_encoder.kind='none'")
+            emb, mask = emb.to(device), mask.to(device)
+            if drop_language is not None:
+                mask = mask & ~drop_language[:, None]
+            parts.append(self.text_proj(emb.to(self.text_proj.weight.dtype)) + self.modality_emb[0])
+            valid.append(mask)
+            lengths[Group.LANGUAGE.value] = emb.shape[1]
+
+        state = self.normalizer.normalize("state", batch.state)  # [B,Th,S]
+        parts.append(self.state_proj(state.to(self.state_proj.weight.dtype)) + self.history_emb
+                     + self.modality_emb[1])
+        valid.append(obs_valid)
+        lengths[Group.STATE.value] = Th
+
+        encoder = self.obs_encoder or self.frame_tokenizer
+        obs = encoder.encode(batch.obs_frames)  # [B,Th,V,n,Dobs]
+        obs = self.obs_proj(obs.to(self.obs_proj.weight.dtype))
+        obs = obs + self.obs_pos + self.view_emb[:, None] + self.history_emb[:, None, None] + self.modality_emb[2]
+        n_obs = obs.shape[2] * obs.shape[3]
+        parts.append(obs.flatten(1, 3))  # [B, Th*V*n, D]
+        valid.append(obs_valid[:, :, None].expand(B, Th, n_obs).flatten(1))
+        lengths[Group.OBS.value] = Th * n_obs
+        return Prefix(torch.cat(parts, 1), torch.cat(valid, 1), TokenLayout.build(**lengths))
+
+    def embed_future(self, future_x: Tensor) -> Tensor:
+        """[B, Tf*V*n, Dl] noisy latent tokens -> [B, Nf, D]"""
+        c = self.config
+        B = future_x.shape[0]
+        x = self.future_in(future_x).view(B, c.future_frames, c.views, self.tokens_per_frame, self.dim)
+        x = x + self.future_pos + self.view_emb[:, None] + self.future_time_emb[:, None, None] + self.modality_emb[3]
+        return x.flatten(1, 3)
+
+    def embed_actions(self, action_x: Tensor) -> Tensor:
+        """[B,K,A] noisy normalized actions -> [B,K,D]"""
+        return self.action_in(action_x) + self.action_pos + self.modality_emb[4]
+
+    def _conditioning(self, tau_video: Tensor, tau_action: Tensor) -> Tensor:
+        taus = torch.stack([torch.zeros_like(tau_video), tau_video, tau_action], dim=1)  # [B,3]
+        return self.time_embed(taus)  # [B,3,D]
+
+    def _generated(self, future_x: Tensor | None, action_x: Tensor | None) -> tuple[list[Tensor], dict[str, int]]:
+        parts, lengths = [], {}
+        if future_x is not None:
+            parts.append(self.embed_future(future_x))
+            lengths[Group.FUTURE.value] = parts[-1].shape[1]
+        if action_x is not None:
+            parts.append(self.embed_actions(action_x))
+            lengths[Group.ACTION.value] = parts[-1].shape[1]
+        return parts, lengths
+
+    def _heads(self, out: Tensor, layout: TokenLayout, offset: int = 0) -> Prediction:
+        sl = layout.slices()
+        video = action = None
+        if Group.FUTURE in sl:
+            s = sl[Group.FUTURE]
+            video = self.future_out(out[:, s.start - offset: s.stop - offset])
+        if Group.ACTION in sl:
+            s = sl[Group.ACTION]
+            action = self.action_out(out[:, s.start - offset: s.stop - offset])
+        return Prediction(video, action)
+
+    @staticmethod
+    def _cond_index(layout: TokenLayout, device: torch.device, skip: int = 0) -> Tensor:
+        slots = torch.tensor([_GROUP_SLOT[g] for g in GROUP_ORDER], device=device)
+        return slots[layout.group_ids().to(device)][skip:]
+
+    # ------------------------------------------------------------------ network
+
+    def forward(self, prefix: Prefix, future_x: Tensor | None, action_x: Tensor | None, tau_video: Tensor,
+                tau_action: Tensor, future_valid: Tensor | None = None, action_valid: Tensor | None = None
+                ) -> Prediction:
+        """The whole sequence at once (training). ``future_valid`` / ``action_valid`` [B] bool: False
+        masks that sample's group out as keys, exactly as if it were dropped from the sequence."""
+        parts, lengths = self._generated(future_x, action_x)
+        layout = TokenLayout.build(**dict(((g.value, n) for g, n in prefix.layout.lengths)), **lengths)
+        B, device = prefix.tokens.shape[0], prefix.tokens.device
+        valid = [prefix.key_valid]
+        for name, flag in ((Group.FUTURE.value, future_valid), (Group.ACTION.value, action_valid)):
+            if name in lengths:
+                flag = torch.ones(B, dtype=torch.bool, device=device) if flag is None else flag
+                valid.append(flag[:, None].expand(B, lengths[name]))
+        key_valid = torch.cat(valid, 1)
+        mask = attention_mask(layout, None if bool(key_valid.all()) else key_valid).to(device)
+        x = torch.cat([prefix.tokens, *parts], 1)
+        cond = self._conditioning(tau_video, tau_action)
+        out, _ = self.backbone(x, cond, self._cond_index(layout, device), mask)
+        return self._heads(out, layout)
+
+    def cache_prefix(self, prefix: Prefix) -> KVCache:
+        """Run the prefix through every layer once and keep its keys/values."""
+        B, device = prefix.tokens.shape[0], prefix.tokens.device
+        zeros = torch.zeros(B, device=device)
+        mask = attention_mask(prefix.layout, prefix.key_valid).to(device)
+        _, cache = self.backbone(prefix.tokens, self._conditioning(zeros, zeros),
+                                 self._cond_index(prefix.layout, device), mask, return_cache=True)
+        cache.key_valid = prefix.key_valid
+        cache.prefix_layout = prefix.layout  # type: ignore[attr-defined]
+        return cache
+
+    def forward_cached(self, cache: KVCache, future_x: Tensor | None, action_x: Tensor | None, tau_video: Tensor,
+                       tau_action: Tensor) -> Prediction:
+        """Only the generated tokens, reading the cached prefix. ``None`` = group absent."""
+        parts, lengths = self._generated(future_x, action_x)
+        if not parts:
+            raise ValueError("forward_cached needs future frames, actions, or both")
+        prefix_layout: TokenLayout = cache.prefix_layout  # type: ignore[attr-defined]
+        layout = TokenLayout.build(**dict(((g.value, n) for g, n in prefix_layout.lengths)), **lengths)
+        x = torch.cat(parts, 1)
+        B, Ng, device = x.shape[0], x.shape[1], x.device
+        Np = len(prefix_layout)
+        key_valid = torch.cat([cache.key_valid, torch.ones(B, Ng, dtype=torch.bool, device=device)], 1)
+        mask = attention_mask(layout, key_valid).to(device)[:, :, Np:]  # [B,1,Ng,Np+Ng]
+        out, _ = self.backbone(x, self._conditioning(tau_video, tau_action),
+                               self._cond_index(layout, device, skip=Np), mask, cache=cache)
+        return self._heads(out, layout, offset=Np)
+
+
+def describe(model: VidAct) -> str:
+    """A start-up line: flavor, sizes, parameter counts."""
+    c = model.config
+    D, depth, heads = c.size
+    total, trainable = model.num_parameters(), model.num_parameters(trainable_only=True)
+    return (f"VidAct flavor={c.flavor} dim={D} depth={depth} heads={heads} | parameters: {trainable / 1e6:.3f}M "
+            f"trainable, {total / 1e6:.3f}M total | tokens/frame={model.tokens_per_frame} "
+            f"future tokens={model.future_tokens} chunk={c.chunk_length}x{c.action_dim}")
+
+
+__all__ = ["VidAct", "VidActConfig", "Prefix", "Prediction", "describe", "pad_embeddings"]

@@ -1,0 +1,103 @@
+"""Frozen text encoders (T5 / CLIP / SigLIP from a local folder) with an embedding cache.
+
+Instructions repeat across a robot dataset (one per task), so embeddings are cached per string:
+a frozen encoder runs once per distinct instruction, not once per sample.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vidact.models.configuration import TextEncoderConfig
+
+
+def tiny_t5_config():
+    """A tiny random T5 encoder over ByT5's byte vocabulary (no vocab file needed): tests, demos."""
+    from transformers import T5Config
+
+    return T5Config(vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+                    feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)
+
+
+class TextEncoder(nn.Module):
+    """list[str] -> (embeddings [B,L,E], mask [B,L]); frozen, cached per string."""
+
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        self.kind, self.max_length, self.cache_size = cfg.kind, cfg.max_length, cfg.cache_size
+        self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        if cfg.kind == "tiny_t5":
+            from transformers import ByT5Tokenizer, T5EncoderModel
+
+            self.tokenizer = ByT5Tokenizer()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self.encoder = T5EncoderModel(tiny_t5_config())
+        elif cfg.kind in ("t5", "clip", "siglip"):
+            self.tokenizer, self.encoder = _load_pretrained(cfg)
+        else:
+            raise ValueError(f"model.text_encoder.kind={cfg.kind!r} cannot encode text")
+        self.encoder.requires_grad_(False).eval()
+        hidden = getattr(self.encoder.config, "d_model", None) or self.encoder.config.hidden_size
+        self.out_dim: int = int(hidden)
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        super().train(mode)
+        self.encoder.eval()  # frozen
+        return self
+
+    @torch.no_grad()
+    def _encode_uncached(self, texts: list[str]) -> list[Tensor]:
+        device = next(self.encoder.parameters()).device
+        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        out = self.encoder(input_ids=tok["input_ids"].to(device), attention_mask=tok["attention_mask"].to(device))
+        hidden = out.last_hidden_state.float()
+        lengths = tok["attention_mask"].sum(1).tolist()
+        return [hidden[i, : max(int(n), 1)].cpu() for i, n in enumerate(lengths)]
+
+    @torch.no_grad()
+    def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        missing = sorted({t for t in texts if t not in self._cache})
+        if missing:
+            for text, emb in zip(missing, self._encode_uncached(missing)):
+                self._cache[text] = emb
+        for t in texts:
+            self._cache.move_to_end(t)
+        per_sample = [self._cache[t] for t in texts]
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return pad_embeddings(per_sample, device=next(self.encoder.parameters()).device)
+
+
+def pad_embeddings(per_sample: list[Tensor], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """[Li, E] each -> (embeddings [B, max L, E], mask [B, max L] True on real tokens)."""
+    L = max(e.shape[0] for e in per_sample)
+    E = per_sample[0].shape[1]
+    emb = torch.zeros(len(per_sample), L, E)
+    mask = torch.zeros(len(per_sample), L, dtype=torch.bool)
+    for i, e in enumerate(per_sample):
+        emb[i, : e.shape[0]] = e
+        mask[i, : e.shape[0]] = True
+    return emb.to(device), mask.to(device)
+
+
+def _load_pretrained(cfg: TextEncoderConfig):
+    from transformers import AutoTokenizer
+
+    path = Path(cfg.path or "").expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"model.text_encoder.path={cfg.path!r} is not a local folder "
+                                "(vidact never downloads weights; point it at a saved transformers checkpoint)")
+    if cfg.kind == "t5":
+        from transformers import T5EncoderModel as Model
+    elif cfg.kind == "clip":
+        from transformers import CLIPTextModel as Model
+    else:
+        from transformers import SiglipTextModel as Model
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    encoder = Model.from_pretrained(str(path), local_files_only=True)
+    return tokenizer, encoder

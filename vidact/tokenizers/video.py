@@ -1,0 +1,190 @@
+"""Frames <-> latent patch tokens, and optional timm observation encoders.
+
+A frame tokenizer maps frames ``[..., C, H, W]`` in [0, 1] to tokens ``[..., N, Dl]`` and back.
+``patch`` has no weights (pixels in [-1, 1], cut into patches); ``vae`` runs a frozen diffusers
+``AutoencoderKL`` loaded from a local folder and patchifies its latents (the SD/Cosmos recipe).
+The decoder is what turns predicted future tokens back into video.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from vidact.models.configuration import FrameTokenizerConfig, ObsEncoderConfig
+
+
+def patchify(x: Tensor, p: int) -> Tensor:
+    """[..., C, H, W] -> [..., (H/p)*(W/p), C*p*p], patches in row-major order."""
+    *lead, C, H, W = x.shape
+    n = len(lead)
+    x = x.reshape(*lead, C, H // p, p, W // p, p)
+    x = x.permute(*range(n), n + 1, n + 3, n, n + 2, n + 4)  # [..., H/p, W/p, C, p, p]
+    return x.reshape(*lead, (H // p) * (W // p), C * p * p)
+
+
+def unpatchify(tokens: Tensor, p: int, C: int, H: int, W: int) -> Tensor:
+    """Exact inverse of :func:`patchify`: [..., N, C*p*p] -> [..., C, H, W]"""
+    *lead, _, _ = tokens.shape
+    n = len(lead)
+    x = tokens.reshape(*lead, H // p, W // p, C, p, p)
+    x = x.permute(*range(n), n + 2, n, n + 3, n + 1, n + 4)  # [..., C, H/p, p, W/p, p]
+    return x.reshape(*lead, C, H, W)
+
+
+class PatchTokenizer(nn.Module):
+    """Pixels as tokens: no weights, exact round trip."""
+
+    def __init__(self, channels: int, height: int, width: int, patch_size: int):
+        super().__init__()
+        if height % patch_size or width % patch_size:
+            raise ValueError(f"model.frame_tokenizer.patch_size={patch_size} must divide the frame size "
+                             f"{height}x{width}")
+        self.channels, self.height, self.width, self.patch_size = channels, height, width, patch_size
+        self.grid = (height // patch_size, width // patch_size)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def token_dim(self) -> int:
+        return self.channels * self.patch_size**2
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """[..., C, H, W] in [0,1] -> [..., N, Dl] in [-1,1]"""
+        return patchify(frames * 2 - 1, self.patch_size)
+
+    def decode(self, tokens: Tensor) -> Tensor:
+        """[..., N, Dl] -> [..., C, H, W] in [0,1]"""
+        frames = unpatchify(tokens, self.patch_size, self.channels, self.height, self.width)
+        return ((frames + 1) / 2).clamp(0, 1)
+
+
+def tiny_vae_config(channels: int = 3) -> dict:
+    """A ~40k-parameter AutoencoderKL (2x downsampling, 4 latent channels) for tests and demos."""
+    return dict(in_channels=channels, out_channels=channels, latent_channels=4,
+                down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+                block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, sample_size=64)
+
+
+class VAETokenizer(nn.Module):
+    """A frozen diffusers ``AutoencoderKL`` from a local folder; latents patchified into tokens."""
+
+    def __init__(self, cfg: FrameTokenizerConfig, channels: int, height: int, width: int):
+        super().__init__()
+        from diffusers import AutoencoderKL
+
+        if cfg.vae_path:
+            path = Path(cfg.vae_path).expanduser()
+            if not path.exists():
+                raise FileNotFoundError(f"model.frame_tokenizer.vae_path={cfg.vae_path!r} does not exist "
+                                        "(expected a local diffusers AutoencoderKL folder)")
+            self.vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.vae_tiny_seed)
+                self.vae = AutoencoderKL(**tiny_vae_config(channels))
+        self.vae.requires_grad_(False).eval()
+        down = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.latent_channels = self.vae.config.latent_channels
+        self.latent_hw = (height // down, width // down)
+        self.scaling_factor = float(self.vae.config.scaling_factor or 1.0)
+        self.patch_size = cfg.patch_size
+        self.channels, self.height, self.width = channels, height, width
+        if self.latent_hw[0] % cfg.patch_size or self.latent_hw[1] % cfg.patch_size or height % down:
+            raise ValueError(f"frame size {height}x{width} with VAE downsampling {down} gives latents "
+                             f"{self.latent_hw}, not divisible by model.frame_tokenizer.patch_size={cfg.patch_size}")
+        self.grid = (self.latent_hw[0] // cfg.patch_size, self.latent_hw[1] // cfg.patch_size)
+
+    def train(self, mode: bool = True) -> "VAETokenizer":
+        super().train(mode)
+        self.vae.eval()  # frozen, always in eval mode
+        return self
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def token_dim(self) -> int:
+        return self.latent_channels * self.patch_size**2
+
+    @torch.no_grad()
+    def encode(self, frames: Tensor) -> Tensor:
+        lead = frames.shape[:-3]
+        x = frames.reshape(-1, *frames.shape[-3:]) * 2 - 1
+        latents = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mean * self.scaling_factor
+        tokens = patchify(latents.float(), self.patch_size)
+        return tokens.reshape(*lead, *tokens.shape[-2:])
+
+    @torch.no_grad()
+    def decode(self, tokens: Tensor) -> Tensor:
+        lead = tokens.shape[:-2]
+        latents = unpatchify(tokens.reshape(-1, *tokens.shape[-2:]), self.patch_size, self.latent_channels,
+                             *self.latent_hw)
+        frames = self.vae.decode((latents / self.scaling_factor).to(self.vae.dtype)).sample.float()
+        frames = ((frames + 1) / 2).clamp(0, 1)
+        return frames.reshape(*lead, *frames.shape[-3:])
+
+
+def build_frame_tokenizer(cfg: FrameTokenizerConfig, channels: int, height: int, width: int) -> nn.Module:
+    if cfg.kind == "patch":
+        return PatchTokenizer(channels, height, width, cfg.patch_size)
+    if cfg.kind == "vae":
+        return VAETokenizer(cfg, channels, height, width)
+    raise ValueError(f"model.frame_tokenizer.kind={cfg.kind!r} is not one of ['patch', 'vae']")
+
+
+class TimmObsEncoder(nn.Module):
+    """Any timm backbone as an observation encoder: frames -> its last feature map as tokens.
+
+    Weights come from a local file (``weights_path``) through timm's ``pretrained_cfg_overlay``;
+    nothing is downloaded. The ImageNet normalization of the backbone's pretrained config is applied.
+    """
+
+    def __init__(self, cfg: ObsEncoderConfig, channels: int, height: int, width: int):
+        super().__init__()
+        import timm
+
+        kwargs: dict = dict(num_classes=0, in_chans=channels)
+        if cfg.weights_path:
+            path = Path(cfg.weights_path).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"model.obs_encoder.weights_path={cfg.weights_path!r} is not a file")
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+        try:
+            self.backbone = timm.create_model(cfg.timm_name, **kwargs)
+        except RuntimeError as e:  # unknown model names raise RuntimeError in timm
+            raise ValueError(f"model.obs_encoder.timm_name={cfg.timm_name!r}: {e}") from e
+        data_cfg = timm.data.resolve_data_config({}, model=self.backbone)
+        self.register_buffer("mean", torch.tensor(data_cfg["mean"][:channels]).view(channels, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(data_cfg["std"][:channels]).view(channels, 1, 1), persistent=False)
+        self.freeze = cfg.freeze
+        if cfg.freeze:
+            self.backbone.requires_grad_(False).eval()
+        with torch.no_grad():
+            probe = self._features(torch.zeros(1, channels, height, width))
+        self.tokens_per_frame, self.token_dim = probe.shape[1], probe.shape[2]
+
+    def train(self, mode: bool = True) -> "TimmObsEncoder":
+        super().train(mode)
+        if self.freeze:
+            self.backbone.eval()
+        return self
+
+    def _features(self, x: Tensor) -> Tensor:
+        feats = self.backbone.forward_features((x - self.mean) / self.std)
+        if feats.ndim == 4:  # CNN: [B, C, h, w] -> [B, h*w, C]
+            return feats.flatten(2).transpose(1, 2)
+        return feats  # ViT-like: [B, N, C]
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """[..., C, H, W] in [0,1] -> [..., N, Dobs]"""
+        lead = frames.shape[:-3]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            tokens = self._features(frames.reshape(-1, *frames.shape[-3:]))
+        return tokens.reshape(*lead, *tokens.shape[-2:])
