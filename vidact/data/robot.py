@@ -1,0 +1,249 @@
+"""Robot data: LeRobotDataset v3.0 windows shaped for the model, as per-sample batch dicts.
+
+The windows come from the model config, expressed as LeRobot ``delta_timestamps``:
+- observed frames and state: ``history`` steps ending at t, spaced ``future_frame_stride`` apart;
+- future frames: ``future_frames`` steps after t, same spacing (one uniformly spaced clip, which
+  is what the video objective and web-video clips share);
+- actions: ``chunk_length`` consecutive control steps starting at t.
+
+LeRobot's own ``LeRobotDataset`` is constructed with those ``delta_timestamps`` and provides the
+metadata, the episode table and the parquet columns. Two readers produce the same samples:
+- ``reader="vidact"`` (default): columns held as numpy arrays, window indices computed with
+  integer arithmetic, one torchcodec ``get_frames_at`` per camera with a per-process decoder
+  cache. It avoids LeRobot's per-item arrow row conversions and episode-table lookups.
+- ``reader="lerobot"``: LeRobot's ``__getitem__``, converted. The reference the fast reader is
+  tested against and benchmarked against (``bench/bench_loader.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vidact.data.transforms import fit_frames
+from vidact.models.configuration import VidActConfig
+from vidact.types import BatchKey
+
+log = logging.getLogger(__name__)
+
+READERS = ("vidact", "lerobot")
+
+
+def window_offsets(cfg: VidActConfig) -> dict[str, list[int]]:
+    """Frame offsets (in control steps, relative to t) of each window the model needs."""
+    s = cfg.future_frame_stride
+    return {
+        "history": [-(cfg.history - 1 - i) * s for i in range(cfg.history)],
+        "future": [(j + 1) * s for j in range(cfg.future_frames)],
+        "actions": list(range(cfg.chunk_length)),
+    }
+
+
+def delta_timestamps(cfg: VidActConfig, fps: int, camera_keys: list[str], state_key: str,
+                     action_key: str) -> dict[str, list[float]]:
+    """LeRobot ``delta_timestamps`` for ``cfg``: cameras get history + future, state history."""
+    o = window_offsets(cfg)
+    return {
+        **{key: [d / fps for d in o["history"] + o["future"]] for key in camera_keys},
+        state_key: [d / fps for d in o["history"]],
+        action_key: [d / fps for d in o["actions"]],
+    }
+
+
+def lerobot_worker_init_fn(worker_id: int) -> None:
+    """Give each DataLoader worker a fresh LeRobot decoder cache: LeRobot 0.4.4 keeps one
+    module-global cache, and decoders inherited through fork fail ("Could not push packet")."""
+    from lerobot.datasets import video_utils
+
+    video_utils._default_decoder_cache = video_utils.VideoDecoderCache()
+
+
+class RobotDataset(Dataset):
+    """A LeRobot v3.0 dataset on disk, as windows for ``model_cfg``; yields batch dicts."""
+
+    def __init__(self, root: str | Path, model_cfg: VidActConfig, *, repo_id: str | None = None,
+                 camera_keys: list[str] | None = None, state_key: str = "observation.state",
+                 action_key: str = "action", episodes: list[int] | None = None, reader: str = "vidact",
+                 fit: str = "resize", name: str | None = None, tolerance_s: float = 1e-4):
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+
+        if reader not in READERS:
+            raise ValueError(f"data.reader={reader!r} is not one of {list(READERS)}")
+        root = Path(root)
+        if not (root / "meta" / "info.json").is_file():
+            raise FileNotFoundError(f"{root} is not a LeRobot dataset: meta/info.json is missing")
+        repo_id = repo_id or f"local/{root.name}"
+        meta = LeRobotDatasetMetadata(repo_id, root=root)
+        self.cfg, self.reader, self.fit, self.name = model_cfg, reader, fit, name or root.name
+        self.state_key, self.action_key = state_key, action_key
+        self.camera_keys = list(camera_keys) if camera_keys else list(meta.camera_keys)
+        self._check_features(meta)
+        self.delta_timestamps = delta_timestamps(model_cfg, meta.fps, self.camera_keys, state_key, action_key)
+        self.lerobot = LeRobotDataset(repo_id, root=root, episodes=episodes, delta_timestamps=self.delta_timestamps,
+                                      tolerance_s=tolerance_s, video_backend="torchcodec")
+        self.meta, self.fps, self.tolerance_s = self.lerobot.meta, meta.fps, tolerance_s
+        self._offsets = {k: np.asarray(v, dtype=np.int64) for k, v in window_offsets(model_cfg).items()}
+        self._load_columns()
+        self._decoders: dict[str, Any] = {}
+        self._decoders_pid = os.getpid()
+
+    def _check_features(self, meta) -> None:
+        cfg, feats = self.cfg, meta.features
+        missing = [k for k in (self.state_key, self.action_key, *self.camera_keys) if k not in feats]
+        if missing:
+            raise KeyError(f"dataset {meta.root} has no feature(s) {missing}; it has {sorted(feats)}")
+        if len(self.camera_keys) != cfg.views:
+            raise ValueError(f"model.views={cfg.views} but the dataset gives {len(self.camera_keys)} camera(s) "
+                             f"{self.camera_keys}; set data.camera_keys to choose {cfg.views}")
+        for key, want, cfg_key in ((self.state_key, cfg.state_dim, "model.state_dim"),
+                                   (self.action_key, cfg.action_dim, "model.action_dim")):
+            got = int(np.prod(feats[key]["shape"]))
+            if got != want:
+                raise ValueError(f"{cfg_key}={want} but dataset feature '{key}' has {got} dims")
+        not_video = [k for k in self.camera_keys if feats[k]["dtype"] != "video"]
+        if not_video:
+            raise ValueError(f"camera feature(s) {not_video} are stored as images, not video; vidact reads "
+                             "video-encoded LeRobot datasets")
+
+    def _load_columns(self) -> None:
+        """Hold the small per-frame columns as numpy: state/action/indices are a few floats per
+        frame (a million-frame dataset is tens of MB), and numpy indexing is ~100x cheaper than
+        LeRobot's per-item arrow row conversion."""
+        columns = [self.state_key, self.action_key, "episode_index", "index", "timestamp", "task_index"]
+        table = self.lerobot.hf_dataset.with_format("numpy", columns=columns)[:]
+        self._state = np.asarray(np.stack(table[self.state_key]) if table[self.state_key].dtype == object
+                                 else table[self.state_key], dtype=np.float32).reshape(len(table["index"]), -1)
+        self._action = np.asarray(np.stack(table[self.action_key]) if table[self.action_key].dtype == object
+                                  else table[self.action_key], dtype=np.float32).reshape(len(table["index"]), -1)
+        self._episode = table["episode_index"].astype(np.int64)
+        self._timestamp = table["timestamp"].astype(np.float64)
+        self._task_index = table["task_index"].astype(np.int64)
+        # Episodes are contiguous in the (possibly filtered) table: store each one's span in rows.
+        episodes = self.meta.episodes
+        self._ep_rows: dict[int, tuple[int, int]] = {}
+        self._ep_from_ts: dict[int, dict[str, float]] = {}
+        self._ep_video: dict[int, dict[str, Path]] = {}
+        starts = np.flatnonzero(np.r_[True, self._episode[1:] != self._episode[:-1]])
+        ends = np.r_[starts[1:], len(self._episode)]
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            ep = int(self._episode[start])
+            row = episodes[ep]
+            if end - start != row["dataset_to_index"] - row["dataset_from_index"]:
+                raise ValueError(f"episode {ep} has {end - start} frames in data/ but the episode table says "
+                                 f"{row['dataset_to_index'] - row['dataset_from_index']}: the dataset is malformed")
+            self._ep_rows[ep] = (start, end)
+            self._ep_from_ts[ep] = {k: float(row[f"videos/{k}/from_timestamp"]) for k in self.camera_keys}
+            self._ep_video[ep] = {k: self.lerobot.root / self.meta.get_video_file_path(ep, k)
+                                  for k in self.camera_keys}
+        self._tasks = {int(i): str(name) for name, i in zip(self.meta.tasks.index, self.meta.tasks["task_index"])}
+
+    def __len__(self) -> int:
+        return len(self._episode)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        if self.reader == "lerobot":
+            return self.from_lerobot_item(self.lerobot[idx])
+        return self._fast_item(int(idx))
+
+    # -- the fast reader ---------------------------------------------------------------------
+
+    def _window(self, idx: int, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        start, end = self._ep_rows[int(self._episode[idx])]
+        rows = idx + offsets
+        # LeRobot's convention: out-of-episode steps repeat the nearest edge frame and are flagged.
+        return np.clip(rows, start, end - 1), (rows < start) | (rows >= end)
+
+    def _fast_item(self, idx: int) -> dict[str, Any]:
+        o = self._offsets
+        hist_rows, hist_pad = self._window(idx, o["history"])
+        act_rows, act_pad = self._window(idx, o["actions"])
+        frame_rows, _ = self._window(idx, np.concatenate([o["history"], o["future"]]))
+        ep = int(self._episode[idx])
+        views = [self._decode(ep, key, self._timestamp[frame_rows]) for key in self.camera_keys]
+        frames = torch.stack(views, dim=1)  # [Th+Tf,V,C,H,W]
+        sample = self._sample(frames, torch.from_numpy(self._state[hist_rows]), torch.from_numpy(self._action[act_rows]),
+                              torch.from_numpy(act_pad), self._tasks[int(self._task_index[idx])])
+        sample[BatchKey.OBS_IS_PAD.value] = torch.from_numpy(hist_pad)
+        if self.cfg.future_frames:
+            _, fut_pad = self._window(idx, o["future"])
+            sample[BatchKey.FUTURE_IS_PAD.value] = torch.from_numpy(fut_pad)
+        return sample
+
+    def _decoder(self, path: Path):
+        # Decoders hold file handles and codec state that must not cross a fork: a worker that
+        # inherits the parent's cache starts its own (the failure LeRobot's global cache has).
+        if self._decoders_pid != os.getpid():
+            self._decoders, self._decoders_pid = {}, os.getpid()
+        key = str(path)
+        if key not in self._decoders:
+            from torchcodec.decoders import VideoDecoder
+
+            self._decoders[key] = VideoDecoder(key, seek_mode="exact", dimension_order="NCHW")
+        return self._decoders[key]
+
+    def _decode(self, ep: int, key: str, timestamps: np.ndarray) -> torch.Tensor:
+        """Frames at episode-relative ``timestamps`` -> uint8 [T,C,H,W], checked like LeRobot does."""
+        decoder = self._decoder(self._ep_video[ep][key])
+        query = self._ep_from_ts[ep][key] + timestamps
+        fps = decoder.metadata.average_fps
+        # Same index rule as LeRobot's torchcodec path, so both readers return identical frames.
+        indices = np.rint(query * fps).astype(np.int64)
+        unique, inverse = np.unique(indices, return_inverse=True)
+        batch = decoder.get_frames_at(indices=unique.tolist())
+        err = np.abs(batch.pts_seconds.numpy()[inverse] - query)
+        if (err >= self.tolerance_s).any():
+            raise ValueError(f"video {self._ep_video[ep][key]}: frames decoded {err.max():.4f}s away from the "
+                             f"requested timestamps (tolerance {self.tolerance_s}s); the video and the parquet "
+                             "timestamps disagree")
+        return batch.data[torch.from_numpy(inverse)]
+
+    # -- shared by both readers --------------------------------------------------------------
+
+    def _sample(self, frames: torch.Tensor, state: torch.Tensor, actions: torch.Tensor, action_is_pad: torch.Tensor,
+                text: str) -> dict[str, Any]:
+        """frames [Th+Tf,V,C,h,w] at any resolution -> the batch dict for one sample."""
+        T, V = frames.shape[:2]
+        frames = fit_frames(frames.flatten(0, 1), self.cfg.height, self.cfg.width, self.fit)
+        frames = frames.unflatten(0, (T, V))  # [Th+Tf,V,C,H,W]
+        Th = self.cfg.history
+        sample = {
+            BatchKey.OBS_FRAMES.value: frames[:Th],
+            BatchKey.STATE.value: state.float().reshape(Th, -1),
+            BatchKey.ACTIONS.value: actions.float().reshape(self.cfg.chunk_length, -1),
+            BatchKey.ACTION_IS_PAD.value: action_is_pad.bool(),
+            BatchKey.HAS_ACTIONS.value: True,
+            BatchKey.TEXT.value: text,
+            BatchKey.SOURCE.value: self.name,
+        }
+        if self.cfg.future_frames:
+            sample[BatchKey.FUTURE_FRAMES.value] = frames[Th:]
+        return sample
+
+    def from_lerobot_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Convert one ``LeRobotDataset.__getitem__`` result (with our delta_timestamps)."""
+        frames = torch.stack([item[k] for k in self.camera_keys], dim=1)  # [Th+Tf,V,C,h,w] float
+        sample = self._sample(frames, item[self.state_key], item[self.action_key], item[f"{self.action_key}_is_pad"],
+                              item["task"])
+        pad = item[f"{self.camera_keys[0]}_is_pad"]
+        sample[BatchKey.OBS_IS_PAD.value] = pad[: self.cfg.history].bool()
+        if self.cfg.future_frames:
+            sample[BatchKey.FUTURE_IS_PAD.value] = pad[self.cfg.history:].bool()
+        return sample
+
+    def worker_init_fn(self, worker_id: int) -> None:
+        if self.reader == "lerobot":
+            lerobot_worker_init_fn(worker_id)
+
+    @property
+    def episode_lengths(self) -> dict[int, int]:
+        return {ep: end - start for ep, (start, end) in self._ep_rows.items()}
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The raw state and action columns (for statistics)."""
+        return {"state": self._state, "action": self._action}
