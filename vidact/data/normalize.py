@@ -43,13 +43,21 @@ def lerobot_stats(meta, state_key: str, action_key: str) -> dict[str, dict[str, 
     return out
 
 
-def dataset_stats(dataset, recompute: bool = False) -> dict[str, dict[str, list[float]]]:
-    """Stats for a :class:`vidact.data.robot.RobotDataset`: LeRobot's own when present (they cover
-    the whole dataset), else computed exactly from the loaded columns."""
-    if not recompute:
+def dataset_stats(dataset, source: str = "exact") -> dict[str, dict[str, list[float]]]:
+    """Stats for a :class:`vidact.data.robot.RobotDataset`.
+
+    ``exact`` computes them from the columns the dataset already holds (cheap: a few floats per
+    frame). ``lerobot`` reads ``meta/stats.json``; its quantiles come from 5000-bin histograms that
+    merge per-episode estimates, which on a +-1 gripper put q01 = q99 = the mean.
+    """
+    if source == "lerobot":
         found = lerobot_stats(dataset.meta, dataset.state_key, dataset.action_key)
-        if found is not None:
-            return found
+        if found is None:
+            raise KeyError(f"{dataset.meta.root}/meta/stats.json lacks {list(STAT_KEYS)} for "
+                           f"'{dataset.state_key}' or '{dataset.action_key}'; use data.stats='exact'")
+        return found
+    if source != "exact":
+        raise ValueError(f"data.stats={source!r}: dataset stats come from 'exact' or 'lerobot'")
     return {name: compute_stats(values) for name, values in dataset.columns().items()}
 
 

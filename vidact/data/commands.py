@@ -1,0 +1,151 @@
+"""``vidact data metaworld ...`` and ``vidact data inspect DIR`` (``vidact.cli`` forwards here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vidact data", description="Generate and inspect datasets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mw = sub.add_parser("metaworld", help="MetaWorld scripted-expert demos -> a LeRobot v3.0 dataset")
+    mw.add_argument("--tasks", nargs="+", required=True, help="MetaWorld task names, e.g. button-press-topdown-v3")
+    mw.add_argument("--episodes", type=int, required=True, help="episodes to keep per task")
+    mw.add_argument("--out", required=True, help="dataset folder to create")
+    mw.add_argument("--cameras", nargs="+", default=["corner2"], help="first one is stored as observation.image")
+    mw.add_argument("--height", type=int, default=96)
+    mw.add_argument("--width", type=int, default=96)
+    mw.add_argument("--seed", type=int, default=0)
+    mw.add_argument("--max-steps", type=int, default=400)
+    mw.add_argument("--keep-failed", action="store_true", help="also keep episodes the expert did not finish")
+    mw.add_argument("--video-out", default=None, help="also write action-free mp4s + manifest.jsonl here")
+    mw.add_argument("--vcodec", default="libsvtav1", help="LeRobot video codec (libsvtav1, h264, ...)")
+    mw.add_argument("--overwrite", action="store_true")
+
+    ins = sub.add_parser("inspect", help="summarize a LeRobot dataset; non-zero exit if it is malformed")
+    ins.add_argument("dir")
+    ins.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    if args.command == "metaworld":
+        return _metaworld(args)
+    return _inspect(args)
+
+
+def _metaworld(args: argparse.Namespace) -> int:
+    from vidact.data.metaworld import MetaWorldGenConfig, generate
+
+    try:
+        cfg = MetaWorldGenConfig(tasks=args.tasks, episodes=args.episodes, out=args.out, cameras=args.cameras,
+                                 height=args.height, width=args.width, seed=args.seed, max_steps=args.max_steps,
+                                 keep_failed=args.keep_failed, video_out=args.video_out, vcodec=args.vcodec,
+                                 overwrite=args.overwrite)
+        summary = generate(cfg)
+    except (ValueError, FileExistsError, RuntimeError) as e:
+        print(f"vidact data metaworld: error: {e}", file=sys.stderr)
+        return 2
+    for task, s in summary.items():
+        print(f"{task}: kept {s['kept']} of {s['tried']} episodes")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def inspect_dataset(root: str | Path) -> dict:
+    """Summary of a LeRobot dataset; raises ValueError naming what is malformed."""
+    import numpy as np
+
+    root = Path(root)
+    info_path = root / "meta" / "info.json"
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a directory")
+    if not info_path.is_file():
+        raise ValueError(f"{root} is not a LeRobot dataset: meta/info.json is missing")
+    try:
+        info = json.loads(info_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{info_path} is not valid JSON: {e}") from None
+    for key in ("codebase_version", "fps", "features", "total_episodes", "total_frames"):
+        if key not in info:
+            raise ValueError(f"{info_path} lacks '{key}'")
+    if info["codebase_version"] != "v3.0":
+        raise ValueError(f"{root} is LeRobot {info['codebase_version']}; vidact reads v3.0 "
+                         "(convert with lerobot/datasets/v30/convert_dataset_v21_to_v30.py)")
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+    try:
+        meta = LeRobotDatasetMetadata(f"local/{root.name}", root=root)
+        episodes = meta.episodes
+    except Exception as e:  # LeRobot's own errors on broken parquet/metadata are not uniform
+        raise ValueError(f"{root}: LeRobot cannot read the metadata ({type(e).__name__}: {e})") from None
+    if episodes is None or len(episodes) != info["total_episodes"]:
+        raise ValueError(f"{root}: info.json says {info['total_episodes']} episodes, the episode table has "
+                         f"{0 if episodes is None else len(episodes)}")
+    lengths = np.asarray(episodes["length"])
+    if int(lengths.sum()) != info["total_frames"]:
+        raise ValueError(f"{root}: episodes add up to {int(lengths.sum())} frames, info.json says "
+                         f"{info['total_frames']}")
+    data_files = sorted((root / "data").glob("*/*.parquet"))
+    if not data_files:
+        raise ValueError(f"{root}: no parquet files under data/")
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.read_metadata(p).num_rows for p in data_files)
+    if rows != info["total_frames"]:
+        raise ValueError(f"{root}: data/ holds {rows} frames, info.json says {info['total_frames']}")
+    missing_videos = [str(p) for ep in range(len(episodes)) for k in meta.video_keys
+                      if not (p := root / meta.get_video_file_path(ep, k)).is_file()]
+    if missing_videos:
+        raise ValueError(f"{root}: missing video files {sorted(set(missing_videos))[:5]}")
+    stats = meta.stats or {}
+    summary_stats = {k: {s: np.round(np.asarray(stats[k][s], dtype=float).reshape(-1), 4).tolist()
+                         for s in ("mean", "std", "q01", "q99") if s in stats[k]}
+                     for k, f in meta.features.items() if k in stats and f["dtype"] in ("float32", "float64")}
+    return {
+        "root": str(root), "codebase_version": info["codebase_version"], "robot_type": info.get("robot_type"),
+        "fps": meta.fps, "episodes": meta.total_episodes, "frames": meta.total_frames,
+        "episode_length": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())},
+        "tasks": list(meta.tasks.index), "cameras": list(meta.camera_keys),
+        "features": {k: {"dtype": f["dtype"], "shape": list(f["shape"])} for k, f in meta.features.items()},
+        "stats": summary_stats,
+    }
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    try:
+        s = inspect_dataset(args.dir)
+    except ValueError as e:
+        print(f"vidact data inspect: malformed dataset: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    L = s["episode_length"]
+    print(f"{s['root']}  (LeRobot {s['codebase_version']}, robot {s['robot_type']})")
+    print(f"  episodes {s['episodes']}   frames {s['frames']}   fps {s['fps']}   "
+          f"episode length min/mean/max {L['min']}/{L['mean']:.1f}/{L['max']}")
+    print(f"  tasks ({len(s['tasks'])}): " + "; ".join(s["tasks"][:10]) + (" ..." if len(s["tasks"]) > 10 else ""))
+    print("  features:")
+    for k, f in s["features"].items():
+        print(f"    {k:28s} {f['dtype']:8s} {f['shape']}")
+    print("  stats:")
+    for k, st in s["stats"].items():
+        if k in ("timestamp", "next.reward"):
+            continue
+        print(f"    {k}:")
+        for name, v in st.items():
+            print(f"      {name:4s} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
