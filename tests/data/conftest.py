@@ -20,6 +20,12 @@ SYNTH_SIZE = (30, 42)  # odd-ish camera resolution, resized by the loader
 
 
 @pytest.fixture(scope="session")
+def synth_spec() -> dict:
+    """What :func:`synthetic_dataset` holds (tests import no module from tests/)."""
+    return {"fps": SYNTH_FPS, "lengths": SYNTH_LENGTHS, "size": SYNTH_SIZE}
+
+
+@pytest.fixture(scope="session")
 def metaworld_dataset(tmp_path_factory) -> Path:
     """2 expert episodes of button-press-topdown-v3, two cameras at 32x32, plus action-free video."""
     from vidact.data.commands import main
