@@ -85,13 +85,19 @@ def video_dir(tmp_path_factory) -> Path:
     write_video(d / "h264_ntsc.mp4", counting_frames(30, 121, 77), fps=30000 / 1001)
     raw = counting_frames(24, 45, 61)
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "61x45", "-r", "12",
-                    "-i", "-", "-vf", "pad=62:46", "-c:v", "libsvtav1", "-pix_fmt", "yuv420p",
+                    "-i", "-", "-vf", "pad=62:46", "-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "yuv420p",
                     str(d / "av1.mp4")], input=raw.tobytes(), check=True)
     (d / "not_a_video.mp4").write_bytes(b"this is a text file, not a video\n" * 10)
     good = (d / "h264_odd.mp4").read_bytes()
-    (d / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (d / "truncated.mp4").write_bytes(good[: len(good) // 3])  # index (moov) at the end: cannot open
+    # index at the front: opens, then fails mid-stream ("Could not push packet to decoder")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(d / "h264_odd.mp4"), "-c", "copy", "-movflags",
+                    "+faststart", str(d / "faststart.mp4")], check=True)
+    front = (d / "faststart.mp4").read_bytes()
+    (d / "truncated_faststart.mp4").write_bytes(front[: len(front) // 2])
     entries = [("h264_odd.mp4", "odd size"), ("h264_ntsc.mp4", "ntsc rate"), ("av1.mp4", "av1 clip"),
-               ("not_a_video.mp4", "bad"), ("truncated.mp4", "cut"), ("missing.mp4", "gone")]
+               ("not_a_video.mp4", "bad"), ("truncated.mp4", "cut"), ("truncated_faststart.mp4", "cut mid-stream"),
+               ("missing.mp4", "gone")]
     with open(d / "manifest.jsonl", "w") as f:
         for path, caption in entries:
             f.write(json.dumps({"path": path, "caption": caption}) + "\n")
