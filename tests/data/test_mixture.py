@@ -1,0 +1,103 @@
+"""Weighted mixtures: proportions, resumable state, rank shards, loaders with workers, config errors."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from vidact.data.config import DataConfig, SourceConfig
+from vidact.data.mixture import MixtureSampler, SourceCounter, build_loader, build_sources, robot_stats
+from vidact.models.configuration import VidActConfig
+
+
+def test_weights_set_proportions():
+    s = MixtureSampler([10, 500], [0.7, 0.3], seed=0, names=["web", "robot"], samples_per_epoch=4000)
+    list(s)
+    counts = s.counts()
+    assert counts["web"] / 4000 == pytest.approx(0.7, abs=0.03)
+
+
+def test_resume_continues_the_same_stream():
+    full = list(MixtureSampler([7, 30], [1, 2], seed=5, samples_per_epoch=9000))
+    first = MixtureSampler([7, 30], [1, 2], seed=5, samples_per_epoch=5000)
+    head = list(first)
+    resumed = MixtureSampler([7, 30], [1, 2], seed=5, samples_per_epoch=4000)
+    resumed.load_state_dict(first.state_dict())  # crosses a 4096-draw block boundary
+    assert head + list(resumed) == full
+    with pytest.raises(ValueError, match="seed 5"):
+        MixtureSampler([7, 30], [1, 2], seed=6).load_state_dict(first.state_dict())
+
+
+def test_ranks_read_disjoint_shards_covering_each_source():
+    per_rank = [[(src, i) for src, i, _ in MixtureSampler([12], [1.0], rank=r, world_size=3, samples_per_epoch=4)]
+                for r in range(3)]
+    items = [x for rank in per_rank for x in rank]
+    assert sorted(items) == [(0, i) for i in range(12)]  # one pass: every item once, on one rank
+
+
+def test_passes_reshuffle_and_report_epoch():
+    out = list(MixtureSampler([5], [1.0], seed=0, samples_per_epoch=10))
+    assert sorted(i for _, i, e in out if e == 0) == list(range(5))
+    assert [e for *_, e in out] == [0] * 5 + [1] * 5
+
+
+def mixture_cfg(synthetic_dataset, video_dir, **kw) -> DataConfig:
+    return DataConfig(kind="mixture", num_workers=kw.pop("num_workers", 0), sources=[
+        SourceConfig(kind="webvideo", path=str(video_dir / "manifest.jsonl"), weight=0.7, name="web", fps=6.0),
+        SourceConfig(kind="lerobot", path=str(synthetic_dataset), weight=0.3, name="robot",
+                     camera_keys=["observation.images.a"]),
+    ], **kw)
+
+
+MODEL = dict(height=24, width=24, views=1, history=2, future_frames=1, future_frame_stride=2, chunk_length=4,
+             state_dim=3, action_dim=2)
+
+
+def test_loader_mixes_robot_and_web_video_with_workers(synthetic_dataset, video_dir, caplog):
+    cfg = mixture_cfg(synthetic_dataset, video_dir, num_workers=2)
+    loader, sampler = build_loader(cfg, VidActConfig(**MODEL), batch_size=8, samples_per_epoch=48)
+    counter = SourceCounter(every=2)
+    with caplog.at_level(logging.INFO, logger="vidact.data.mixture"):
+        batches = list(loader)
+        for b in batches:
+            counter.update(b)
+    assert len(batches) == 6
+    for b in batches:
+        for src, has in zip(b.source, b.has_actions.tolist()):
+            assert has == (src == "robot")
+    assert set(counter.totals) == {"web", "robot"} and sum(counter.totals.values()) == 48
+    assert any("data sources after" in r.getMessage() for r in caplog.records)
+    assert sampler.consumed == 48
+
+
+def test_robot_stats_for_the_run(synthetic_dataset, video_dir):
+    cfg = mixture_cfg(synthetic_dataset, video_dir)
+    datasets, names, weights = build_sources(cfg, VidActConfig(**MODEL))
+    assert names == ["web", "robot"] and weights == [0.7, 0.3]
+    stats = robot_stats(cfg, datasets)
+    assert len(stats["state"]["mean"]) == 3 and len(stats["action"]["q99"]) == 2
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(kind="video"), "data.kind='video' is not one of"),
+    (dict(kind="mixture"), "needs at least one entry in data.sources"),
+    (dict(kind="lerobot", sources=[SourceConfig(kind="webvideo", path="m.jsonl")]), "exactly one data.sources"),
+    (dict(kind="mixture", sources=[SourceConfig(path="x"), SourceConfig(path="y", weight=0)]),
+     r"data.sources\[1\].weight must be > 0"),
+    (dict(kind="mixture", sources=[SourceConfig(path="")]), r"data.sources\[0\].path is required"),
+    (dict(kind="mixture", sources=[{"kind": "web", "path": "x"}]), r"data.sources\[0\].kind='web'"),
+    (dict(stats="file"), "data.stats_path is required"),
+    (dict(kind="fake", sources=[SourceConfig(path="x")]), "does not read datasets"),
+])
+def test_config_errors_name_the_key(kw, message):
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**kw)
+
+
+def test_config_is_an_omegaconf_structured_config():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(DataConfig(kind="mixture", sources=[SourceConfig(path="d", weight=2.0)]))
+    back = OmegaConf.to_object(OmegaConf.merge(cfg, {"sources": [{"path": "e", "kind": "webvideo"}]}))
+    assert isinstance(back.sources[0], SourceConfig) and back.sources[0].kind == "webvideo"
