@@ -165,8 +165,8 @@ class RobotDataset(Dataset):
         act_rows, act_pad = self._window(idx, o["actions"])
         frame_rows, _ = self._window(idx, np.concatenate([o["history"], o["future"]]))
         ep = int(self._episode[idx])
-        views = [self._decode(ep, key, self._timestamp[frame_rows]) for key in self.camera_keys]
-        frames = torch.stack(views, dim=1)  # [Th+Tf,V,C,H,W]
+        views = [self._decode(ep, key, self._timestamp[frame_rows]).numpy() for key in self.camera_keys]
+        frames = torch.from_numpy(np.stack(views, axis=1))  # [Th+Tf,V,C,H,W] uint8 (numpy: see to_float01)
         sample = self._sample(frames, torch.from_numpy(self._state[hist_rows]), torch.from_numpy(self._action[act_rows]),
                               torch.from_numpy(act_pad), self._tasks[int(self._task_index[idx])])
         sample[BatchKey.OBS_IS_PAD.value] = torch.from_numpy(hist_pad)
@@ -201,7 +201,7 @@ class RobotDataset(Dataset):
             raise ValueError(f"video {self._ep_video[ep][key]}: frames decoded {err.max():.4f}s away from the "
                              f"requested timestamps (tolerance {self.tolerance_s}s); the video and the parquet "
                              "timestamps disagree")
-        return batch.data[torch.from_numpy(inverse)]
+        return batch.data[torch.from_numpy(inverse)] if len(unique) < len(indices) else batch.data
 
     # -- shared by both readers --------------------------------------------------------------
 
