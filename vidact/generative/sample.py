@@ -73,6 +73,7 @@ class Sampler:
         steps = steps or cfg.steps
         guidance = cfg.guidance_scale if guidance_scale is None else guidance_scale
         model, roles = self.model, MODE_ROLES[mode]
+        model.spec.check(batch)
         if model.future_tokens == 0 and roles.video != Role.DROPPED:
             raise ValueError(f"mode {mode.value!r} needs future frames but model.future_frames=0")
         if roles.video == Role.GIVEN and batch.future_frames is None:

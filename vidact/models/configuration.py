@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from vidact.tokenizers.config import (FRAME_TOKENIZERS, OBS_ENCODERS, TEXT_ENCODERS, FrameTokenizerConfig,
+                                     ObsEncoderConfig, TextEncoderConfig)
+
 # name -> (width D, depth, heads). Parameter counts are printed by `vidact dry-run`.
 FLAVORS: dict[str, tuple[int, int, int]] = {
     "tiny": (64, 2, 4),  # < 1M parameters, for tests
@@ -18,36 +21,7 @@ FLAVORS: dict[str, tuple[int, int, int]] = {
     "L": (1024, 24, 16),
 }
 
-FRAME_TOKENIZERS = ("patch", "vae")
-OBS_ENCODERS = ("tokenizer", "timm")
-TEXT_ENCODERS = ("t5", "clip", "siglip", "tiny_t5", "none")
 NORMALIZATION_MODES = ("mean_std", "quantile")
-
-
-@dataclass
-class FrameTokenizerConfig:
-    kind: str = "patch"  # one of FRAME_TOKENIZERS
-    patch_size: int = 8  # pixels per patch side (patch) or latent cells per token side (vae)
-    vae_path: Optional[str] = None  # local diffusers AutoencoderKL folder; None with kind=vae builds a tiny random one
-    vae_tiny_seed: int = 0
-
-
-@dataclass
-class ObsEncoderConfig:
-    """How observed frames become tokens: through the frame tokenizer, or a timm backbone."""
-
-    kind: str = "tokenizer"  # one of OBS_ENCODERS
-    timm_name: str = "resnet18"
-    weights_path: Optional[str] = None  # local .safetensors/.pth for the timm model; None = random init
-    freeze: bool = True
-
-
-@dataclass
-class TextEncoderConfig:
-    kind: str = "tiny_t5"  # one of TEXT_ENCODERS
-    path: Optional[str] = None  # local transformers checkpoint folder (t5 / clip / siglip)
-    max_length: int = 32
-    cache_size: int = 4096  # instruction strings whose embeddings are kept in memory
 
 
 @dataclass

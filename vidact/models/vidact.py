@@ -76,6 +76,9 @@ class VidAct(nn.Module):
         self.future_in = nn.Linear(d_latent, D)
         self.action_in = nn.Linear(c.action_dim, D)
         self.modality_emb = nn.Parameter(torch.zeros(len(GROUP_ORDER), D))
+        # Separate learned positions for observed and future frames. Sharing one table (learned or
+        # fixed 2D sin-cos) was measured worse on the sliding-square task: 0.3-0.8 action MSE after
+        # 500 steps against 0.02-0.1 with separate tables (mean-action baseline 1.43).
         self.obs_pos = nn.Parameter(torch.zeros(self.obs_tokens_per_frame, D))
         self.future_pos = nn.Parameter(torch.zeros(n_frame, D))
         self.view_emb = nn.Parameter(torch.zeros(c.views, D))

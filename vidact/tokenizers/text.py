@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vidact.models.configuration import TextEncoderConfig
+from vidact.tokenizers.config import TextEncoderConfig
 
 
 def tiny_t5_config():

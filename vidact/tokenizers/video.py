@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vidact.models.configuration import FrameTokenizerConfig, ObsEncoderConfig
+from vidact.tokenizers.config import FrameTokenizerConfig, ObsEncoderConfig
 
 
 def patchify(x: Tensor, p: int) -> Tensor:

@@ -1,0 +1,225 @@
+import dataclasses
+
+import pytest
+import torch
+
+from vidact.data.fake import fake_batch
+from vidact.generative import GenerativeConfig, Mode, Sampler, SamplerConfig, training_loss
+from vidact.models import FLAVORS, VidAct, VidActConfig
+from vidact.models.layout import Group
+from vidact.types import Batch
+
+SHAPES = {  # mode -> (actions returned, future frames returned)
+    Mode.POLICY: (True, True), Mode.POLICY_FAST: (True, False), Mode.FORWARD_DYNAMICS: (True, True),
+    Mode.INVERSE_DYNAMICS: (True, False), Mode.VIDEO: (False, True),
+}
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_every_mode_has_the_right_shapes_and_is_reproducible(tiny_model, tiny_cfg, mode, method):
+    batch = fake_batch(tiny_cfg, 3, seed=1)
+    sampler = Sampler(tiny_model, SamplerConfig(method=method, steps=3, guidance_scale=2.0))
+    a, b, c = (sampler.sample(batch, mode, seed=s) for s in (5, 5, 6))
+    want_actions, want_video = SHAPES[mode]
+    B, K, A = 3, tiny_cfg.chunk_length, tiny_cfg.action_dim
+    if want_actions:
+        assert a.actions.shape == (B, K, A)
+        assert torch.equal(a.actions, b.actions)
+    if want_video:
+        frame = (tiny_cfg.views, tiny_cfg.channels, tiny_cfg.height, tiny_cfg.width)
+        assert a.future_frames.shape == (B, tiny_cfg.future_frames, *frame)
+        assert torch.equal(a.future_frames, b.future_frames)
+        assert not torch.equal(a.future_frames, c.future_frames)  # the seed matters
+    else:
+        assert a.future_frames is None
+    if mode == Mode.FORWARD_DYNAMICS:
+        assert torch.equal(a.actions, batch.actions)  # given, returned as is
+    elif want_actions:
+        assert not torch.equal(a.actions, c.actions)
+    if not want_actions:
+        assert a.actions is None
+
+
+def test_named_mode_methods_match_sample(tiny_model, tiny_cfg):
+    batch = fake_batch(tiny_cfg, 2)
+    sampler = Sampler(tiny_model, SamplerConfig(steps=2))
+    assert torch.equal(sampler.policy(batch).actions, sampler.sample(batch, Mode.POLICY).actions)
+    assert torch.equal(sampler.inverse_dynamics(batch).actions, sampler.sample(batch, "inverse_dynamics").actions)
+    assert torch.equal(sampler.video(batch).future_frames, sampler.sample(batch, Mode.VIDEO).future_frames)
+
+
+def _inputs(model, cfg, B=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xv = torch.randn(B, model.future_tokens, model.latent_dim, generator=g)
+    xa = torch.randn(B, cfg.chunk_length, cfg.action_dim, generator=g)
+    return xv, xa, torch.rand(B, generator=g), torch.rand(B, generator=g)
+
+
+def test_cached_prefix_gives_the_same_prediction_as_the_full_sequence(tiny_model, tiny_cfg):
+    batch = fake_batch(tiny_cfg, 2)
+    prefix = tiny_model.embed_prefix(batch)
+    xv, xa, tv, ta = _inputs(tiny_model, tiny_cfg)
+    with torch.no_grad():
+        full = tiny_model(prefix, xv, xa, tv, ta)
+        cached = tiny_model.forward_cached(tiny_model.cache_prefix(prefix), xv, xa, tv, ta)
+    assert torch.allclose(full.video, cached.video, atol=1e-5)
+    assert torch.allclose(full.action, cached.action, atol=1e-5)
+    assert full.action.abs().mean() > 1e-3  # a real comparison, not of zeros
+
+
+def test_masking_a_group_in_training_equals_dropping_it_at_inference(tiny_model, tiny_cfg):
+    """Training rehearses policy_fast / video by masking; inference removes the tokens."""
+    batch = fake_batch(tiny_cfg, 2)
+    prefix = tiny_model.embed_prefix(batch)
+    xv, xa, tv, ta = _inputs(tiny_model, tiny_cfg)
+    no = torch.zeros(2, dtype=torch.bool)
+    with torch.no_grad():
+        masked = tiny_model(prefix, xv, xa, tv, ta, future_valid=no)
+        dropped = tiny_model(prefix, None, xa, tv, ta)
+        masked_v = tiny_model(prefix, xv, xa, tv, ta, action_valid=no)
+        dropped_v = tiny_model(prefix, xv, None, tv, ta)
+    assert torch.allclose(masked.action, dropped.action, atol=1e-5)
+    assert torch.allclose(masked_v.video, dropped_v.video, atol=1e-5)
+
+
+def test_policy_fast_does_not_pay_for_video_tokens(tiny_model, tiny_cfg):
+    seen = []
+    hook = tiny_model.backbone.blocks[0].register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    batch = fake_batch(tiny_cfg, 1)
+    Sampler(tiny_model, SamplerConfig(steps=4)).policy_fast(batch)
+    hook.remove()
+    prefix_len = len(tiny_model.embed_prefix(batch).layout)
+    # One prefix pass, then 4 steps over the action tokens alone.
+    assert seen == [prefix_len] + [tiny_cfg.chunk_length] * 4
+    assert tiny_model.future_tokens > 0
+
+
+def _grads(model):
+    return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _zero_or_none(g):
+    return g is None or not g.any()
+
+
+ACTION_ONLY = ("action_in.", "action_out.", "action_pos")
+
+
+def test_action_free_batch_gives_no_gradient_to_action_parameters(tiny_cfg):
+    torch.manual_seed(0)
+    model = VidAct(tiny_cfg)
+    batch = fake_batch(tiny_cfg, 4, action_free=True)
+    out = training_loss(model, batch, GenerativeConfig(), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out.loss) and out.action_steps_scored == 0 and out.video_tokens_scored > 0
+    assert out.mode_counts == {"video": 4}
+    out.loss.backward()
+    grads = _grads(model)
+    action_params = [n for n in grads if n.startswith(ACTION_ONLY)]
+    assert action_params and all(_zero_or_none(grads[n]) for n in action_params)
+    assert not _zero_or_none(grads["future_out.weight"])
+
+
+def test_batch_with_actions_trains_both_heads(tiny_cfg):
+    torch.manual_seed(0)
+    model = VidAct(tiny_cfg)
+    cfg = GenerativeConfig(mode_weights={"policy": 1.0, "policy_fast": 0.0, "inverse_dynamics": 0.0,
+                                         "forward_dynamics": 0.0})
+    out = training_loss(model, fake_batch(tiny_cfg, 4), cfg, torch.Generator().manual_seed(0))
+    out.loss.backward()
+    grads = _grads(model)
+    for prefix in ("action_out.weight", "future_out.weight"):
+        assert not _zero_or_none(grads[prefix]), prefix
+    # Zero-initialised heads: their inputs get gradient from the second step on; the heads now do.
+    assert out.action_steps_scored == 4 * tiny_cfg.chunk_length and out.video_tokens_scored > 0
+
+
+def test_mixed_batch_scores_actions_only_where_present(tiny_cfg):
+    model = VidAct(tiny_cfg)
+    batch = fake_batch(tiny_cfg, 4)
+    batch.has_actions = torch.tensor([True, False, True, False])
+    batch.action_is_pad = torch.zeros(4, tiny_cfg.chunk_length, dtype=torch.bool)
+    batch.action_is_pad[0, -3:] = True
+    cfg = GenerativeConfig(mode_weights={"policy": 1.0, "policy_fast": 0.0, "inverse_dynamics": 0.0,
+                                         "forward_dynamics": 0.0})
+    out = training_loss(model, batch, cfg, torch.Generator().manual_seed(0))
+    assert out.mode_counts == {"policy": 2, "video": 2}
+    assert out.action_steps_scored == 2 * tiny_cfg.chunk_length - 3
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("obs_frames", torch.rand(2, 2, 2, 3, 16, 32), r"'obs_frames': expected shape \[B,Th,V,C,H,W\] = \[2, 2, 2, 3, 32, 32\]"),
+    ("actions", torch.randn(2, 8, 4), r"'actions': expected shape \[B,K,A\] = \[2, 8, 5\]"),
+    ("state", torch.randn(2, 2), r"'state': expected shape \[B,Th,S\] = \[2, 2, 3\]"),
+    ("text", None, r"'text': expected 2 instruction strings"),
+    ("text", ["only one"], r"'text': expected 2 instruction strings .* got 1 strings"),
+    ("future_frames", torch.rand(2, 1, 2, 3, 32, 32), r"'future_frames': expected shape \[B,Tf,V,C,H,W\]"),
+])
+def test_bad_input_names_the_field_and_expected_shape(tiny_model, tiny_cfg, field, value, message):
+    batch = dataclasses.replace(fake_batch(tiny_cfg, 2), **{field: value})
+    with pytest.raises(ValueError, match=message):
+        training_loss(tiny_model, batch, GenerativeConfig())
+
+
+def test_modes_that_need_given_inputs_say_so(tiny_model, tiny_cfg):
+    batch = dataclasses.replace(fake_batch(tiny_cfg, 1), future_frames=None, actions=None)
+    with pytest.raises(ValueError, match="inverse_dynamics.*'future_frames'"):
+        Sampler(tiny_model).inverse_dynamics(batch)
+    with pytest.raises(ValueError, match="forward_dynamics.*'actions'"):
+        Sampler(tiny_model).forward_dynamics(batch)
+    with pytest.raises(TypeError, match="expected a vidact.types.Batch"):
+        Sampler(tiny_model).policy({"obs_frames": batch.obs_frames})
+
+
+def test_guidance_changes_samples_and_language_drop_masks_text(tiny_model, tiny_cfg):
+    batch = fake_batch(tiny_cfg, 2)
+    s = Sampler(tiny_model, SamplerConfig(steps=2))
+    assert not torch.allclose(s.policy(batch, guidance_scale=1.0).actions, s.policy(batch, guidance_scale=3.0).actions)
+    prefix = tiny_model.embed_prefix(batch, drop_language=torch.tensor([True, False]))
+    lang = prefix.layout.slices()[Group.LANGUAGE]
+    assert not prefix.key_valid[0, lang].any() and prefix.key_valid[1, lang].any()
+
+
+def test_cached_text_embeddings_match_encoding_on_the_fly(tiny_model, tiny_cfg):
+    batch = fake_batch(tiny_cfg, 2)
+    emb, mask = tiny_model.text_encoder(batch.text)
+    cached = dataclasses.replace(batch, text_embeddings=emb, text_mask=mask)
+    s = Sampler(tiny_model, SamplerConfig(steps=2))
+    assert torch.equal(s.policy_fast(batch).actions, s.policy_fast(cached).actions)
+
+
+def test_flavor_registry_sizes():
+    assert set(FLAVORS) == {"tiny", "S", "B", "L"}
+    tiny = VidAct(VidActConfig(flavor="tiny"))
+    assert tiny.num_parameters(trainable_only=True) < 1_000_000
+    dims = [FLAVORS[f][0] * FLAVORS[f][1] for f in ("tiny", "S", "B", "L")]
+    assert dims == sorted(dims)
+    with pytest.raises(ValueError, match="model.flavor='XL' is not one of"):
+        VidActConfig(flavor="XL")
+    with pytest.raises(ValueError, match="not divisible by model.heads"):
+        VidActConfig(flavor="tiny", heads=5)
+
+
+def test_vae_and_timm_variants_run_every_mode(tmp_path):
+    from vidact.models.configuration import FrameTokenizerConfig, ObsEncoderConfig
+
+    cfg = VidActConfig(flavor="tiny", height=32, width=32, frame_tokenizer=FrameTokenizerConfig(kind="vae", patch_size=4),
+                       obs_encoder=ObsEncoderConfig(kind="timm", timm_name="resnet18"), chunk_length=4)
+    model = VidAct(cfg).eval()
+    batch = fake_batch(cfg, 2)
+    out = training_loss(model, batch, GenerativeConfig(), torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    res = Sampler(model, SamplerConfig(steps=2)).policy(batch)
+    assert res.future_frames.shape == (2, 1, 1, 3, 32, 32) and res.actions.shape == (2, 4, 4)
+    assert not any(p.requires_grad for p in model.obs_encoder.parameters())
+
+
+def test_batch_collate_stacks_samples():
+    samples = [{"obs_frames": torch.rand(1, 1, 3, 8, 8), "state": torch.zeros(1, 2), "text": "a", "has_actions": True}
+               for _ in range(3)]
+    batch = Batch.collate(samples)
+    assert batch.obs_frames.shape == (3, 1, 1, 3, 8, 8) and batch.text == ["a"] * 3
+    assert batch.has_actions.dtype == torch.bool
+    with pytest.raises(KeyError, match="unknown batch fields"):
+        Batch.collate([{"obs_frame": torch.zeros(1)}])

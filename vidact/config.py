@@ -1,0 +1,158 @@
+"""The run config tree: typed dataclasses, YAML fragments and recipes, dotted overrides.
+
+    cfg = load("recipes/debug.yaml", ["model.flavor=S", "train.batch_size=4"])
+
+A recipe is a YAML file whose optional ``include:`` list names fragments (paths relative to the
+recipe, or to the repository's ``configs/`` folder) merged first, in order. Every layer is merged
+into the structured schema, so an unknown or mistyped key fails with its dotted path, the file it
+came from and a "did you mean". Values are validated by the dataclasses' own checks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from vidact.data.config import DataConfig
+from vidact.generative.sample import SamplerConfig
+from vidact.generative.schedule import GenerativeConfig
+from vidact.models.configuration import VidActConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS_DIR = REPO_ROOT / "configs"
+RECIPES_DIR = REPO_ROOT / "recipes"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    precision: str = "auto"  # "auto" = bf16-mixed where the hardware has it, else 32
+    ema_decay: float = 0.999
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class RunConfig:
+    name: str = "vidact"
+    seed: int = 0
+    run_dir: Optional[str] = None  # stable run directory; default runs/<name>
+    model: VidActConfig = field(default_factory=VidActConfig)
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased with the key's dotted path and where it came from."""
+
+
+def schema() -> DictConfig:
+    return OmegaConf.structured(RunConfig)
+
+
+def _suggest(base: DictConfig, full_key: str) -> str:
+    parent_path, _, leaf = full_key.rpartition(".")
+    try:
+        parent = OmegaConf.select(base, parent_path) if parent_path else base
+    except OmegaConfBaseException:
+        parent = None
+    if not isinstance(parent, DictConfig):
+        return ""
+    close = difflib.get_close_matches(leaf, [str(k) for k in parent.keys()], n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{parent_path + '.' if parent_path else ''}{close[0]}'?"
+    return f"; valid keys here: {sorted(str(k) for k in parent.keys())}"
+
+
+def _merge(base: DictConfig, layer: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, layer)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        key = e.full_key or str(e.key)
+        raise ConfigError(f"unknown config key '{key}' (from {source}){_suggest(base, key)}") from None
+    except ValidationError as e:
+        raise ConfigError(f"bad value for config key '{e.full_key}' (from {source}): "
+                          f"{str(e.msg).splitlines()[0]}") from None
+
+
+def _resolve_include(name: str, relative_to: Path) -> Path:
+    for candidate in (relative_to / name, CONFIGS_DIR / name, REPO_ROOT / name):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"include {name!r} (in {relative_to}) not found next to the recipe, in {CONFIGS_DIR} or in "
+                      f"{REPO_ROOT}")
+
+
+def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Any, str]]:
+    """The file's includes (recursively, in order) followed by the file itself."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"include cycle: {' -> '.join(str(p) for p in (*seen, path))}")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    data = OmegaConf.load(path)
+    if not isinstance(data, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    includes = data.pop("include", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    out: list[tuple[Any, str]] = []
+    for name in includes:
+        out += _layers(_resolve_include(str(name), path.parent), (*seen, path))
+    out.append((data, str(path)))
+    return out
+
+
+def load(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Recipe (plus its includes) + ``key=value`` overrides -> a validated :class:`RunConfig`."""
+    cfg = schema()
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.exists() and (RECIPES_DIR / path).exists():
+            path = RECIPES_DIR / path
+        if not path.exists() and (RECIPES_DIR / f"{path}.yaml").exists():
+            path = RECIPES_DIR / f"{path}.yaml"
+        for layer, source in _layers(path):
+            cfg = _merge(cfg, layer, source)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. model.flavor=S)")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    return to_object(cfg)
+
+
+def to_object(cfg: DictConfig) -> RunConfig:
+    try:
+        return OmegaConf.to_object(cfg)  # runs every dataclass's validation
+    except (ValueError, KeyError, TypeError) as e:  # a dataclass's own validation
+        raise ConfigError(str(e)) from None
+    except OmegaConfBaseException as e:
+        cause = e.__cause__ or e
+        raise ConfigError(str(cause).splitlines()[0]) from None
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def from_yaml(text: str) -> RunConfig:
+    return to_object(_merge(schema(), OmegaConf.create(text), "saved config"))

@@ -1,0 +1,36 @@
+"""Tokenizer and encoder settings (plain dataclasses, part of ``VidActConfig``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+FRAME_TOKENIZERS = ("patch", "vae")
+OBS_ENCODERS = ("tokenizer", "timm")
+TEXT_ENCODERS = ("t5", "clip", "siglip", "tiny_t5", "none")
+
+
+@dataclass
+class FrameTokenizerConfig:
+    kind: str = "patch"  # one of FRAME_TOKENIZERS
+    patch_size: int = 8  # pixels per patch side (patch) or latent cells per token side (vae)
+    vae_path: Optional[str] = None  # local diffusers AutoencoderKL folder; None with kind=vae builds a tiny random one
+    vae_tiny_seed: int = 0
+
+
+@dataclass
+class ObsEncoderConfig:
+    """How observed frames become tokens: through the frame tokenizer, or a timm backbone."""
+
+    kind: str = "tokenizer"  # one of OBS_ENCODERS
+    timm_name: str = "resnet18"
+    weights_path: Optional[str] = None  # local .safetensors/.pth for the timm model; None = random init
+    freeze: bool = True
+
+
+@dataclass
+class TextEncoderConfig:
+    kind: str = "tiny_t5"  # one of TEXT_ENCODERS
+    path: Optional[str] = None  # local transformers checkpoint folder (t5 / clip / siglip)
+    max_length: int = 32
+    cache_size: int = 4096  # instruction strings whose embeddings are kept in memory
