@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) set-up: Debian packages, then the Python environment in .venv.
+# Fast when already done: the venv is reinstalled only when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+# torchcodec needs FFmpeg's shared libraries; MuJoCo renders offscreen through EGL (Mesa).
+ldconfig -p 2>/dev/null | grep -q "libavcodec.so" || need_apt+=(ffmpeg)
+ldconfig -p 2>/dev/null | grep -q "libEGL.so.1" || need_apt+=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+command -v git >/dev/null || need_apt+=(git)
+if ((${#need_apt[@]})); then
+    echo "[setup] installing Debian packages: ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+
+stamp=".venv/.vidact-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[setup] installing vidact and its dependencies into .venv (several minutes the first time)"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[dev]"
+    echo "$want" > "$stamp"
+fi
+echo "[setup] ready: $(.venv/bin/python -c 'import torch, lerobot, vidact; print(f"torch {torch.__version__}, lerobot {lerobot.__version__}, vidact {vidact.__version__}")')"
