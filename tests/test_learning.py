@@ -45,7 +45,7 @@ def test_tiny_model_learns_the_sliding_square_task():
         mse = (sampler.sample(test, mode).actions - test.actions).pow(2).mean().item()
         assert mse < 0.2 * mean_action_mse, (mode, mse, mean_action_mse)
     # Video: its own loss term falls too (sharp future frames on this task take longer training;
-    # see the sliding-square note in docs/notes.md).
+    # see docs/notes.md).
     model.eval()
     with torch.no_grad():
         video_end = training_loss(model, held_out, gen, torch.Generator().manual_seed(7)).video_loss.item()
