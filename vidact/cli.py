@@ -13,6 +13,20 @@ def _dry_run(args: argparse.Namespace) -> int:
     return dry_run(args.recipe, args.overrides, batch_size=args.batch_size)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from vidact.config import load
+    from vidact.lit.module import NonFiniteLossError
+    from vidact.train import train
+
+    try:
+        run_dir = train(load(args.recipe, args.overrides))
+    except NonFiniteLossError as e:
+        print(f"vidact train: {e}", file=sys.stderr)
+        return 1
+    print(f"vidact train: done, run directory {run_dir}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from vidact.data.commands import main as data_main
 
@@ -36,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.flavor=S")
     p.add_argument("--batch-size", type=int, default=2)
     p.set_defaults(func=_dry_run)
+
+    p = sub.add_parser("train", help="train a recipe; resumes from the run directory's last checkpoint")
+    p.add_argument("recipe", help="recipe YAML (path, or a name under recipes/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100 run_dir=runs/x")
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("data", help="generate, inspect and convert datasets (vidact data --help)", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)

@@ -38,15 +38,22 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: str = "auto"  # "auto" = bf16-mixed where the hardware has it, else 32
     ema_decay: float = 0.999
+    min_lr_ratio: float = 0.1  # cosine decays from lr to lr * min_lr_ratio at train.steps
+    log_every: int = 10  # optimizer steps between metric rows
+    checkpoint_every: int = 500  # optimizer steps between checkpoints (last.ckpt is also written at the end)
+    resume: str = "auto"  # "auto": continue from run_dir/checkpoints/last.ckpt if present | "never" | a .ckpt path
+    max_bad_steps: int = 3  # consecutive non-finite losses (each one skipped) before the run stops
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size"):
+        for key in ("steps", "batch_size", "log_every", "checkpoint_every", "max_bad_steps"):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
 @dataclass

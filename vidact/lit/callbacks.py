@@ -1,0 +1,38 @@
+"""Pieces around the Lightning loop that vidact changes from the defaults.
+
+Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so a resumed run
+would lose the rows of the steps before its checkpoint. :class:`ResumableCSVLogger` appends
+instead, keeping the file's columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        # Keep metrics.csv, and start from its header: the writer rewrites the file whenever it
+        # sees a column it does not know, and it must know the old columns to keep their values.
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                header = next(csv.reader(f), [])
+            self.metrics_keys = sorted(header)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` writing ``<save_dir>/metrics.csv`` and appending to it across resumes."""
+
+    def __init__(self, save_dir) -> None:
+        super().__init__(save_dir=save_dir, name="", version="")
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -1,0 +1,99 @@
+"""Where training batches come from.
+
+``data.kind`` "fake" / "sliding_square": an endless stream of generated batches. Batch ``i`` is
+drawn from a generator seeded with ``(seed, i)``, so a resumed run that starts at ``i`` sees the
+same batches as an uninterrupted one. Dataset kinds delegate to
+:func:`vidact.data.mixture.build_loader`; its sampler is fast-forwarded past what was consumed.
+
+Every item is ``(draw_index, Batch)``: the module keeps the index of the last batch it trained
+on, which is what resuming needs (the loader prefetches ahead, so counting here would overshoot).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from vidact.config import RunConfig
+from vidact.data.fake import fake_batch, sliding_square_batch
+from vidact.types import Batch
+
+# Generated batch i uses seed * DRAW_STRIDE + i: distinct seeds never share a batch.
+DRAW_STRIDE = 1_000_003
+
+
+class GeneratedBatches(IterableDataset):
+    """Endless generated batches starting at draw ``start``."""
+
+    def __init__(self, cfg: RunConfig, start: int = 0):
+        self.cfg, self.start = cfg, start
+
+    def batch(self, index: int) -> Batch:
+        cfg = self.cfg
+        seed = cfg.seed * DRAW_STRIDE + index
+        if cfg.data.kind == "sliding_square":
+            out = sliding_square_batch(cfg.model, cfg.train.batch_size, torch.Generator().manual_seed(seed))
+        else:
+            out = fake_batch(cfg.model, cfg.train.batch_size, seed=seed)
+        out.source = [cfg.data.kind] * out.batch_size
+        return out
+
+    def __iter__(self) -> Iterator[tuple[int, Batch]]:
+        index = self.start
+        while True:
+            yield index, self.batch(index)
+            index += 1
+
+
+class _Indexed:
+    """Wraps a dataset loader so it yields ``(draw_index, Batch)`` like :class:`GeneratedBatches`."""
+
+    def __init__(self, loader: DataLoader, start: int):
+        self.loader, self.start = loader, start
+
+    def __iter__(self) -> Iterator[tuple[int, Batch]]:
+        index = self.start
+        while True:  # the sampler's epochs are nominal; training length is train.steps
+            for batch in self.loader:
+                yield index, batch
+                index += 1
+
+
+class VidActDataModule(L.LightningDataModule):
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stats: dict | None = None  # normalization stats for the model, when the data has them
+        self._loader = self._sampler = None
+
+    def setup(self, stage: str) -> None:
+        if not self.cfg.data.reads_datasets or self._loader is not None:
+            return
+        from vidact.data.mixture import build_loader, robot_stats
+
+        world = self.trainer.world_size if self.trainer else 1
+        rank = self.trainer.global_rank if self.trainer else 0
+        self._loader, self._sampler = build_loader(self.cfg.data, self.cfg.model, self.cfg.train.batch_size,
+                                                   rank=rank, world_size=world)
+        self.stats = robot_stats(self.cfg.data, self._loader.dataset.sources)
+
+    def _start(self) -> int:
+        """The first draw this fit should train on: 0, or one past the checkpoint's last batch."""
+        module = self.trainer.lightning_module if self.trainer else None
+        return int(getattr(module, "batches_consumed", 0))
+
+    def train_dataloader(self):
+        start = self._start()
+        if not self.cfg.data.reads_datasets:
+            # batch_size=None: the dataset yields whole batches already.
+            return DataLoader(GeneratedBatches(self.cfg, start), batch_size=None, collate_fn=_keep)
+        self._sampler.load_state_dict({"consumed": start * self.cfg.train.batch_size, "seed": self.cfg.data.seed})
+        return _Indexed(self._loader, start)
+
+
+def _keep(item):
+    """Identity collate: items are already (index, Batch) pairs."""
+    return item
