@@ -93,6 +93,10 @@ class VidActDataModule(L.LightningDataModule):
         self._sampler.load_state_dict({"consumed": start * self.cfg.train.batch_size, "seed": self.cfg.data.seed})
         return _Indexed(self._loader, start)
 
+    def transfer_batch_to_device(self, item, device, dataloader_idx):
+        index, batch = item
+        return index, batch.to(device)
+
 
 def _keep(item):
     """Identity collate: items are already (index, Batch) pairs."""

@@ -61,10 +61,6 @@ class VidActModule(L.LightningModule):
     def _trainable(self):
         return ((n, p) for n, p in self.model.named_parameters() if p.requires_grad)
 
-    def transfer_batch_to_device(self, item, device, dataloader_idx):
-        index, batch = item
-        return index, batch.to(device)
-
     # ------------------------------------------------------------------ the step
 
     def training_step(self, item: tuple[int, Batch], batch_idx: int):

@@ -13,17 +13,20 @@ from torch import nn
 
 from vidact.config import TrainConfig
 
-# Parameter-name fragments that never get weight decay, besides every tensor with ndim < 2.
-NO_DECAY_NAME_PARTS = ("emb", "pos", "norm")
+# Learned tables held directly as parameters (VidAct's ``modality_emb``, ``obs_pos``, ...) are
+# embeddings too; matched on the parameter's own name, so ``time_embed.mlp.*`` still decays.
+NO_DECAY_SUFFIXES = ("_emb", "_pos")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Trainable parameters split into a decayed group (matrices) and a non-decayed one."""
+    embedding_tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim < 2 or any(part in name for part in NO_DECAY_NAME_PARTS):
+        # ndim < 2: biases and norm gains.
+        if p.ndim < 2 or id(p) in embedding_tables or name.rsplit(".", 1)[-1].endswith(NO_DECAY_SUFFIXES):
             no_decay.append(p)
         else:
             decay.append(p)
