@@ -99,3 +99,16 @@ def test_cli_resume_path_must_exist(tmp_path, capsys):
 
     code = main(["train", RECIPE, f"run_dir={tmp_path}", f"train.resume={tmp_path / 'missing.ckpt'}"])
     assert code == 2 and "train.resume" in capsys.readouterr().err
+
+
+def test_skipped_steps_leave_weights_and_schedule(tmp_path):
+    # As above, but with room for the bad steps: the run ends, and its checkpoint shows that the
+    # three skipped steps moved neither the weights nor the learning-rate schedule.
+    bad = ["train.lr=1e30", "train.warmup_steps=0", "train.max_bad_steps=5"]
+    train(load(RECIPE, [*TINY, *bad, "train.steps=4", f"run_dir={tmp_path / 'four'}"]))
+    train(load(RECIPE, [*TINY, *bad, "train.steps=1", f"run_dir={tmp_path / 'one'}"]))
+    four, one = _final(tmp_path / "four"), _final(tmp_path / "one")
+    assert four["global_step"] == 4 and four["vidact"]["skipped_steps"] == 3
+    assert four["lr_schedulers"][0]["last_epoch"] == one["lr_schedulers"][0]["last_epoch"] == 1
+    for name, weight in one["state_dict"].items():
+        assert torch.equal(weight, four["state_dict"][name]), name

@@ -39,6 +39,7 @@ class VidActModule(L.LightningModule):
         self.ema: dict[str, torch.Tensor] | None = None  # name -> float32 copy of a trainable weight
         self.batches_consumed = 0  # index of the next batch to train on; saved for exact resume
         self.bad_steps = 0  # consecutive non-finite losses
+        self.skipped_steps = 0  # all non-finite losses so far; the schedule does not advance on them
         self._last_step_time: float | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -87,6 +88,7 @@ class VidActModule(L.LightningModule):
     def _bad_step(self, loss: torch.Tensor, index: int, batch: Batch) -> None:
         """Skip the optimizer step (returning None does that in Lightning) and stop if it repeats."""
         self.bad_steps += 1
+        self.skipped_steps += 1
         sources = sorted(set(batch.source)) if batch.source else [self.cfg.data.kind]
         limit = self.cfg.train.max_bad_steps
         message = (f"non-finite loss ({loss.item()}) at step {self.global_step} (batch {index}, "
@@ -96,6 +98,12 @@ class VidActModule(L.LightningModule):
         log.warning("%s: optimizer step skipped", message)
         print(f"warning: {message}: optimizer step skipped", flush=True)
         return None
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        # Lightning still counts a skipped step in global_step and would advance the schedule;
+        # the schedule follows the optimizer steps that were actually taken.
+        if scheduler.last_epoch < self.trainer.global_step - self.skipped_steps:
+            scheduler.step()
 
     def on_train_batch_end(self, outputs, item, batch_idx: int) -> None:
         if outputs is None:  # the step was skipped: the weights did not move
@@ -112,12 +120,13 @@ class VidActModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["ema_state_dict"] = {n: t.detach().cpu() for n, t in (self.ema or {}).items()}
-        checkpoint["vidact"] = {"batches_consumed": self.batches_consumed,
+        checkpoint["vidact"] = {"batches_consumed": self.batches_consumed, "skipped_steps": self.skipped_steps,
                                 "torch_rng_state": torch.get_rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.ema = dict(checkpoint.get("ema_state_dict") or {}) or None
         state = checkpoint.get("vidact", {})
         self.batches_consumed = int(state.get("batches_consumed", 0))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         if "torch_rng_state" in state:
             torch.set_rng_state(state["torch_rng_state"])
