@@ -1,0 +1,34 @@
+"""A small LeRobot dataset for training on real data loading (written by LeRobot's own writer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def robot_dataset(tmp_path_factory) -> Path:
+    """Two episodes, one 30x42 camera (16x16 frames crashed the video encoder with SIGFPE); state
+    and action far from zero mean / unit std, so the normalization stats differ from the identity."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = tmp_path_factory.mktemp("lit") / "robot"
+    features = {
+        "observation.images.cam": {"dtype": "video", "shape": (30, 42, 3), "names": ["height", "width", "channels"]},
+        "observation.state": {"dtype": "float32", "shape": (2,), "names": ["x", "y"]},
+        "action": {"dtype": "float32", "shape": (2,), "names": ["dx", "dy"]},
+    }
+    ds = LeRobotDataset.create("test/lit", fps=10, features=features, root=root, use_videos=True)
+    for episode in range(2):
+        for t in range(12):
+            ds.add_frame({
+                "observation.images.cam": np.full((30, 42, 3), 20 * t, dtype=np.uint8),
+                "observation.state": np.array([100 + t, -50 + episode], dtype=np.float32),
+                "action": np.array([10 + 3 * t, 5 - t], dtype=np.float32),
+                "task": "slide the block",
+            })
+        ds.save_episode()
+    ds.finalize()
+    return root
