@@ -67,3 +67,11 @@ def test_generated_batches_resume_at_any_index(cfg, kind):
     cfg.seed += 1
     other = next(iter(GeneratedBatches(cfg)))[1]
     assert not torch.equal(other.actions, first[0][1].actions)
+
+
+def test_precision_auto_is_fp32_without_a_bf16_gpu():
+    from vidact.train import resolve_precision
+
+    expected = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    assert resolve_precision("auto") == expected
+    assert resolve_precision("16-mixed") == "16-mixed"

@@ -8,7 +8,6 @@ are seeded by the index of the batch, like the batches themselves).
 
 from __future__ import annotations
 
-import logging
 import time
 
 import lightning as L
@@ -20,8 +19,6 @@ from vidact.models import VidAct
 from vidact.lit.datamodule import DRAW_STRIDE
 from vidact.lit.optim import build_optimizer
 from vidact.types import Batch
-
-log = logging.getLogger(__name__)
 
 # Offset between the data's seed and the loss noise's seed for the same batch index.
 NOISE_SEED_OFFSET = 7919
@@ -95,7 +92,7 @@ class VidActModule(L.LightningModule):
                    f"sources {sources}); {self.bad_steps}/{limit} consecutive bad steps")
         if self.bad_steps >= limit:
             raise NonFiniteLossError(f"{message}: stopping")
-        log.warning("%s: optimizer step skipped", message)
+        # print, not logging: it must show up between progress-bar lines without a logging set-up.
         print(f"warning: {message}: optimizer step skipped", flush=True)
         return None
 
