@@ -112,3 +112,18 @@ def test_skipped_steps_leave_weights_and_schedule(tmp_path):
     assert four["lr_schedulers"][0]["last_epoch"] == one["lr_schedulers"][0]["last_epoch"] == 1
     for name, weight in one["state_dict"].items():
         assert torch.equal(weight, four["state_dict"][name]), name
+
+
+def test_metrics_have_one_row_per_step_after_resuming_an_older_checkpoint(tmp_path):
+    # An interrupted run that logged past its last checkpoint: resuming re-logs those steps, and
+    # the old rows for them are dropped rather than duplicated.
+    run_dir = tmp_path / "run"
+    common = [*TINY, f"run_dir={run_dir}"]
+    train(load(RECIPE, [*common, "train.steps=2"]))
+    at_2 = tmp_path / "at_2.ckpt"
+    at_2.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes())
+    train(load(RECIPE, [*common, "train.steps=4"]))
+    train(load(RECIPE, [*common, "train.steps=4", f"train.resume={at_2}"]))
+    with open(run_dir / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert steps == [0, 1, 2, 3]

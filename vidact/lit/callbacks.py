@@ -2,7 +2,8 @@
 
 Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so a resumed run
 would lose the rows of the steps before its checkpoint. :class:`ResumableCSVLogger` appends
-instead, keeping the file's columns.
+instead, keeping the file's columns, and drops rows the resumed run is about to log again (steps
+after the checkpoint that an interrupted run had already logged).
 """
 
 from __future__ import annotations
@@ -22,6 +23,19 @@ class _AppendingWriter(ExperimentWriter):
             with open(self.metrics_file_path, newline="") as f:
                 header = next(csv.reader(f), [])
             self.metrics_keys = sorted(header)
+
+    def save(self) -> None:
+        first_step = min((m["step"] for m in self.metrics), default=None)
+        if first_step is not None and os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            kept = [r for r in rows if int(r["step"]) < first_step]
+            if len(kept) < len(rows):
+                with open(self.metrics_file_path, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                    writer.writeheader()
+                    writer.writerows(kept)
+        super().save()
 
 
 class ResumableCSVLogger(CSVLogger):
