@@ -41,6 +41,27 @@ def _flavors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from vidact.export.package import package
+
+    out = package(args.checkpoint, args.out, mode=args.mode, n_action_steps=args.n_action_steps,
+                  prefer_ema=not args.no_ema, config_path=args.config, overwrite=args.overwrite)
+    print(f"vidact export: policy bundle written to {out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vidact.deploy.sim import main as eval_main
+
+    return eval_main(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from vidact.deploy.server import main as serve_main
+
+    return serve_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidact", description="Joint video-action generative models for robots.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -60,6 +81,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_data)
 
+    p = sub.add_parser("export", help="checkpoint or run directory -> policy bundle (LeRobot pretrained_model/ layout)")
+    p.add_argument("checkpoint", help="run directory, .ckpt file or DeepSpeed ZeRO checkpoint folder")
+    p.add_argument("out", help="bundle folder to write")
+    p.add_argument("--mode", default="policy_fast", choices=["policy_fast", "policy"], help="default inference mode")
+    p.add_argument("--n-action-steps", type=int, default=None, help="open-loop steps per chunk (default K/2)")
+    p.add_argument("--config", default=None, help="config.yaml, when the checkpoint is not inside its run directory")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("eval", help="closed-loop evaluation of a bundle in simulation")
+    p.add_argument("bundle")
+    p.add_argument("--env", default="metaworld", choices=["metaworld"])
+    p.add_argument("--task", required=True, help="e.g. button-press-topdown-v3")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--out", required=True, help="folder for results.json and rollout videos")
+    p.add_argument("--mode", default=None, choices=["policy_fast", "policy"], help="default: the bundle's")
+    p.add_argument("--executor", default="open_loop", choices=["open_loop", "temporal_ensemble", "rtc"])
+    p.add_argument("--n-action-steps", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=400, help="episode length limit (LeRobot's MetaWorld: 400)")
+    p.add_argument("--seed", type=int, default=None, help="first evaluation seed (default: held-out range)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
+    p.add_argument("--videos", type=int, default=None, help="episodes to record as mp4 (default: all)")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("serve", help="serve a bundle over websocket + msgpack (openpi protocol)")
+    p.add_argument("bundle")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--mode", default=None, choices=["policy_fast", "policy"])
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_serve)
+
     p = sub.add_parser("flavors", help="list the model size registry")
     p.set_defaults(func=_flavors)
     return parser
@@ -78,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # config and input errors are messages, not tracebacks
         from vidact.config import ConfigError
 
-        if isinstance(e, (ConfigError, FileNotFoundError)):
+        if isinstance(e, (ConfigError, FileNotFoundError, FileExistsError)):
             print(f"vidact {args.command}: error: {e}", file=sys.stderr)
             return 2
         raise

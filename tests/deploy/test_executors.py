@@ -1,0 +1,110 @@
+"""Chunk executors on scripted chunks: chunk row i is the action for step (call step + i)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vidact.deploy.executors import OpenLoop, RealTimeChunking, TemporalEnsemble, build_executor
+
+K = 8
+
+
+class Scripted:
+    """infer() at step t returns [t*100 + i for i in range(K)] (shape [K,1]); counts calls."""
+
+    def __init__(self):
+        self.t = 0
+        self.calls: list[int] = []
+
+    def infer(self):
+        self.calls.append(self.t)
+        return (self.t * 100 + np.arange(K, dtype=np.float64))[:, None]
+
+    def run(self, executor, steps):
+        out = []
+        for _ in range(steps):
+            out.append(float(executor.act(self.infer)[0]))
+            self.t += 1
+        return out
+
+
+def test_open_loop_executes_n_action_steps_then_replans():
+    s = Scripted()
+    actions = s.run(OpenLoop(K, n_action_steps=3), 7)
+    assert s.calls == [0, 3, 6]
+    assert actions == [0, 1, 2, 300, 301, 302, 600]
+
+
+def test_open_loop_validates_and_resets():
+    with pytest.raises(ValueError, match="n_action_steps"):
+        OpenLoop(K, n_action_steps=K + 1)
+    s, ex = Scripted(), OpenLoop(K, 4)
+    s.run(ex, 2)
+    ex.reset()
+    assert s.run(ex, 1) == [200]  # the queue was dropped: a fresh chunk at step 2
+
+
+def test_temporal_ensemble_weights_oldest_first():
+    s, coeff = Scripted(), 0.5
+    actions = s.run(TemporalEnsemble(K, coeff=coeff), 3)
+    assert s.calls == [0, 1, 2]
+    # step 2: chunks from steps 0, 1, 2 predict 2, 101, 200 (oldest first) with weights exp(-0.5 i)
+    w = np.exp(-coeff * np.arange(3))
+    assert actions[2] == pytest.approx(float((w * [2, 101, 200]).sum() / w.sum()))
+    assert actions[0] == 0
+
+
+def test_temporal_ensemble_forgets_chunks_older_than_k():
+    s, ex = Scripted(), TemporalEnsemble(K, coeff=0.0)
+    actions = s.run(ex, K + 3)
+    assert len(ex.chunks) == K
+    t = K + 2  # chunks from steps 3..10 cover step 10: mean of (start*100 + t-start)
+    assert actions[-1] == pytest.approx(np.mean([st * 100 + t - st for st in range(3, t + 1)]))
+
+
+def test_rtc_without_delay_is_open_loop_with_horizon():
+    s = Scripted()
+    assert s.run(RealTimeChunking(K, execution_horizon=3, delay=0), 7) == [0, 1, 2, 300, 301, 302, 600]
+
+
+def test_rtc_delay_skips_stale_actions_and_keeps_old_chunk_running():
+    s = Scripted()
+    actions = s.run(RealTimeChunking(K, execution_horizon=3, delay=2), 9)
+    # request at 3 (obs of step 3), lands at 5: steps 3,4 still from chunk 0; from step 5 the new
+    # chunk's row 2 (5 - 3) -- its rows 0,1 were for steps that already happened.
+    assert s.calls == [0, 3, 6]
+    assert actions == [0, 1, 2, 3, 4, 302, 303, 304, 602]
+
+
+def test_rtc_overlap_cross_fades():
+    s = Scripted()
+    actions = s.run(RealTimeChunking(K, execution_horizon=4, delay=1, overlap=2), 8)
+    # switch at step 5 (request 4 + delay 1): old chunk 0 says 5, 6; new chunk says 401, 402
+    assert actions[:5] == [0, 1, 2, 3, 4]
+    assert actions[5] == pytest.approx(5 * (2 / 3) + 401 * (1 / 3))
+    assert actions[6] == pytest.approx(6 * (1 / 3) + 402 * (2 / 3))
+    assert actions[7] == 403
+
+
+def test_rtc_rejects_horizon_plus_delay_beyond_chunk():
+    with pytest.raises(ValueError, match="exceeds chunk_length"):
+        RealTimeChunking(K, execution_horizon=6, delay=3)
+    with pytest.raises(ValueError, match="delay"):
+        RealTimeChunking(K, execution_horizon=4, delay=None)
+
+
+def test_rtc_measured_delay_from_fps():
+    ex = RealTimeChunking(K, execution_horizon=4, delay=None, fps=100.0)
+    ex.latencies.extend([0.025, 0.011])
+    assert ex.delay == 3  # ceil(0.025 s * 100 Hz)
+
+
+def test_batched_chunks_and_registry():
+    ex = build_executor("temporal_ensemble", 4, coeff=0.01)
+    action = ex.act(lambda: np.ones((4, 3, 2)))  # [K,B,A]
+    assert action.shape == (3, 2)
+    with pytest.raises(ValueError, match="not one of"):
+        build_executor("nope", 4)
+    with pytest.raises(ValueError, match="chunk of shape"):
+        OpenLoop(4).act(lambda: np.ones((3, 2)))

@@ -1,0 +1,248 @@
+"""``Policy``: an exported bundle (``vidact export``) as a LeRobot-style policy.
+
+Observations are LeRobot dicts, one step at a time, batched or not:
+
+    {"observation.image": [H,W,C] uint8 | [C,H,W] float in [0,1]   (or with a leading batch dim B),
+     "observation.state": [S] (or [B,S]),
+     "task": "instruction" (or a list of B instructions)}
+
+Cameras are resized to the model's resolution with the same antialiased bilinear resize the
+training loader uses (``vidact.data.transforms.fit_frames``). The policy keeps the last ``Th``
+observations itself; before ``Th`` steps have been seen the missing history is marked padded,
+as the training loader marks the steps before an episode's start. ``reset()`` starts a new
+episode.
+
+``predict_chunk`` returns a whole action chunk (and, in ``policy`` mode, the imagined future
+frames); ``select_action`` returns one action through a chunk executor (``executors.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from vidact.data.robot import window_offsets
+from vidact.data.transforms import fit_frames
+from vidact.deploy.executors import Executor, build_executor
+from vidact.export.package import CONFIG_NAME, POLICY_INFO_NAME, POLICY_TYPE, WEIGHTS_NAME
+from vidact.generative.sample import Sampler, SamplerConfig
+from vidact.generative.schedule import Mode
+from vidact.models import VidAct, VidActConfig
+from vidact.types import Batch
+
+TASK_KEY = "task"
+MODULE_PREFIX = "model."
+
+
+class ObservationError(ValueError):
+    """A malformed observation; the message names the key and the expected shape."""
+
+
+@dataclass
+class Chunk:
+    actions: np.ndarray  # [K,A] (or [B,K,A] for a batched observation), raw units, clipped to the bounds
+    future_frames: np.ndarray | None = None  # [Tf,V,C,H,W] (or [B,...]) in [0,1], policy mode only
+    latency_s: float = 0.0
+
+
+class Policy:
+    def __init__(self, model: VidAct, sampler: SamplerConfig, info: dict[str, Any], mode: Mode | str = Mode.POLICY_FAST,
+                 n_action_steps: int | None = None, executor: str | Executor = "open_loop",
+                 executor_kwargs: Mapping[str, Any] | None = None):
+        self.model = model.eval()
+        self.config: VidActConfig = model.config
+        self.sampler = Sampler(model, sampler)
+        self.mode = Mode(mode)
+        if self.mode not in (Mode.POLICY, Mode.POLICY_FAST):
+            raise ValueError(f"Policy mode must be 'policy' or 'policy_fast', got {self.mode.value!r}")
+        self.info = info
+        cams = info.get("cameras", {})
+        self.camera_keys: list[str] = list(cams.get("keys") or ["observation.image"])
+        self.state_key: str = info.get("state", {}).get("key", "observation.state")
+        bounds = info.get("action", {}).get("bounds")
+        self.action_low = np.asarray(bounds["low"], np.float32) if bounds else None
+        self.action_high = np.asarray(bounds["high"], np.float32) if bounds else None
+        self.n_action_steps = n_action_steps or self.config.chunk_length
+        if isinstance(executor, str):
+            kwargs = dict(executor_kwargs or {})
+            if executor == "open_loop":
+                kwargs.setdefault("n_action_steps", self.n_action_steps)
+            executor = build_executor(executor, self.config.chunk_length, **kwargs)
+        self.executor = executor
+        self.last_chunk: Chunk | None = None
+        self.reset()
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, mode: Mode | str | None = None, device: str = "cpu",
+                        steps: int | None = None, seed: int | None = None, **kwargs) -> "Policy":
+        """Load a bundle folder written by ``vidact export``. ``mode`` / ``steps`` / ``seed``
+        override the bundle's sampler settings."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path}: not a vidact bundle (no {name}); create one with `vidact export`")
+        config = json.loads((path / CONFIG_NAME).read_text())
+        if config.get("type") != POLICY_TYPE:
+            raise ValueError(f"{path / CONFIG_NAME}: policy type {config.get('type')!r}, expected {POLICY_TYPE!r}")
+        info_path = path / POLICY_INFO_NAME
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        sampler = dict(config.get("sampler") or {})
+        if steps is not None:
+            sampler["steps"] = steps
+        if seed is not None:
+            sampler["seed"] = seed
+        model = VidAct(VidActConfig.from_dict(config["vidact"]))
+        weights = load_file(str(path / WEIGHTS_NAME))
+        weights = {k[len(MODULE_PREFIX):] if k.startswith(MODULE_PREFIX) else k: v for k, v in weights.items()}
+        model.load_state_dict(weights, strict=True)
+        model.to(device)
+        kwargs.setdefault("n_action_steps", config.get("n_action_steps"))
+        return cls(model, SamplerConfig(**sampler), info, mode or config.get("mode", Mode.POLICY_FAST.value),
+                   **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ episode state
+
+    def reset(self) -> None:
+        """Start a new episode: forget the observation history, the executor's queue, the seed counter."""
+        # History frames are future_frame_stride control steps apart (vidact.data.robot.window_offsets),
+        # so every step is remembered and every stride-th one is fed to the model.
+        self._offsets = window_offsets(self.config)["history"]  # e.g. [-8, 0]
+        self._history: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=1 - self._offsets[0])
+        self._calls = 0
+        self.executor.reset()
+
+    # ------------------------------------------------------------------ observations
+
+    def _frames(self, key: str, value: Any, batched: bool | None) -> tuple[torch.Tensor, bool]:
+        """-> [B,C,H,W] float in [0,1] at the model's resolution."""
+        c = self.config
+        want = f"[H,W,{c.channels}] uint8 or [{c.channels},H,W] float in [0,1] (optionally with a leading batch dim)"
+        x = _as_tensor(key, value, want)
+        if x.ndim not in (3, 4):
+            raise ObservationError(f"observation '{key}': expected {want}, got shape {list(x.shape)}")
+        is_batched = x.ndim == 4
+        if not is_batched:
+            x = x[None]
+        chw, hwc = x.shape[1] == c.channels, x.shape[3] == c.channels
+        if hwc and (not chw or x.dtype == torch.uint8):
+            x = x.permute(0, 3, 1, 2)
+        elif not chw:
+            raise ObservationError(f"observation '{key}': expected {want}, got shape {list(value.shape)}")
+        if x.is_floating_point() and x.numel() and float(x.max()) > 1.0 + 1e-3:
+            raise ObservationError(f"observation '{key}': float images must be in [0,1] (got max {float(x.max()):.1f}); "
+                                   "pass uint8 for 0-255 values")
+        return fit_frames(x.contiguous().cpu(), c.height, c.width, "resize"), is_batched
+
+    def _parse(self, observation: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[str], bool]:
+        if not isinstance(observation, Mapping):
+            raise ObservationError(f"observation must be a dict, got {type(observation).__name__}")
+        c = self.config
+        missing = [k for k in (*self.camera_keys, self.state_key) if k not in observation]
+        if missing:
+            raise ObservationError(f"observation is missing {missing}; this policy expects cameras {self.camera_keys} "
+                                   f"(each [H,W,{c.channels}] uint8 or [{c.channels},H,W] float), "
+                                   f"'{self.state_key}' [{c.state_dim}] and '{TASK_KEY}' (instruction string)")
+        views, flags = [], set()
+        for key in self.camera_keys:
+            frames, batched = self._frames(key, observation[key], None)
+            views.append(frames)
+            flags.add(batched)
+        frames = torch.stack(views, 1)  # [B,V,C,H,W]
+        state = _as_tensor(self.state_key, observation[self.state_key], f"[{c.state_dim}] or [B,{c.state_dim}]").float()
+        if state.shape[-1:] != (c.state_dim,) or state.ndim not in (1, 2):
+            raise ObservationError(f"observation '{self.state_key}': expected shape [{c.state_dim}] or "
+                                   f"[B,{c.state_dim}], got {list(state.shape)}")
+        flags.add(state.ndim == 2)
+        if len(flags) > 1:
+            raise ObservationError("observation mixes batched and unbatched entries: give every camera and "
+                                   f"'{self.state_key}' a leading batch dim, or none")
+        batched = flags.pop()
+        state = state if batched else state[None]
+        B = frames.shape[0]
+        if state.shape[0] != B:
+            raise ObservationError(f"observation '{self.state_key}': batch {state.shape[0]} but cameras have batch {B}")
+        task = observation.get(TASK_KEY, "")
+        texts = [task] * B if isinstance(task, str) else [str(t) for t in task]
+        if len(texts) != B:
+            raise ObservationError(f"observation '{TASK_KEY}': {len(texts)} instructions for a batch of {B}")
+        return frames, state.cpu(), texts, batched
+
+    def _batch(self, observation: Mapping[str, Any]) -> tuple[Batch, bool]:
+        frames, state, texts, batched = self._parse(observation)
+        if self._history and self._history[-1][0].shape[0] != frames.shape[0]:
+            raise ObservationError(f"batch size changed from {self._history[-1][0].shape[0]} to {frames.shape[0]} "
+                                   "within an episode; call reset() first")
+        self._history.append((frames, state))
+        have = len(self._history)
+        # Before the episode had enough steps: the first observation, marked padded (LeRobot clamps
+        # to the episode's first frame and sets *_is_pad the same way).
+        index = [have - 1 + off for off in self._offsets]
+        steps = [self._history[max(i, 0)] for i in index]
+        B = frames.shape[0]
+        obs_is_pad = torch.tensor([i < 0 for i in index])[None].expand(B, -1).clone()
+        batch = Batch(obs_frames=torch.stack([f for f, _ in steps], 1), state=torch.stack([s for _, s in steps], 1),
+                      text=texts, obs_is_pad=obs_is_pad)
+        return batch.to(self.device), batched
+
+    # ------------------------------------------------------------------ acting
+
+    def clip(self, actions: np.ndarray) -> np.ndarray:
+        if self.action_low is None:
+            return actions
+        return np.clip(actions, self.action_low, self.action_high)
+
+    def predict_chunk(self, observation: Mapping[str, Any], seed: int | None = None) -> Chunk:
+        """One observation step -> a chunk of K actions starting at this step."""
+        batch, batched = self._batch(observation)
+        return self._predict(batch, batched, seed)
+
+    @torch.no_grad()
+    def _predict(self, batch: Batch, batched: bool, seed: int | None = None) -> Chunk:
+        import time
+
+        seed = self.sampler.config.seed + self._calls if seed is None else seed
+        self._calls += 1
+        start = time.perf_counter()
+        out = self.sampler.sample(batch, self.mode, seed=seed)
+        latency = time.perf_counter() - start
+        actions = self.clip(out.actions.float().cpu().numpy())
+        frames = out.future_frames.float().cpu().numpy() if out.future_frames is not None else None
+        if not batched:
+            actions = actions[0]
+            frames = frames[0] if frames is not None else None
+        self.last_chunk = Chunk(actions, frames, latency)
+        return self.last_chunk
+
+    def select_action(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """One observation step -> one action [A] (or [B,A]), through the chunk executor."""
+        batch, batched = self._batch(observation)  # every step enters the history, chunk or not
+
+        def infer() -> np.ndarray:
+            chunk = self._predict(batch, batched)
+            return chunk.actions if not batched else chunk.actions.swapaxes(0, 1)  # time first: [K,(B,)A]
+
+        return self.executor.act(infer)
+
+
+def _as_tensor(key: str, value: Any, want: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (list, tuple)):
+        return torch.as_tensor(np.asarray(value, dtype=np.float32))
+    raise ObservationError(f"observation '{key}': expected an array {want}, got {type(value).__name__}")

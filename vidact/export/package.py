@@ -1,0 +1,152 @@
+"""Write a policy bundle in LeRobot's ``pretrained_model/`` layout.
+
+    OUT/
+      config.json            {"type": "vidact", LeRobot's feature fields, "vidact": VidActConfig,
+                              "sampler": SamplerConfig, "mode", "n_action_steps"}
+      model.safetensors      EMA weights, keys "model.<VidAct name>" (the attribute LeRobot's policy
+                              wrapper holds the network in); normalization stats are buffers inside
+      vidact_policy.json     action space (dim, bounds), text encoder reference, camera keys and the
+                              camera resolution the data was recorded at, provenance
+
+Everything ``vidact.deploy.policy.Policy`` needs is in these three files: no Lightning, no
+omegaconf, no training config at load time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from vidact.export.consolidate import MODULE_PREFIX, Consolidated, consolidate
+
+CONFIG_NAME = "config.json"  # LeRobot's names (lerobot.utils.constants)
+WEIGHTS_NAME = "model.safetensors"
+POLICY_INFO_NAME = "vidact_policy.json"
+POLICY_TYPE = "vidact"
+BUNDLE_FORMAT = 1
+PRIMARY_IMAGE_KEY = "observation.image"  # LeRobot's key for a single-camera env (MetaWorld, PushT)
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+
+
+def camera_info(cfg) -> tuple[list[str], list[list[int]] | None, dict | None]:
+    """(camera keys, their recorded [H,W] sizes or None, action stats {min,max} or None) from the
+    run's data config: LeRobot datasets name their cameras in ``meta/info.json``."""
+    views = cfg.model.views
+    sources = [s for s in cfg.data.sources if s.kind == "lerobot"]
+    for source in sources:
+        info_path = Path(source.path) / "meta" / "info.json"
+        if not info_path.is_file():
+            continue
+        features = json.loads(info_path.read_text())["features"]
+        keys = list(source.camera_keys) or [k for k, f in features.items() if f["dtype"] in ("video", "image")]
+        sizes = [list(features[k]["shape"][:2]) for k in keys]
+        stats = None
+        stats_path = Path(source.path) / "meta" / "stats.json"
+        if stats_path.is_file():
+            stats = json.loads(stats_path.read_text()).get(source.action_key)
+        return keys[:views], sizes[:views], stats
+    keys = [PRIMARY_IMAGE_KEY] if views == 1 else [f"observation.images.view{i}" for i in range(views)]
+    return keys, None, None
+
+
+def action_bounds(cfg, dataset_action_stats: dict | None, dim: int) -> dict[str, list[float]] | None:
+    """Per-dimension [min, max] of the training actions: from a stats file (data.stats=file) or the
+    LeRobot dataset's ``meta/stats.json``; None when the data carries none (generated toy data)."""
+    stats = None
+    if cfg.data.stats == "file" and cfg.data.stats_path:
+        stats = json.loads(Path(cfg.data.stats_path).read_text()).get("action")
+    stats = stats or dataset_action_stats
+    if not stats or "min" not in stats or "max" not in stats:
+        return None
+    low, high = [float(x) for x in stats["min"]], [float(x) for x in stats["max"]]
+    if len(low) != dim or len(high) != dim:
+        return None
+    return {"low": low, "high": high}
+
+
+def lerobot_config(cfg, camera_keys: list[str], mode: str, n_action_steps: int) -> dict[str, Any]:
+    m = cfg.model
+    features = {k: {"type": "VISUAL", "shape": [m.channels, m.height, m.width]} for k in camera_keys}
+    features[STATE_KEY] = {"type": "STATE", "shape": [m.state_dim]}
+    return {
+        "type": POLICY_TYPE,
+        "n_obs_steps": m.history,
+        "input_features": features,
+        "output_features": {ACTION_KEY: {"type": "ACTION", "shape": [m.action_dim]}},
+        "device": "cpu",
+        "use_amp": False,
+        "push_to_hub": False,
+        "vidact": m.to_dict(),
+        "sampler": asdict(cfg.sampler),
+        "mode": mode,
+        "n_action_steps": n_action_steps,
+    }
+
+
+def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_fast",
+            n_action_steps: int | None = None, prefer_ema: bool = True, config_path: str | Path | None = None,
+            overwrite: bool = False) -> Path:
+    """Consolidate ``run_or_checkpoint`` and write the bundle to ``out``; returns ``out``."""
+    from safetensors.torch import save_file
+
+    from vidact.config import from_yaml
+    from vidact.generative.schedule import Mode
+
+    mode = Mode(mode).value
+    merged: Consolidated = consolidate(run_or_checkpoint, prefer_ema=prefer_ema)
+    config_file = Path(config_path) if config_path else (merged.run_dir / "config.yaml" if merged.run_dir else None)
+    if config_file is None or not config_file.is_file():
+        raise FileNotFoundError(f"{merged.source}: no config.yaml found beside the checkpoint; pass the run directory "
+                                "or --config RUN/config.yaml")
+    cfg = from_yaml(config_file.read_text())
+    _check_weights(cfg.model, merged.state_dict)
+    K = cfg.model.chunk_length
+    n_action_steps = n_action_steps or max(1, K // 2)
+    if not 1 <= n_action_steps <= K:
+        raise ValueError(f"n_action_steps={n_action_steps} must be in [1, chunk_length={K}]")
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace the bundle")
+    out.mkdir(parents=True, exist_ok=True)
+    keys, sizes, dataset_action_stats = camera_info(cfg)
+    # Clone: safetensors refuses tensors sharing storage (T5 ties its input embeddings).
+    save_file({MODULE_PREFIX + k: v.clone() for k, v in merged.state_dict.items()}, str(out / WEIGHTS_NAME),
+              metadata={"format": "pt", "vidact_bundle": str(BUNDLE_FORMAT)})
+    (out / CONFIG_NAME).write_text(json.dumps(lerobot_config(cfg, keys, mode, n_action_steps), indent=2))
+    text = cfg.model.text_encoder
+    info = {
+        "format": BUNDLE_FORMAT,
+        "action": {"key": ACTION_KEY, "dim": cfg.model.action_dim,
+                   "bounds": action_bounds(cfg, dataset_action_stats, cfg.model.action_dim)},
+        "state": {"key": STATE_KEY, "dim": cfg.model.state_dim},
+        "cameras": {"keys": keys, "recorded_size": sizes, "model_size": [cfg.model.height, cfg.model.width]},
+        "text_encoder": {"kind": text.kind, "path": text.path, "max_length": text.max_length,
+                         "weights_in_bundle": text.kind != "none"},
+        "normalization": {"mode": cfg.model.normalization,
+                          "has_stats": bool(merged.state_dict["normalizer.has_stats"])},
+        "source": {"checkpoint": str(merged.source), "global_step": merged.global_step, "ema": merged.used_ema,
+                   "run_name": cfg.name, "data": cfg.data.kind,
+                   "datasets": [s.path for s in cfg.data.sources], "notes": merged.notes},
+    }
+    (out / POLICY_INFO_NAME).write_text(json.dumps(info, indent=2))
+    return out
+
+
+def _check_weights(model_cfg, state: dict[str, Tensor]) -> None:
+    """Build the network from the config and compare names and shapes before writing anything."""
+    from vidact.models import VidAct
+
+    expected = VidAct(model_cfg).state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match its config.yaml: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}")
+    wrong = [k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape)]
+    if wrong:
+        raise ValueError(f"checkpoint does not match its config.yaml: shape mismatch for {wrong[:5]}")
