@@ -111,3 +111,31 @@ def test_normalizer_names_what_is_missing():
         norm.set_stats({"state": {"mean": [0, 0]}, "action": {"mean": [0, 0]}})
     with pytest.raises(ValueError, match="3 dims, the model expects 2"):
         norm.set_stats({"state": {"q01": [0, 0, 0], "q99": [1, 1, 1]}, "action": {"q01": [0, 0], "q99": [1, 1]}})
+
+
+def _tiny_fast_tokenizer(path, **special):
+    """A word-level tokenizer trained in-process and saved like a hub checkpoint (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["pick up the red cube", "open the drawer"],
+                            trainers.WordLevelTrainer(special_tokens=["<pad>", "<unk>", "<s>", "</s>"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", **special).save_pretrained(path)
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_text_encoder_from_local_clip_and_siglip_folders(tmp_path, kind):
+    if kind == "clip":
+        from transformers import CLIPTextConfig as Config, CLIPTextModel as Model
+    else:
+        from transformers import SiglipTextConfig as Config, SiglipTextModel as Model
+    cfg = Config(vocab_size=16, hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                 max_position_embeddings=16)
+    Model(cfg).save_pretrained(tmp_path / kind)
+    _tiny_fast_tokenizer(tmp_path / kind, bos_token="<s>", eos_token="</s>")
+    enc = TextEncoder(TextEncoderConfig(kind=kind, path=str(tmp_path / kind), max_length=8))
+    emb, mask = enc(["open the drawer", "pick up the red cube"])
+    assert enc.out_dim == 24 and emb.shape == (2, 5, 24)
+    assert mask.sum(1).tolist() == [3, 5]
