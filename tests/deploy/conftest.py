@@ -28,3 +28,27 @@ def bundle(trained_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "pretrained_model"
     assert main(["export", str(trained_run), str(out)]) == 0
     return out
+
+
+TASK = "button-press-topdown-v3"
+# A MetaWorld-shaped tiny model: one 32x32 camera, 4-dim state/action, two history frames 2 steps
+# apart (so the policy's history buffer is exercised), K=4.
+MW_MODEL = ["model.height=32", "model.width=32", "model.channels=3", "model.state_dim=4", "model.action_dim=4",
+            "model.history=2", "model.future_frame_stride=2", "model.chunk_length=4",
+            "model.frame_tokenizer.patch_size=8"]
+
+
+@pytest.fixture(scope="session")
+def metaworld_bundle(tmp_path_factory) -> Path:
+    """1 expert episode generated with `vidact data metaworld`, 2 training steps, exported."""
+    from vidact.cli import main
+
+    root = tmp_path_factory.mktemp("mw")
+    data, run, out = root / "data", root / "run", root / "bundle"
+    assert main(["data", "metaworld", "--tasks", TASK, "--episodes", "1", "--out", str(data),
+                 "--height", "32", "--width", "32"]) == 0
+    assert main(["train", "debug_sliding_square", *MW_MODEL, "data.kind=lerobot",
+                 f"data.sources=[{{kind: lerobot, path: '{data}'}}]", "train.steps=2", "train.batch_size=4",
+                 f"run_dir={run}"]) == 0
+    assert main(["export", str(run), str(out)]) == 0
+    return out

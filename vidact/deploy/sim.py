@@ -1,0 +1,171 @@
+"""``vidact eval BUNDLE --env metaworld --task T --episodes N --out DIR``: closed-loop rollouts.
+
+Observations are rendered exactly as ``vidact data metaworld`` recorded the training data (same
+``ExpertRollout`` scene set-up: moved ``corner2`` camera, flip on both axes, shadows/reflections/
+skybox off, state = first 4 obs dims, LeRobot's task description), at the resolution the data was
+recorded at; the policy resizes to its own. Episodes end at first success or ``max_steps``
+(LeRobot's MetaWorld: 400).
+
+Seeds are held out: evaluation episode i uses seed ``EVAL_SEED_BASE + i``, far above the
+generator's ``seed + 100_000 * task_index + attempt``; when the bundle's training dataset says how
+it was generated, the two ranges are checked to be disjoint.
+
+Writes ``results.json`` (success rate with a Wilson 95% interval, mean episode length, per-episode
+records) and one mp4 per recorded episode (in ``policy`` mode, the imagined future frame is shown
+beside the camera).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+EVAL_SEED_BASE = 1_000_000_000
+GENERATOR_TASK_STRIDE = 100_000  # vidact.data.metaworld.generate: seed + 100_000 * task_number + attempt
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% for z = 1.96)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def camera_name(key: str) -> str:
+    """LeRobot observation key -> MetaWorld camera (``observation.image`` is corner2)."""
+    return "corner2" if key == "observation.image" else key.rsplit(".", 1)[-1]
+
+
+def training_seed_ranges(dataset_paths: list[str]) -> list[tuple[int, int]]:
+    """[low, high) seed ranges the training datasets' generator may have used."""
+    ranges = []
+    for path in dataset_paths:
+        meta = Path(path) / "meta" / "vidact_generation.json"
+        if meta.is_file():
+            cfg = json.loads(meta.read_text())["config"]
+            seed = int(cfg.get("seed", 0))
+            ranges.append((seed, seed + GENERATOR_TASK_STRIDE * len(cfg.get("tasks", [])) + 1))
+    return ranges
+
+
+def to_uint8_hwc(frame: np.ndarray, height: int) -> np.ndarray:
+    """[C,H,W] float in [0,1] -> [height, W*height/H, 3] uint8 (nearest-neighbour upscale)."""
+    img = (np.clip(frame, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, 2)
+    factor = max(1, round(height / img.shape[0]))
+    img = img.repeat(factor, 0).repeat(factor, 1)
+    if img.shape[0] != height:  # not an integer ratio: pad / crop to the camera's height
+        img = np.pad(img, ((0, max(0, height - img.shape[0])), (0, 0), (0, 0)))[:height]
+    return img
+
+
+class MetaWorldEval:
+    def __init__(self, task: str, camera_keys: list[str], height: int, width: int):
+        from vidact.data.metaworld import ExpertRollout  # the renderer the training data came from
+
+        self.camera_keys = camera_keys
+        self.rollout = ExpertRollout(task, [camera_name(k) for k in camera_keys], height, width)
+        self.description = self.rollout.description
+
+    def observation(self, obs: np.ndarray, images: list[np.ndarray]) -> dict:
+        out = {key: image for key, image in zip(self.camera_keys, images)}
+        out["observation.state"] = obs[:4].astype(np.float32)
+        out["task"] = self.description
+        return out
+
+    def episode(self, policy, seed: int, max_steps: int, record: bool) -> dict:
+        env = self.rollout.env
+        env.seed(seed)
+        obs, _ = env.reset()
+        policy.reset()
+        frames, success, steps, start = [], False, 0, time.perf_counter()
+        for steps in range(1, max_steps + 1):
+            images = self.rollout.render()
+            action = policy.select_action(self.observation(obs, images))
+            if record:
+                frames.append(self._frame(policy, images[0]))
+            obs, _, _, truncated, info = env.step(np.clip(np.asarray(action, np.float32), -1.0, 1.0))
+            success = bool(info.get("success", 0.0))
+            if success or truncated:
+                break
+        return {"seed": seed, "success": success, "length": steps, "seconds": time.perf_counter() - start,
+                "frames": frames}
+
+    @staticmethod
+    def _frame(policy, camera: np.ndarray) -> np.ndarray:
+        chunk = policy.last_chunk
+        if chunk is None or chunk.future_frames is None:
+            return camera
+        imagined = to_uint8_hwc(chunk.future_frames[-1, 0], camera.shape[0])  # last predicted frame, view 0
+        return np.concatenate([camera, imagined], axis=1)
+
+    def close(self) -> None:
+        self.rollout.close()
+
+
+def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None = None, max_steps: int = 400,
+             videos: int | None = None, dataset_paths: list[str] | None = None) -> dict:
+    from vidact.data.webvideo import write_video
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    first = EVAL_SEED_BASE if seed is None else seed
+    seeds = list(range(first, first + episodes))
+    for low, high in training_seed_ranges(dataset_paths or []):
+        overlap = [s for s in seeds if low <= s < high]
+        if overlap:
+            raise ValueError(f"evaluation seeds {overlap[:3]}... overlap the training data's generator seeds "
+                             f"[{low}, {high}); pick --seed outside that range")
+    cams = policy.info.get("cameras", {})
+    size = (cams.get("recorded_size") or [cams.get("model_size") or [policy.config.height, policy.config.width]])[0]
+    env = MetaWorldEval(task, policy.camera_keys, int(size[0]), int(size[1]))
+    records = []
+    try:
+        for i, s in enumerate(seeds):
+            record = videos is None or i < videos
+            result = env.episode(policy, s, max_steps, record)
+            frames = result.pop("frames")
+            if record and frames:
+                result["video"] = str(write_video(out / f"episode_{i:03d}_seed{s}.mp4", np.stack(frames), fps=30))
+            records.append(result)
+            print(f"episode {i + 1}/{episodes} seed {s}: {'success' if result['success'] else 'failure'} "
+                  f"in {result['length']} steps ({result['seconds']:.1f} s)", flush=True)
+    finally:
+        env.close()
+    n_success = sum(r["success"] for r in records)
+    low, high = wilson_interval(n_success, len(records))
+    summary = {
+        "env": "metaworld", "task": task, "instruction": env.description, "episodes": len(records),
+        "successes": n_success, "success_rate": n_success / max(len(records), 1), "wilson95": [low, high],
+        "mean_episode_length": float(np.mean([r["length"] for r in records])) if records else 0.0,
+        "max_steps": max_steps, "seeds": [seeds[0], seeds[-1]] if seeds else [], "mode": policy.mode.value,
+        "executor": type(policy.executor).__name__, "sampler": vars(policy.sampler.config),
+        "camera_size": list(size), "per_episode": records,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(args) -> int:
+    from vidact.deploy.policy import Policy
+
+    kwargs = {}
+    if args.n_action_steps:
+        kwargs["n_action_steps"] = args.n_action_steps
+    policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, executor=args.executor, **kwargs)
+    summary = evaluate(policy, args.task, args.episodes, args.out, seed=args.seed, max_steps=args.max_steps,
+                       videos=args.videos, dataset_paths=policy.info.get("source", {}).get("datasets"))
+    low, high = summary["wilson95"]
+    print(f"vidact eval: {args.task}: success {summary['successes']}/{summary['episodes']} "
+          f"= {summary['success_rate']:.2f} (Wilson 95% CI [{low:.2f}, {high:.2f}]), mean episode length "
+          f"{summary['mean_episode_length']:.1f} | {Path(args.out) / 'results.json'}")
+    return 0
