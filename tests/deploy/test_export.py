@@ -16,7 +16,8 @@ from vidact.export.consolidate import consolidate, find_checkpoint
 
 
 def test_bundle_layout_and_config(bundle):
-    assert sorted(p.name for p in bundle.iterdir()) == ["config.json", "model.safetensors", "vidact_policy.json"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["config.json", "model.safetensors", "policy_postprocessor.json",
+                                                       "policy_preprocessor.json", "vidact_policy.json"]
     config = json.loads((bundle / "config.json").read_text())
     assert config["type"] == "vidact"
     assert config["vidact"]["chunk_length"] == 4 and config["vidact"]["action_dim"] == 2

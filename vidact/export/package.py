@@ -5,6 +5,8 @@
                               "sampler": SamplerConfig, "mode", "n_action_steps"}
       model.safetensors      EMA weights, keys "model.<VidAct name>" (the attribute LeRobot's policy
                               wrapper holds the network in); normalization stats are buffers inside
+      policy_preprocessor.json, policy_postprocessor.json   LeRobot's processor pipelines (rename +
+                              device only), for lerobot-eval through vidact.deploy.lerobot_plugin
       vidact_policy.json     action space (dim, bounds), text encoder reference, camera keys and the
                               camera resolution the data was recorded at, provenance
 
@@ -135,6 +137,13 @@ def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_
                    "datasets": [s.path for s in cfg.data.sources], "notes": merged.notes},
     }
     (out / POLICY_INFO_NAME).write_text(json.dumps(info, indent=2))
+    # LeRobot's processor pipelines (rename + device; normalization is inside the weights), so
+    # lerobot-eval / lerobot-record load the bundle through the plugin (vidact.deploy.lerobot_plugin).
+    from types import SimpleNamespace
+
+    from vidact.deploy.lerobot_plugin.processor_vidact import save_processors
+
+    save_processors(SimpleNamespace(device="cpu"), out)
     return out
 
 

@@ -1,0 +1,53 @@
+"""LeRobot loads a vidact bundle the way lerobot-eval does (config registry, policy class lookup,
+processor pipelines from the bundle) and acts on LeRobot-shaped MetaWorld observations."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import numpy as np
+import pytest
+import torch
+
+import vidact.deploy.lerobot_plugin  # noqa: F401  registers "vidact" (the installed shim does the same)
+
+
+def test_plugin_distribution_is_discovered_when_installed():
+    try:
+        importlib.metadata.distribution("lerobot_policy_vidact")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("pip install --no-deps -e vidact/deploy/lerobot_plugin/package to enable lerobot-eval")
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.utils.import_utils import register_third_party_plugins
+
+    register_third_party_plugins()
+    assert "vidact" in PreTrainedConfig.get_known_choices()
+
+
+def test_lerobot_factory_loads_bundle_and_acts(metaworld_bundle):
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.envs.configs import MetaworldEnv
+    from lerobot.policies.factory import make_policy, make_pre_post_processors
+
+    cfg = PreTrainedConfig.from_pretrained(str(metaworld_bundle))
+    cfg.pretrained_path = str(metaworld_bundle)
+    assert cfg.type == "vidact"
+    policy = make_policy(cfg=cfg, env_cfg=MetaworldEnv(task="button-press-topdown-v3"))
+    pre, post = make_pre_post_processors(policy_cfg=cfg, pretrained_path=str(metaworld_bundle),
+                                         preprocessor_overrides={"device_processor": {"device": "cpu"},
+                                                                 "rename_observations_processor": {"rename_map": {}}})
+    # The bundle's weights (EMA) are what LeRobot loaded.
+    from safetensors.torch import load_file
+    weights = load_file(str(metaworld_bundle / "model.safetensors"))
+    assert torch.equal(policy.model.action_out.weight, weights["model.action_out.weight"])
+
+    # lerobot-eval's MetaWorld observation: 480x480 CHW float, batch of 2 envs.
+    obs = {"observation.image": torch.rand(2, 3, 480, 480), "observation.state": torch.zeros(2, 4),
+           "task": ["Press a button from the top"] * 2}
+    policy.reset()
+    action = post(policy.select_action(pre(obs)))
+    assert tuple(action.shape) == (2, 4)
+    low, high = (np.array(policy.info["action"]["bounds"][k]) for k in ("low", "high"))
+    assert (action.numpy() >= low - 1e-6).all() and (action.numpy() <= high + 1e-6).all()
+    chunk = policy.predict_action_chunk(pre(obs))
+    assert tuple(chunk.shape) == (2, 4, 4)
