@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,14 +71,12 @@ class Block(nn.Module):
 
 @dataclass
 class KVCache:
-    """Per-layer prefix keys/values ([B,h,Np,d] each) and the prefix's key validity [B,Np]."""
+    """Per-layer prefix keys/values ([B,h,Np,d] each). The model attaches what the generated
+    tokens need to read the prefix again: its key validity [B,Np] and layout."""
 
     layers: list[tuple[Tensor, Tensor]]
-    key_valid: Tensor
-
-    def repeat(self, n: int) -> "KVCache":
-        return KVCache([(k.repeat(n, 1, 1, 1), v.repeat(n, 1, 1, 1)) for k, v in self.layers],
-                       self.key_valid.repeat(n, 1))
+    key_valid: Tensor | None = None
+    layout: Any = None  # vidact.models.layout.TokenLayout of the prefix
 
 
 class Transformer(nn.Module):
@@ -106,7 +105,7 @@ class Transformer(nn.Module):
                 kept.append(kv)
         shift, scale = self.final_adaLN(cond)[:, cond_index].chunk(2, dim=-1)
         out = modulate(self.final_norm(x), shift, scale)
-        return out, (KVCache(kept, torch.ones(0)) if return_cache else None)
+        return out, (KVCache(kept) if return_cache else None)
 
 
 class TimestepEmbedder(nn.Module):

@@ -259,8 +259,7 @@ class VidAct(nn.Module):
         mask = attention_mask(prefix.layout, prefix.key_valid).to(device)
         _, cache = self.backbone(prefix.tokens, self._conditioning(zeros, zeros),
                                  self._cond_index(prefix.layout, device), mask, return_cache=True)
-        cache.key_valid = prefix.key_valid
-        cache.prefix_layout = prefix.layout  # type: ignore[attr-defined]
+        cache.key_valid, cache.layout = prefix.key_valid, prefix.layout
         return cache
 
     def forward_cached(self, cache: KVCache, future_x: Tensor | None, action_x: Tensor | None, tau_video: Tensor,
@@ -269,7 +268,7 @@ class VidAct(nn.Module):
         parts, lengths = self._generated(future_x, action_x)
         if not parts:
             raise ValueError("forward_cached needs future frames, actions, or both")
-        prefix_layout: TokenLayout = cache.prefix_layout  # type: ignore[attr-defined]
+        prefix_layout: TokenLayout = cache.layout
         layout = TokenLayout.build(**dict(((g.value, n) for g, n in prefix_layout.lengths)), **lengths)
         x = torch.cat(parts, 1)
         B, Ng, device = x.shape[0], x.shape[1], x.device
