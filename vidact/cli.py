@@ -62,6 +62,12 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
+def _launch(args: argparse.Namespace) -> int:
+    from vidact.launch import main as launch_main
+
+    return launch_main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidact", description="Joint video-action generative models for robots.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -114,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("launch", help="submit a recipe to a cluster (vidact launch slurm --help)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_launch)
 
     p = sub.add_parser("flavors", help="list the model size registry")
     p.set_defaults(func=_flavors)
