@@ -16,13 +16,16 @@ def _dry_run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from vidact.config import load
     from vidact.lit.module import NonFiniteLossError
-    from vidact.train import train
+    from vidact.train import TrainingInterrupted, train
 
     try:
         run_dir = train(load(args.recipe, args.overrides))
     except NonFiniteLossError as e:
         print(f"vidact train: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:  # SIGTERM / SIGUSR1: checkpointed; 0 if SLURM requeued the job
+        print(f"vidact train: {e}", file=sys.stderr)
+        return e.exit_code
     print(f"vidact train: done, run directory {run_dir}")
     return 0
 

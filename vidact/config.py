@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -28,10 +28,15 @@ CONFIGS_DIR = REPO_ROOT / "configs"
 RECIPES_DIR = REPO_ROOT / "recipes"
 
 
+STRATEGIES = ("auto", "ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp")
+ACCELERATORS = ("auto", "cpu", "gpu")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
 @dataclass
 class TrainConfig:
     steps: int = 1000
-    batch_size: int = 8
+    batch_size: int = 8  # per device and micro-batch
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_steps: int = 100
@@ -40,12 +45,32 @@ class TrainConfig:
     ema_decay: float = 0.999
     min_lr_ratio: float = 0.1  # cosine decays from lr to lr * min_lr_ratio at train.steps
     log_every: int = 10  # optimizer steps between metric rows
-    checkpoint_every: int = 500  # optimizer steps between checkpoints (last.ckpt is also written at the end)
-    resume: str = "auto"  # "auto": continue from run_dir/checkpoints/last.ckpt if present | "never" | a .ckpt path
+    checkpoint_every: int = 500  # optimizer steps between checkpoints (one is also written at the end)
+    keep_last: int = 3  # step checkpoints kept in run_dir/checkpoints (best.ckpt is kept besides)
+    # "auto": continue from the newest checkpoint in run_dir/checkpoints that loads | "never" | a path
+    resume: str = "auto"
     max_bad_steps: int = 3  # consecutive non-finite losses (each one skipped) before the run stops
+    # Distribution (vidact.lit.strategy): one of STRATEGIES; devices per node; nodes.
+    strategy: str = "auto"
+    accelerator: str = "auto"  # "auto": gpu when CUDA is available, else cpu
+    devices: int = 1
+    num_nodes: int = 1
+    accumulate: int = 1  # micro-batches per optimizer step
+    activation_checkpointing: bool = False  # recompute transformer blocks in backward
+    compile: bool = False  # torch.compile the backbone
+    # Initial weights (weights only: step, optimizer and schedule start fresh): a run directory,
+    # a .ckpt file / DeepSpeed checkpoint folder, or an exported bundle (folder or .safetensors).
+    init_from: Optional[str] = None
+    # Parameter-name prefixes of VidAct (e.g. "backbone", "state_proj") kept frozen.
+    freeze: List[str] = field(default_factory=list)
+    # PAD-style ramp of the video loss: generative.video_loss_weight is scaled from
+    # video_loss_ramp_from (x the weight) up to 1x linearly over the first N optimizer steps (0: off).
+    video_loss_ramp_steps: int = 0
+    video_loss_ramp_from: float = 0.0
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "log_every", "checkpoint_every", "max_bad_steps"):
+        for key in ("steps", "batch_size", "log_every", "checkpoint_every", "max_bad_steps", "keep_last",
+                    "devices", "num_nodes", "accumulate"):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0:
@@ -54,6 +79,28 @@ class TrainConfig:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"train.strategy={self.strategy!r} is not one of {list(STRATEGIES)}")
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(f"train.accelerator={self.accelerator!r} is not one of {list(ACCELERATORS)}")
+        if self.video_loss_ramp_steps < 0 or not 0 <= self.video_loss_ramp_from <= 1:
+            raise ValueError("train.video_loss_ramp_steps must be >= 0 and train.video_loss_ramp_from in [0, 1]")
+        self.freeze = list(self.freeze)
+
+
+@dataclass
+class LogConfig:
+    wandb: str = "offline"  # one of WANDB_MODES; the run id is kept in run_dir/wandb_id
+    project: str = "vidact"
+    media_every: int = 0  # optimizer steps between predicted-vs-real media (0: never)
+    media_samples: int = 2  # samples shown per media step
+    media_sampler_steps: int = 10  # Euler steps for the media samples
+
+    def __post_init__(self) -> None:
+        if self.wandb not in WANDB_MODES:
+            raise ValueError(f"log.wandb={self.wandb!r} is not one of {list(WANDB_MODES)}")
+        if self.media_every < 0 or self.media_samples < 1 or self.media_sampler_steps < 1:
+            raise ValueError("log.media_every must be >= 0, log.media_samples and log.media_sampler_steps >= 1")
 
 
 @dataclass
@@ -66,6 +113,7 @@ class RunConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 class ConfigError(ValueError):

@@ -4,12 +4,16 @@ Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so a 
 would lose the rows of the steps before its checkpoint. :class:`ResumableCSVLogger` appends
 instead, keeping the file's columns, and drops rows the resumed run is about to log again (steps
 after the checkpoint that an interrupted run had already logged).
+
+:func:`wandb_logger` keeps the wandb run id in ``run_dir/wandb_id``, so a resumed or requeued run
+continues the same wandb run (offline runs sync later with ``wandb sync run_dir/wandb/offline-*``).
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -50,3 +54,26 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+WANDB_ID_FILE = "wandb_id"
+
+
+def wandb_logger(cfg, run_dir: Path):
+    """A ``WandbLogger`` in ``run_dir/wandb`` (mode ``log.wandb``) that reuses the run's id."""
+    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    id_file = Path(run_dir) / WANDB_ID_FILE
+    if id_file.is_file():
+        run_id = id_file.read_text().strip()
+    else:
+        import wandb
+
+        run_id = wandb.util.generate_id()
+        if rank_zero_only.rank == 0:
+            tmp = id_file.with_name(f".{WANDB_ID_FILE}.tmp")
+            tmp.write_text(run_id)
+            os.replace(tmp, id_file)
+    return WandbLogger(project=cfg.log.project, name=cfg.name, id=run_id, resume="allow", save_dir=str(run_dir),
+                       mode=cfg.log.wandb, log_model=False)

@@ -21,19 +21,24 @@ from vidact.config import RunConfig
 from vidact.data.fake import fake_batch, sliding_square_batch
 from vidact.types import Batch
 
-# Generated batch i uses seed * DRAW_STRIDE + i: distinct seeds never share a batch.
+# Generated batch i of rank r (of W) uses seed * DRAW_STRIDE + i * W + r: distinct seeds and
+# distinct ranks never share a batch, and one process (W = 1) draws seed * DRAW_STRIDE + i.
 DRAW_STRIDE = 1_000_003
+
+
+def draw_seed(seed: int, index: int, rank: int = 0, world_size: int = 1) -> int:
+    return seed * DRAW_STRIDE + index * world_size + rank
 
 
 class GeneratedBatches(IterableDataset):
     """Endless generated batches starting at draw ``start``."""
 
-    def __init__(self, cfg: RunConfig, start: int = 0):
-        self.cfg, self.start = cfg, start
+    def __init__(self, cfg: RunConfig, start: int = 0, rank: int = 0, world_size: int = 1):
+        self.cfg, self.start, self.rank, self.world_size = cfg, start, rank, world_size
 
     def batch(self, index: int) -> Batch:
         cfg = self.cfg
-        seed = cfg.seed * DRAW_STRIDE + index
+        seed = draw_seed(cfg.seed, index, self.rank, self.world_size)
         if cfg.data.kind == "sliding_square":
             out = sliding_square_batch(cfg.model, cfg.train.batch_size, torch.Generator().manual_seed(seed))
         else:
@@ -89,7 +94,8 @@ class VidActDataModule(L.LightningDataModule):
         start = self._start()
         if not self.cfg.data.reads_datasets:
             # batch_size=None: the dataset yields whole batches already.
-            return DataLoader(GeneratedBatches(self.cfg, start), batch_size=None, collate_fn=_keep)
+            rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+            return DataLoader(GeneratedBatches(self.cfg, start, rank, world), batch_size=None, collate_fn=_keep)
         self._sampler.load_state_dict({"consumed": start * self.cfg.train.batch_size, "seed": self.cfg.data.seed})
         return _Indexed(self._loader, start)
 

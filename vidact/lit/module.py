@@ -8,16 +8,20 @@ are seeded by the index of the batch, like the batches themselves).
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import time
 
 import lightning as L
 import torch
 
-from vidact.config import RunConfig
+from vidact.config import ConfigError, RunConfig, TrainConfig
+from vidact.data.fake import fake_batch
 from vidact.generative import training_loss
 from vidact.models import VidAct
-from vidact.lit.datamodule import DRAW_STRIDE
+from vidact.lit.datamodule import draw_seed
 from vidact.lit.optim import build_optimizer
+from vidact.lit.strategy import any_rank, deepspeed_zero_stage
 from vidact.types import Batch
 
 # Offset between the data's seed and the loss noise's seed for the same batch index.
@@ -28,16 +32,58 @@ class NonFiniteLossError(RuntimeError):
     """Raised after ``train.max_bad_steps`` consecutive non-finite losses."""
 
 
+def video_loss_scale(step: int, train: TrainConfig) -> float:
+    """Factor on ``generative.video_loss_weight`` at optimizer step ``step``: a linear ramp from
+    ``video_loss_ramp_from`` to 1 over ``video_loss_ramp_steps`` (PAD ramps the video objective in
+    so the action head is not drowned by the many video tokens early in finetuning)."""
+    n = train.video_loss_ramp_steps
+    if n <= 0 or step >= n:
+        return 1.0
+    return train.video_loss_ramp_from + (1 - train.video_loss_ramp_from) * step / n
+
+
+def freeze(model: VidAct, prefixes: list[str]) -> list[str]:
+    """Set ``requires_grad=False`` on parameters under each dotted prefix; returns their names."""
+    names = [n for n, _ in model.named_parameters()]
+    frozen = []
+    for prefix in prefixes:
+        hits = [n for n in names if n == prefix or n.startswith(prefix + ".")]
+        if not hits:
+            modules = sorted({n.split(".")[0] for n in names})
+            close = difflib.get_close_matches(prefix, modules, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"top-level modules: {modules}"
+            raise ConfigError(f"train.freeze: {prefix!r} matches no parameter of the model; {hint}")
+        frozen += hits
+    params = dict(model.named_parameters())
+    for name in frozen:
+        params[name].requires_grad_(False)
+    return sorted(set(frozen))
+
+
+def tokens_per_sample(model: VidAct) -> int:
+    """Sequence length of one training sample (language length measured on a fake instruction)."""
+    with torch.no_grad():
+        prefix = model.embed_prefix(fake_batch(model.config, batch_size=1))
+    return prefix.tokens.shape[1] + model.future_tokens + model.config.chunk_length
+
+
 class VidActModule(L.LightningModule):
     def __init__(self, cfg: RunConfig):
         super().__init__()
         self.cfg = cfg
         self.model = VidAct(cfg.model)
+        self.frozen = freeze(self.model, cfg.train.freeze)
+        self.model.backbone.gradient_checkpointing = cfg.train.activation_checkpointing
+        if cfg.train.compile:
+            self.model.backbone.compile()  # in place: parameter names (and checkpoints) do not change
+        self.tokens_per_sample = tokens_per_sample(self.model)
         self.ema: dict[str, torch.Tensor] | None = None  # name -> float32 copy of a trainable weight
+        self.loss_ema: float | None = None  # smoothed train loss; ranks the "best" checkpoint
         self.batches_consumed = 0  # index of the next batch to train on; saved for exact resume
         self.bad_steps = 0  # consecutive non-finite losses
         self.skipped_steps = 0  # all non-finite losses so far; the schedule does not advance on them
         self._last_step_time: float | None = None
+        self._skipped = False  # whether the current step's loss was non-finite (on any rank)
 
     # ------------------------------------------------------------------ set-up
 
@@ -49,6 +95,12 @@ class VidActModule(L.LightningModule):
             self.model.normalizer.set_stats(stats)
 
     def on_fit_start(self) -> None:
+        if deepspeed_zero_stage(self.trainer) == 3:
+            # ZeRO-3 partitions every parameter across ranks; an EMA would need a gather per step.
+            print("warning: no EMA under DeepSpeed ZeRO-3 (parameters are partitioned); "
+                  "checkpoints carry the raw weights only", flush=True)
+            self.ema = None
+            return
         if self.ema is None:  # a resumed run loaded its EMA in on_load_checkpoint
             self.ema = {n: p.detach().float().clone() for n, p in self._trainable()}
 
@@ -63,22 +115,37 @@ class VidActModule(L.LightningModule):
 
     def training_step(self, item: tuple[int, Batch], batch_idx: int):
         index, batch = item
-        generator = torch.Generator().manual_seed(self.cfg.seed * DRAW_STRIDE + index + NOISE_SEED_OFFSET)
-        out = training_loss(self.model, batch, self.cfg.generative, generator)
+        rank, world = self.global_rank, self.trainer.world_size
+        generator = torch.Generator().manual_seed(draw_seed(self.cfg.seed, index, rank, world) + NOISE_SEED_OFFSET)
+        scale = video_loss_scale(self.global_step, self.cfg.train)
+        generative = self.cfg.generative
+        if scale != 1.0:
+            generative = dataclasses.replace(generative, video_loss_weight=generative.video_loss_weight * scale)
+        out = training_loss(self.model, batch, generative, generator)
         self.batches_consumed = index + 1
 
-        if not torch.isfinite(out.loss):
+        # Every rank takes the same branch: a step is skipped everywhere if any rank's loss is bad
+        # (DDP would otherwise wait forever for the skipping rank's gradients).
+        bad = any_rank(torch.tensor([0.0 if torch.isfinite(out.loss) else 1.0], device=out.loss.device))
+        self._skipped = bool(bad.item())
+        if self._skipped:
             return self._bad_step(out.loss, index, batch)
         self.bad_steps = 0
 
         now = time.perf_counter()
         B = batch.batch_size
-        self.log_dict({"train/loss": out.loss.detach(), "train/video_loss": out.video_loss,
+        loss = out.loss.detach()
+        self.loss_ema = float(loss) if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * float(loss)
+        self.log_dict({"train/loss": loss, "train/video_loss": out.video_loss,
                        "train/action_loss": out.action_loss,
                        "lr": self.trainer.optimizers[0].param_groups[0]["lr"]},
                       prog_bar=True, batch_size=B)
+        if scale != 1.0 or self.cfg.train.video_loss_ramp_steps:
+            self.log("train/video_loss_scale", scale, batch_size=B)
         if self._last_step_time is not None:
-            self.log("samples/s", B * self.trainer.world_size / (now - self._last_step_time), batch_size=B)
+            samples_per_s = B * world / (now - self._last_step_time)
+            self.log_dict({"samples/s": samples_per_s, "tokens/s": samples_per_s * self.tokens_per_sample},
+                          batch_size=B)
         self._last_step_time = now
         return out.loss
 
@@ -92,6 +159,9 @@ class VidActModule(L.LightningModule):
                    f"sources {sources}); {self.bad_steps}/{limit} consecutive bad steps")
         if self.bad_steps >= limit:
             raise NonFiniteLossError(f"{message}: stopping")
+        if deepspeed_zero_stage(self.trainer) is not None:
+            # Lightning's DeepSpeed integration refuses a skipped backward; stop instead (all ranks).
+            raise NonFiniteLossError(f"{message}: stopping (DeepSpeed cannot skip an optimizer step)")
         # print, not logging: it must show up between progress-bar lines without a logging set-up.
         print(f"warning: {message}: optimizer step skipped", flush=True)
         return None
@@ -102,9 +172,14 @@ class VidActModule(L.LightningModule):
         if scheduler.last_epoch < self.trainer.global_step - self.skipped_steps:
             scheduler.step()
 
-    def on_train_batch_end(self, outputs, item, batch_idx: int) -> None:
-        if outputs is None:  # the step was skipped: the weights did not move
-            return
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # The EMA follows the optimizer step itself (not on_train_batch_end, which runs after the
+        # callbacks, checkpointing included: a checkpoint must hold this step's EMA).
+        if not self._skipped and self.ema is not None:
+            self._update_ema()
+
+    def _update_ema(self) -> None:
         decay = self.cfg.train.ema_decay
         with torch.no_grad():
             for name, p in self._trainable():
@@ -118,12 +193,13 @@ class VidActModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["ema_state_dict"] = {n: t.detach().cpu() for n, t in (self.ema or {}).items()}
         checkpoint["vidact"] = {"batches_consumed": self.batches_consumed, "skipped_steps": self.skipped_steps,
-                                "torch_rng_state": torch.get_rng_state()}
+                                "loss_ema": self.loss_ema, "torch_rng_state": torch.get_rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.ema = dict(checkpoint.get("ema_state_dict") or {}) or None
         state = checkpoint.get("vidact", {})
         self.batches_consumed = int(state.get("batches_consumed", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.loss_ema = state.get("loss_ema")
         if "torch_rng_state" in state:
             torch.set_rng_state(state["torch_rng_state"])
