@@ -1,0 +1,138 @@
+"""Predicted vs real, every ``log.media_every`` steps, from the EMA weights.
+
+Written to ``run_dir/media/`` (and to wandb when it is on):
+  step-XXXXXXXX-frames.png    per sample one row: last observed frame | real future frames |
+                              predicted future frames (first camera)
+  step-XXXXXXXX-actions.png   per sample and action dimension: real (green) vs predicted (red)
+                              over the chunk, in raw units
+
+The samples are the first ``log.media_samples`` of the batch just trained on, generated with
+:class:`vidact.generative.Sampler` in ``policy`` mode (``video`` mode for action-free batches,
+``policy_fast`` for models without future frames), seeded by the step. Rank 0 only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from PIL import Image, ImageDraw
+
+from vidact.generative.sample import Sampler, SamplerConfig
+from vidact.generative.schedule import Mode
+from vidact.types import Batch
+
+PLOT_W, PLOT_H = 160, 90
+
+
+def head(batch: Batch, n: int) -> Batch:
+    """The first ``n`` samples of ``batch``."""
+    out = {}
+    for f in dataclasses.fields(batch):
+        value = getattr(batch, f.name)
+        out[f.name] = value[:n] if isinstance(value, (torch.Tensor, list)) else value
+    return Batch(**out)
+
+
+def _to_uint8(frame: torch.Tensor) -> np.ndarray:
+    """[C,H,W] in [0,1] -> [H,W,3] uint8 (grey for one channel)."""
+    x = frame.detach().float().clamp(0, 1).cpu()
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    return (x[:3].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def frames_grid(obs: torch.Tensor, real: torch.Tensor | None, predicted: torch.Tensor | None) -> Image.Image:
+    """obs [B,Th,V,C,H,W], real / predicted [B,Tf,V,C,H,W] -> one image, a row per sample."""
+    rows = []
+    for b in range(obs.shape[0]):
+        tiles = [_to_uint8(obs[b, -1, 0])]
+        for video in (real, predicted):
+            if video is not None:
+                tiles += [_to_uint8(video[b, t, 0]) for t in range(video.shape[1])]
+        gap = np.full((tiles[0].shape[0], 2, 3), 255, np.uint8)
+        rows.append(np.concatenate([x for tile in tiles for x in (tile, gap)][:-1], axis=1))
+    gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
+    return Image.fromarray(np.concatenate([x for row in rows for x in (row, gap)][:-1], axis=0))
+
+
+def actions_plot(real: torch.Tensor | None, predicted: torch.Tensor) -> Image.Image:
+    """real / predicted [B,K,A] -> a grid of small line plots (rows: samples, columns: dims)."""
+    B, K, A = predicted.shape
+    image = Image.new("RGB", (A * PLOT_W, B * PLOT_H), "white")
+    draw = ImageDraw.Draw(image)
+    for b in range(B):
+        for a in range(A):
+            x0, y0 = a * PLOT_W, b * PLOT_H
+            series = [(predicted[b, :, a], (200, 30, 30))]
+            if real is not None:
+                series.insert(0, (real[b, :, a], (30, 150, 30)))
+            values = torch.cat([s for s, _ in series]).float()
+            lo, hi = float(values.min()), float(values.max())
+            span = hi - lo or 1.0
+            draw.rectangle([x0 + 2, y0 + 2, x0 + PLOT_W - 3, y0 + PLOT_H - 3], outline=(200, 200, 200))
+            for s, color in series:
+                points = [(x0 + 6 + (PLOT_W - 12) * k / max(K - 1, 1),
+                           y0 + PLOT_H - 8 - (PLOT_H - 16) * (float(v) - lo) / span) for k, v in enumerate(s)]
+                draw.line(points, fill=color, width=2)
+            draw.text((x0 + 5, y0 + 3), f"s{b} a{a}", fill=(0, 0, 0))
+    return image
+
+
+class MediaCallback(Callback):
+    def __init__(self, cfg, folder: Path):
+        self.cfg, self.folder = cfg, Path(folder)
+        self._model = None  # a copy of the model that holds the EMA weights
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, item, batch_idx) -> None:
+        step, every = trainer.global_step, self.cfg.log.media_every
+        if not trainer.is_global_zero or step == 0 or step % every or (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        if getattr(self, "_last_step", None) == step:
+            return
+        self._last_step = step
+        self.write(pl_module, item[1], step, trainer.loggers)
+
+    @torch.no_grad()
+    def write(self, pl_module, batch: Batch, step: int, loggers=()) -> list[Path]:
+        model = self._ema_model(pl_module)
+        batch = head(batch, self.cfg.log.media_samples)
+        has_actions = batch.actions is not None and (batch.has_actions is None or bool(batch.has_actions.all()))
+        if model.future_tokens == 0:
+            mode = Mode.POLICY_FAST
+        else:
+            mode = Mode.POLICY if has_actions else Mode.VIDEO
+        sampler = Sampler(model, SamplerConfig(steps=self.cfg.log.media_sampler_steps, seed=step))
+        out = sampler.sample(batch, mode, seed=step)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        if out.future_frames is not None:
+            path = self.folder / f"step-{step:08d}-frames.png"
+            frames_grid(batch.obs_frames, batch.future_frames, out.future_frames).save(path)
+            written.append(path)
+        if out.actions is not None and mode != Mode.VIDEO:
+            path = self.folder / f"step-{step:08d}-actions.png"
+            actions_plot(batch.actions if has_actions else None, out.actions).save(path)
+            written.append(path)
+        for logger in loggers:
+            if hasattr(logger, "log_image") and written:
+                logger.log_image(key="media", images=[str(p) for p in written],
+                                 caption=[p.name for p in written], step=step)
+        return written
+
+    def _ema_model(self, pl_module):
+        if self._model is None:
+            self._model = copy.deepcopy(pl_module.model)
+        model = self._model
+        ema = getattr(pl_module, "ema", None)
+        with torch.no_grad():
+            model.load_state_dict(pl_module.model.state_dict())
+            if ema:
+                params = dict(model.named_parameters())
+                for name, value in ema.items():
+                    params[name].copy_(value.to(params[name].dtype))
+        return model.eval()
