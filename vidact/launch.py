@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 # vidact.config (torch, omegaconf) is imported inside the functions that need it: the CLI builds
 # this command's arguments at start-up and `vidact --help` must stay instant.
 TEMPLATE = Path(__file__).resolve().parent.parent / "slurm" / "train.sbatch"
-# Seconds between Slurm's SIGUSR1 and the time limit: time to write a checkpoint and requeue.
+# Default seconds between Slurm's SIGUSR1 and the time limit: time to finish the step, write a
+# checkpoint and requeue (--warning-seconds; raise it for models whose checkpoint takes longer).
 SIGNAL_SECONDS = 90
 MAX_GPUS_PER_NODE = 8  # the largest common node; more is usually a typo (--allow-many-gpus-per-node)
 # Keys the resources decide; a recipe or override may not set them to something else.
@@ -37,6 +40,8 @@ RESOURCE_KEYS = ("train.devices", "train.num_nodes")
 # Slurm's --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
 _TIME = re.compile(r"^(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)$")
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+# Paths go into #SBATCH lines and double-quoted shell strings: no blanks, quotes, $, ` or \.
+_UNSAFE_PATH = re.compile(r"[\s\"'$`\\]")
 
 
 class LaunchError(ValueError):
@@ -69,6 +74,7 @@ class SlurmResources:
     partition: str | None = None
     account: str | None = None
     allow_many_gpus_per_node: bool = False
+    warning_seconds: int = SIGNAL_SECONDS  # SIGUSR1 this long before the time limit
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -86,9 +92,11 @@ class SlurmResources:
                                   f"{self.gpus_per_node}: vidact runs one task per GPU (leave --tasks-per-node out)")
         if self.cpus_per_task < 1:
             raise LaunchError(f"--cpus-per-task must be >= 1, got {self.cpus_per_task}")
-        if time_seconds(self.time) <= SIGNAL_SECONDS:
-            raise LaunchError(f"--time {self.time} is not longer than the {SIGNAL_SECONDS} s preemption warning "
-                              f"(SIGUSR1 would arrive before training starts)")
+        if not 0 < self.warning_seconds <= 65535:  # Slurm's limit for --signal=...@time
+            raise LaunchError(f"--warning-seconds must be in 1..65535, got {self.warning_seconds}")
+        if time_seconds(self.time) <= self.warning_seconds:
+            raise LaunchError(f"--time {self.time} is not longer than the {self.warning_seconds} s preemption "
+                              f"warning (SIGUSR1 would arrive before training starts)")
         for flag, value in (("--partition", self.partition), ("--account", self.account)):
             if value is not None and not _SLURM_NAME.match(value):
                 raise LaunchError(f"{flag} {value!r} is not a Slurm name (letters, digits, '_', '.', '-')")
@@ -168,10 +176,10 @@ class Rendered:
 
 
 def render(recipe: str, resources: SlurmResources, overrides: list[str] = (), *, job_name: str | None = None,
-           run_root: str | Path = "runs", python: str = sys.executable, workdir: str | Path | None = None,
-           validate: bool = True) -> Rendered:
-    """Fill ``slurm/train.sbatch``. ``validate`` loads the recipe with every override first (the
-    same :func:`vidact.config.load` the job will run), so a bad key fails here, not in the queue."""
+           run_root: str | Path = "runs", python: str = sys.executable) -> Rendered:
+    """Fill ``slurm/train.sbatch``. The recipe is loaded with every override first (the same
+    :func:`vidact.config.load` the job will run), so a bad key fails here, not in the queue. The job
+    starts in the current directory (relative paths in the recipe keep their meaning)."""
     from vidact.config import load
 
     recipe_path = resolve_recipe(recipe)
@@ -181,9 +189,9 @@ def render(recipe: str, resources: SlurmResources, overrides: list[str] = (), *,
     extra = resource_overrides(resources, overrides)
     if "train.strategy=ddp" in extra and _strategy_chosen_by_recipe(recipe_path):
         extra.remove("train.strategy=ddp")
-    task_overrides = [*extra, *overrides]  # the user's overrides win over nothing the resources decide
-    cfg = load(recipe_path, task_overrides) if validate else None
-    name = job_name or (cfg.name if cfg else recipe_path.stem)
+    task_overrides = [*extra, *overrides]  # the user's come last (the resource keys were refused above)
+    cfg = load(recipe_path, task_overrides)
+    name = job_name or cfg.name
     if not _SLURM_NAME.match(name) or name in ("bash", "interactive"):
         # Lightning ignores SLURM for jobs named bash/interactive (it takes them for a login shell).
         raise LaunchError(f"job name {name!r} is not usable: letters, digits, '_', '.', '-', and not "
@@ -191,6 +199,10 @@ def render(recipe: str, resources: SlurmResources, overrides: list[str] = (), *,
     run_root = Path(run_root).resolve()
     run_dir = str(Path(run_dir_given[-1]).resolve()) if run_dir_given else f"{run_root}/{name}-${{SLURM_JOB_ID}}"
     log_dir = run_root / "slurm-logs"
+    for what, path in (("run root", run_root), ("run_dir", run_dir.replace("${SLURM_JOB_ID}", "")),
+                       ("working directory", Path.cwd())):
+        if _UNSAFE_PATH.search(str(path)):
+            raise LaunchError(f"{what} {str(path)!r} has blanks, quotes, '$', '`' or '\\' (unsafe in a batch script)")
 
     lines = []
     if resources.gpus_per_node:
@@ -204,29 +216,16 @@ def render(recipe: str, resources: SlurmResources, overrides: list[str] = (), *,
     fields = {
         "job_name": name, "nodes": str(resources.nodes), "tasks_per_node": str(resources.tasks),
         "cpus_per_task": str(resources.cpus_per_task), "time": resources.time.strip(),
-        "resource_lines": "\n".join(lines), "signal_seconds": str(SIGNAL_SECONDS), "log_dir": str(log_dir),
-        "workdir": str(Path(workdir or Path.cwd()).resolve()), "run_dir": run_dir, "command": command,
+        "signal_seconds": str(resources.warning_seconds), "log_dir": str(log_dir), "workdir": str(Path.cwd()),
+        "run_dir": run_dir, "command": command,
     }
-    script = TEMPLATE.read_text()
+    # The optional directives take the whole line: no blank line is left among the #SBATCH ones.
+    script = TEMPLATE.read_text().replace("{{resource_lines}}\n", "".join(line + "\n" for line in lines))
     for key, value in fields.items():
         script = script.replace("{{" + key + "}}", value)
     left = re.findall(r"\{\{\w+\}\}", script)
     assert not left, f"unfilled template fields {left}"
-    return Rendered(script=_drop_blank_directive_lines(script), job_name=name, run_dir=run_dir, log_dir=log_dir,
-                    overrides=task_overrides)
-
-
-def _drop_blank_directive_lines(script: str) -> str:
-    # An empty {{resource_lines}} leaves a blank line; sbatch stops reading #SBATCH
-    # directives at the first non-comment line, so no blank line may sit between directives.
-    out, in_header = [], True
-    for line in script.split("\n"):
-        if in_header and line.strip() == "" and out and out[-1].startswith("#SBATCH"):
-            continue
-        if line.startswith("set -euo"):
-            in_header = False
-        out.append(line)
-    return "\n".join(out)
+    return Rendered(script=script, job_name=name, run_dir=run_dir, log_dir=log_dir, overrides=task_overrides)
 
 
 def submit(rendered: Rendered) -> str:
@@ -236,10 +235,13 @@ def submit(rendered: Rendered) -> str:
         raise LaunchError("sbatch not found: run on a Slurm login node (or start a local cluster with "
                           "scripts/slurm_local.sh start)")
     rendered.log_dir.mkdir(parents=True, exist_ok=True)
-    script_path = rendered.log_dir / f"{rendered.job_name}.sbatch"
-    script_path.write_text(rendered.script)
+    fd, name = tempfile.mkstemp(prefix=f".{rendered.job_name}-", suffix=".sbatch", dir=rendered.log_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(rendered.script)
+    script_path = Path(name)
     proc = subprocess.run([sbatch, "--parsable", str(script_path)], capture_output=True, text=True)
     if proc.returncode != 0:
+        script_path.unlink()
         raise LaunchError(f"sbatch refused the job: {proc.stderr.strip() or proc.stdout.strip()}")
     job_id = proc.stdout.strip().split(";")[0]
     # Keep the exact script each job ran beside its logs.
@@ -262,6 +264,8 @@ def slurm_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-name", default=None, help="default: the recipe's name")
     p.add_argument("--run-root", default="runs", help="run directories go to RUN_ROOT/<name>-<job id>")
     p.add_argument("--python", default=sys.executable, help="interpreter on the compute nodes (default: this one)")
+    p.add_argument("--warning-seconds", type=int, default=SIGNAL_SECONDS,
+                   help="SIGUSR1 (checkpoint + requeue) this long before the time limit (default 90)")
     p.add_argument("--allow-many-gpus-per-node", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print the script instead of submitting it")
     return p
@@ -287,7 +291,8 @@ def main_slurm(args: argparse.Namespace) -> int:
 def _main_slurm(args: argparse.Namespace) -> int:
     resources = SlurmResources(nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
                                cpus_per_task=args.cpus_per_task, time=args.time, partition=args.partition,
-                               account=args.account, allow_many_gpus_per_node=args.allow_many_gpus_per_node)
+                               account=args.account, allow_many_gpus_per_node=args.allow_many_gpus_per_node,
+                               warning_seconds=args.warning_seconds)
     rendered = render(args.recipe, resources, args.overrides, job_name=args.job_name, run_root=args.run_root,
                       python=args.python)
     if args.dry_run:

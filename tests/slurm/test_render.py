@@ -150,7 +150,9 @@ def test_one_task_cpu_script_renders_and_dry_run_prints_it(capsys):
     script = capsys.readouterr().out
     d = _directives(script)
     assert d["nodes"] == "1" and d["ntasks-per-node"] == "1" and "gpus-per-node" not in d
-    assert d["time"] == "30" and "train.steps=7" in script
+    assert d["time"] == "30" and d["signal"] == "SIGUSR1@90" and "train.steps=7" in script
+    assert main(["slurm", RECIPE, "--nodes", "1", "--gpus-per-node", "0", "--warning-seconds", "300", "--dry-run"]) == 0
+    assert _directives(capsys.readouterr().out)["signal"] == "SIGUSR1@300"
     assert re.search(r"^srun .*\\\n\s+\S+python\S* -m vidact\.cli train \S+debug_sliding_square\.yaml", script, re.M)
 
 
@@ -161,9 +163,11 @@ def test_one_task_cpu_script_renders_and_dry_run_prints_it(capsys):
     (["--nodes", "1", "--gpus-per-node", "2", "--tasks-per-node", "3"], "one task per GPU"),
     (["--nodes", "1", "--gpus-per-node", "1", "--time", "2h"], "is not a Slurm time"),
     (["--nodes", "1", "--gpus-per-node", "1", "--time", "1:30"], "preemption warning"),
+    (["--nodes", "1", "--gpus-per-node", "1", "--time", "5", "--warning-seconds", "300"], "preemption warning"),
     (["--nodes", "1", "--gpus-per-node", "1", "--partition", "gpu;rm -rf"], "not a Slurm name"),
     (["--nodes", "1", "--gpus-per-node", "1", "--job-name", "bash"], "not usable"),
     (["--nodes", "1", "--gpus-per-node", "1", "train.devices=2"], "decided by the resources"),
+    (["--nodes", "1", "--gpus-per-node", "1", "--run-root", "runs/my $HOME"], "unsafe in a batch script"),
 ])
 def test_impossible_requests_are_refused(args, message, capsys):
     assert main(["slurm", RECIPE, *args, "--dry-run"]) == 2
