@@ -39,6 +39,8 @@ def ensure_cluster() -> str | None:
         proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
         return "no Slurm cluster: scripts/slurm_local.sh start did not finish in 10 minutes"
+    except OSError as e:
+        return f"no Slurm cluster: scripts/slurm_local.sh could not run ({e})"
     if proc.returncode != 0 or not _cluster_answers():
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         return f"no Slurm cluster: slurmctld could not be started ({' | '.join(tail)})"
