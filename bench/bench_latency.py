@@ -1,0 +1,99 @@
+"""Deployment latency: one action chunk from a raw LeRobot observation, end to end.
+
+    .venv/bin/python bench/bench_latency.py --flavors tiny S --steps 10 5 --calls 20
+
+What is timed, per (flavor, mode, sampler steps): ``Policy.predict_chunk`` on a MetaWorld-shaped
+observation as ``lerobot-eval`` hands it over (480x480 CHW float camera, resized to the model's
+96x96 inside), in process, and the same call through ``vidact serve`` (websocket + msgpack on
+localhost, ``PolicyClient.infer``). Weights are random (latency does not depend on training);
+``--bundle`` times an exported bundle instead. Shapes default to the MetaWorld recipe
+(configs/model/metaworld_96.yaml: 96x96, 2 history frames, 1 future frame, 16x4 chunk, patch 12).
+Reports median and 90th percentile over ``--calls`` calls after 2 warm-up calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from vidact.deploy.client import PolicyClient
+from vidact.deploy.policy import Policy
+from vidact.deploy.server import PolicyServer
+from vidact.generative.sample import SamplerConfig
+from vidact.models import VidAct, VidActConfig
+from vidact.models.configuration import FrameTokenizerConfig
+
+METAWORLD = dict(height=96, width=96, channels=3, views=1, history=2, future_frames=1, future_frame_stride=8,
+                 chunk_length=16, state_dim=4, action_dim=4, frame_tokenizer=FrameTokenizerConfig(kind="patch", patch_size=12))
+
+
+def observation(size: int) -> dict:
+    return {"observation.image": torch.rand(3, size, size), "observation.state": np.zeros(4, np.float32),
+            "task": "Press a button from the top"}
+
+
+def percentiles(times: list[float]) -> tuple[float, float]:
+    times = sorted(times)
+    return statistics.median(times) * 1000, times[min(len(times) - 1, int(0.9 * len(times)))] * 1000
+
+
+def time_calls(fn, calls: int) -> tuple[float, float]:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return percentiles(times)
+
+
+def build(flavor: str, bundle: str | None, mode: str, steps: int) -> Policy:
+    if bundle:
+        return Policy.from_pretrained(bundle, mode=mode, steps=steps)
+    torch.manual_seed(0)
+    model = VidAct(VidActConfig(flavor=flavor, **METAWORLD))
+    return Policy(model, SamplerConfig(steps=steps), {"cameras": {"keys": ["observation.image"]}}, mode)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--flavors", nargs="+", default=["tiny", "S"])
+    parser.add_argument("--bundle", default=None, help="time this exported bundle instead of random flavors")
+    parser.add_argument("--modes", nargs="+", default=["policy_fast", "policy"])
+    parser.add_argument("--steps", nargs="+", type=int, default=[10, 5])
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--image-size", type=int, default=480, help="incoming camera resolution (lerobot-eval: 480)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-server", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, camera {args.image_size}x{args.image_size}")
+    print("| model | params | mode | steps | in-process median / p90 ms | via server median / p90 ms |")
+    print("|---|---:|---|---:|---:|---:|")
+    for flavor in ([args.bundle] if args.bundle else args.flavors):
+        for mode in args.modes:
+            for steps in args.steps:
+                policy = build(flavor, args.bundle, mode, steps)
+                obs = observation(args.image_size)
+                local = time_calls(lambda: policy.predict_chunk(obs), args.calls)
+                remote = None
+                if not args.no_server:
+                    server = PolicyServer(policy, "127.0.0.1", 0).start()
+                    with PolicyClient("127.0.0.1", server.port) as client:
+                        wire = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
+                        remote = time_calls(lambda: client.infer(wire), args.calls)
+                    server.stop()
+                params = sum(p.numel() for p in policy.model.parameters()) / 1e6
+                far = f"{remote[0]:.1f} / {remote[1]:.1f}" if remote else "-"
+                print(f"| {flavor} | {params:.2f}M | {mode} | {steps} | {local[0]:.1f} / {local[1]:.1f} | {far} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
