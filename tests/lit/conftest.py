@@ -32,3 +32,19 @@ def robot_dataset(tmp_path_factory) -> Path:
         ds.save_episode()
     ds.finalize()
     return root
+
+
+@pytest.fixture(scope="session")
+def metaworld_data(tmp_path_factory) -> dict[str, Path]:
+    """2 scripted-expert episodes of button-press-topdown-v3 (one 32x32 camera) as a LeRobot
+    dataset, and the same episodes as action-free mp4 clips with a manifest (~12 s)."""
+    import os
+
+    from vidact.data.commands import main
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    root = tmp_path_factory.mktemp("lit_mw")
+    rc = main(["metaworld", "--tasks", "button-press-topdown-v3", "--episodes", "2", "--out", str(root / "button"),
+               "--height", "32", "--width", "32", "--seed", "3", "--video-out", str(root / "videos")])
+    assert rc == 0
+    return {"lerobot": root / "button", "manifest": root / "videos" / "manifest.jsonl"}

@@ -6,7 +6,7 @@ Written to ``run_dir/media/`` (and to wandb when it is on):
   step-XXXXXXXX-actions.png   per sample and action dimension: real (green) vs predicted (red)
                               over the chunk, in raw units
 
-The samples are the first ``log.media_samples`` of the batch just trained on, generated with
+The samples are ``log.media_samples`` of the batch just trained on (robot samples first), generated with
 :class:`vidact.generative.Sampler` in ``policy`` mode (``video`` mode for action-free batches,
 ``policy_fast`` for models without future frames), seeded by the step. Rank 0 only.
 """
@@ -29,12 +29,20 @@ from vidact.types import Batch
 PLOT_W, PLOT_H = 160, 90
 
 
-def head(batch: Batch, n: int) -> Batch:
-    """The first ``n`` samples of ``batch``."""
+def pick(batch: Batch, n: int) -> Batch:
+    """``n`` samples of ``batch``, those with actions first (a co-training batch mixes both)."""
+    order = list(range(batch.batch_size))
+    if batch.has_actions is not None:
+        order.sort(key=lambda i: not bool(batch.has_actions[i]))
+    index = order[:n]
     out = {}
     for f in dataclasses.fields(batch):
         value = getattr(batch, f.name)
-        out[f.name] = value[:n] if isinstance(value, (torch.Tensor, list)) else value
+        if isinstance(value, torch.Tensor):
+            value = value[torch.tensor(index, device=value.device)]
+        elif isinstance(value, list):
+            value = [value[i] for i in index]
+        out[f.name] = value
     return Batch(**out)
 
 
@@ -100,7 +108,8 @@ class MediaCallback(Callback):
     @torch.no_grad()
     def write(self, pl_module, batch: Batch, step: int, loggers=()) -> list[Path]:
         model = self._ema_model(pl_module)
-        batch = head(batch, self.cfg.log.media_samples)
+        batch = pick(batch, self.cfg.log.media_samples)
+        # Samples without actions among those picked: the whole set is shown in video mode.
         has_actions = batch.actions is not None and (batch.has_actions is None or bool(batch.has_actions.all()))
         if model.future_tokens == 0:
             mode = Mode.POLICY_FAST
