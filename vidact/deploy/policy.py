@@ -242,7 +242,8 @@ def _as_tensor(key: str, value: Any, want: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach()
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
+        # Arrays decoded from msgpack are read-only views of the message; torch wants its own memory.
+        return torch.from_numpy(np.array(value, copy=not value.flags.writeable or not value.flags.c_contiguous))
     if isinstance(value, (list, tuple)):
         return torch.as_tensor(np.asarray(value, dtype=np.float32))
     raise ObservationError(f"observation '{key}': expected an array {want}, got {type(value).__name__}")
