@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="first evaluation seed (default: held-out range)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
     p.add_argument("--videos", type=int, default=None, help="episodes to record as mp4 (default: all)")
+    p.add_argument("--execution-horizon", type=int, default=None, help="rtc: steps between chunk requests (K/2)")
+    p.add_argument("--delay", type=int, default=0, help="rtc: inference delay in control steps, simulated")
+    p.add_argument("--overlap", type=int, default=0, help="rtc: steps cross-faded from the old chunk to the new")
+    p.add_argument("--ensemble-coeff", type=float, default=0.01, help="temporal_ensemble: weight exp(-coeff * i)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("serve", help="serve a bundle over websocket + msgpack (openpi protocol)")
@@ -122,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, choices=["policy_fast", "policy"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("launch", help="submit a recipe to a cluster (vidact launch slurm --help)", add_help=False)

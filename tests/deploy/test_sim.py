@@ -75,3 +75,13 @@ def test_policy_history_is_strided_and_padded(metaworld_bundle):
             policy.predict_chunk(obs)
     assert [b.state[0, :, 0].tolist() for b in seen] == [[0, 0], [0, 1], [0, 2], [1, 3]]
     assert [b.obs_is_pad[0].tolist() for b in seen] == [[True, False], [True, False], [False, False], [False, False]]
+
+
+def test_eval_with_real_time_chunking_and_delay(metaworld_bundle, tmp_path):
+    out = tmp_path / "rtc"
+    rc = main(["eval", str(metaworld_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "6",
+               "--out", str(out), "--executor", "rtc", "--execution-horizon", "2", "--delay", "1",
+               "--overlap", "1", "--videos", "0"])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["executor"] == "RealTimeChunking" and "video" not in results["per_episode"][0]

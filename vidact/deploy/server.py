@@ -96,6 +96,9 @@ class PolicyServer:
 
 
 def main(args) -> int:
+    from vidact.deploy.sim import set_threads
+
+    set_threads(args.threads)
     policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, device=args.device)
     server = PolicyServer(policy, args.host, args.port)
     print(f"vidact serve: {args.bundle} ({policy.mode.value}) on ws://{args.host}:{args.port}", flush=True)

@@ -155,13 +155,26 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
     return summary
 
 
+def set_threads(threads: int | None) -> None:
+    """torch intra-op threads; 1 avoids a 10-30x slowdown on a shared CPU (BENCHMARKS.md, Latency)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def main(args) -> int:
     from vidact.deploy.policy import Policy
 
+    set_threads(args.threads)
     kwargs = {}
     if args.n_action_steps:
         kwargs["n_action_steps"] = args.n_action_steps
-    policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, executor=args.executor, **kwargs)
+    executor_kwargs = {"rtc": {"execution_horizon": args.execution_horizon, "delay": args.delay,
+                               "overlap": args.overlap},
+                       "temporal_ensemble": {"coeff": args.ensemble_coeff}}.get(args.executor, {})
+    policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, executor=args.executor,
+                                    executor_kwargs=executor_kwargs, **kwargs)
     summary = evaluate(policy, args.task, args.episodes, args.out, seed=args.seed, max_steps=args.max_steps,
                        videos=args.videos, dataset_paths=policy.info.get("source", {}).get("datasets"))
     low, high = summary["wilson95"]
