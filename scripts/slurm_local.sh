@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# A real one-node Slurm cluster on this machine, for tests/slurm and for trying `vidact launch
-# slurm` without a cluster.
+# A real Slurm cluster on this machine, for tests/slurm and for trying `vidact launch slurm`
+# without a cluster: one machine, two Slurm nodes (vidact-n1, vidact-n2: one slurmd each, both
+# with all of this machine's CPUs, NodeAddr 127.0.0.1), so multi-node jobs (srun over 2 nodes,
+# rendezvous on the first node) run for real.
 #
 #   bash scripts/slurm_local.sh start    install (Debian packages) and start munged, slurmctld,
-#                                        slurmd when no cluster answers; idempotent
+#                                        two slurmd when no cluster answers; idempotent
 #   bash scripts/slurm_local.sh stop     stop only the daemons this script started (by pid)
 #   bash scripts/slurm_local.sh status   exit 0 when a cluster answers (sinfo)
 #
 # When a Slurm cluster already answers (a real one, or one started earlier), `start` leaves it
 # alone. The settings are the ones measured to work here (docs/slurm.md, DESIGN.md): linuxproc
-# process tracking, no task plugin, cons_tres selection, one node with all of this machine's CPUs,
-# state/spool/logs under $VIDACT_SLURM_DIR. Daemons run as root, as in a container; munged runs
-# as user munge.
+# process tracking, no task plugin, cons_tres selection, state/spool/logs under $VIDACT_SLURM_DIR.
+# Daemons run as root, as in a container; munged runs as user munge. The CPUs are counted twice
+# (once per node): jobs on both nodes share the cores.
 set -euo pipefail
 
 STATE="${VIDACT_SLURM_DIR:-/var/tmp/vidact-slurm}"
+NODES=(vidact-n1 vidact-n2)
 CONF=/etc/slurm/slurm.conf
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
@@ -23,10 +26,13 @@ log() { echo "[slurm_local] $*"; }
 cluster_up() { timeout 10 sinfo -h >/dev/null 2>&1; }
 
 node_ready() {
-    # The node accepts jobs: idle, mixed or allocated (not down/drained/unknown).
-    local st
-    st="$(timeout 10 sinfo -h -N -o '%T' 2>/dev/null | head -1)"
-    case "$st" in idle*|mix*|alloc*|completing*) return 0 ;; *) return 1 ;; esac
+    # Every node accepts jobs: idle, mixed or allocated (not down/drained/unknown).
+    local states st
+    states="$(timeout 10 sinfo -h -N -o '%T' 2>/dev/null)" || return 1
+    [ -n "$states" ] || return 1
+    for st in $states; do
+        case "$st" in idle*|mix*|alloc*|completing*) ;; *) return 1 ;; esac
+    done
 }
 
 install_packages() {
@@ -47,7 +53,7 @@ write_conf() {
     host="$(hostname -s)"
     cpus="$(nproc)"
     mem="$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
-    $SUDO mkdir -p "$STATE"/{ctld,d,log} /etc/slurm
+    $SUDO mkdir -p "$STATE"/{ctld,log} /etc/slurm
     $SUDO tee "$CONF" >/dev/null <<EOF
 # Written by vidact scripts/slurm_local.sh: a one-node test cluster.
 ClusterName=vidact-local
@@ -65,14 +71,16 @@ JobRequeue=1
 KillWait=10
 MinJobAge=600
 StateSaveLocation=$STATE/ctld
-SlurmdSpoolDir=$STATE/d
+SlurmdSpoolDir=$STATE/spool-%n
 SlurmctldPidFile=$STATE/slurmctld.pid
-SlurmdPidFile=$STATE/slurmd.pid
+SlurmdPidFile=$STATE/slurmd-%n.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+SlurmdLogFile=$STATE/log/slurmd-%n.log
+NodeName=${NODES[0]} NodeHostname=$host NodeAddr=127.0.0.1 Port=17001 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=${NODES[1]} NodeHostname=$host NodeAddr=127.0.0.1 Port=17002 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=${NODES[0]},${NODES[1]} Default=YES MaxTime=INFINITE State=UP
 EOF
+    for node in "${NODES[@]}"; do $SUDO mkdir -p "$STATE/spool-$node"; done
     echo "$CONF" | $SUDO tee "$STATE/wrote-conf" >/dev/null
 }
 
@@ -105,15 +113,17 @@ start() {
         cp "$STATE/slurmctld.pid" "$STATE/slurmctld.started" 2>/dev/null || true
     fi
     if ! pgrep -x slurmd >/dev/null; then
-        log "starting slurmd"
-        $SUDO /usr/sbin/slurmd
-        for _ in $(seq 100); do [ -s "$STATE/slurmd.pid" ] && break; sleep 0.1; done
-        cp "$STATE/slurmd.pid" "$STATE/slurmd.started" 2>/dev/null || true
+        for node in "${NODES[@]}"; do  # one slurmd per Slurm node (-N), on its own port
+            log "starting slurmd for $node"
+            $SUDO /usr/sbin/slurmd -N "$node"
+            for _ in $(seq 100); do [ -s "$STATE/slurmd-$node.pid" ] && break; sleep 0.1; done
+            cp "$STATE/slurmd-$node.pid" "$STATE/slurmd-$node.started" 2>/dev/null || true
+        done
     fi
     for _ in $(seq 60); do node_ready && break; sleep 0.5; done
     if ! node_ready; then
         # A node left down by an earlier unclean stop.
-        $SUDO scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true
+        $SUDO scontrol update nodename="$(IFS=,; echo "${NODES[*]}")" state=resume >/dev/null 2>&1 || true
         for _ in $(seq 20); do node_ready && break; sleep 0.5; done
     fi
     if node_ready; then
@@ -124,11 +134,11 @@ start() {
     fi
 }
 
-stop_pidfile() {  # stop_pidfile NAME: kill the pid this script recorded for NAME, if still NAME
+stop_pidfile() {  # stop_pidfile NAME [PROGRAM]: kill the pid recorded for NAME, if it still runs PROGRAM
     local file="$STATE/$1.started" pid
     [ -s "$file" ] || return 0
     pid="$(cat "$file")"
-    if [ "$(ps -p "$pid" -o comm= 2>/dev/null)" = "$1" ]; then
+    if [ "$(ps -p "$pid" -o comm= 2>/dev/null)" = "${2:-$1}" ]; then
         log "stopping $1 (pid $pid)"
         $SUDO kill "$pid"
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -137,7 +147,8 @@ stop_pidfile() {  # stop_pidfile NAME: kill the pid this script recorded for NAM
 }
 
 stop() {
-    stop_pidfile slurmd
+    for node in "${NODES[@]}"; do stop_pidfile "slurmd-$node" slurmd; done
+    stop_pidfile slurmd  # written by the earlier one-node version of this script
     stop_pidfile slurmctld
     stop_pidfile munged
     if [ -f "$STATE/wrote-conf" ]; then

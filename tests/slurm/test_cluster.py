@@ -1,6 +1,6 @@
-"""`vidact launch slurm` on a real (local, one-node) Slurm cluster: a job runs to completion, a job
-requeued mid-run resumes with no lost or repeated optimizer steps, and (when the training code
-handles it) SIGUSR1 checkpoints and requeues the job by itself.
+"""`vidact launch slurm` on a real Slurm cluster (scripts/slurm_local.sh: one machine, two Slurm
+nodes): a job runs to completion, a 2-node job requeued mid-run resumes with no lost or repeated
+optimizer steps, and (slow suite) SIGUSR1 makes the job checkpoint and requeue itself.
 
 All jobs run the same recipe, overrides and task count, so an interrupted job must end bit-for-bit
 where the uninterrupted one ended: same final weights, and the same loss at every step (a resumed
@@ -35,9 +35,13 @@ OVERRIDES = [f"train.steps={STEPS}", "train.batch_size=4", "train.log_every=1",
              f"train.checkpoint_every={CHECKPOINT_EVERY}", "train.warmup_steps=10"]
 if "log" in {f.name for f in dataclasses.fields(RunConfig)}:  # no wandb files in test runs
     OVERRIDES.append("log.wandb=disabled")
-RESOURCES = ["--nodes", "1", "--gpus-per-node", "0", "--tasks-per-node", str(TASKS), "--cpus-per-task", "1",
-             "--time", "10"]
-JOB_TIMEOUT = 240  # seconds; a job takes ~30 s here, jobs queue behind each other on 2 cores
+
+def resources(nodes: int, tasks_per_node: int) -> list[str]:
+    return ["--nodes", str(nodes), "--gpus-per-node", "0", "--tasks-per-node", str(tasks_per_node),
+            "--cpus-per-task", "1", "--time", "10"]
+
+
+JOB_TIMEOUT = 420  # seconds; a job takes ~35 s on an idle 2-core machine, jobs queue behind each other
 DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 
@@ -48,26 +52,33 @@ class Jobs(dict):
         super().__init__()
         self.root = root
 
-    def submit(self, name: str) -> tuple[str, Path]:
+    def submit(self, name: str, nodes: int = 1) -> tuple[str, Path]:
+        """``TASKS`` tasks in all, on one node or spread over ``nodes``."""
         run_root = self.root / name
-        self[name] = (submit([RECIPE, *RESOURCES, "--run-root", str(run_root), "--job-name", f"vidact-{name}",
-                              *OVERRIDES], cwd=self.root), run_root)
+        self[name] = (submit([RECIPE, *resources(nodes, TASKS // nodes), "--run-root", str(run_root),
+                              "--job-name", f"vidact-{name}", *OVERRIDES], cwd=self.root), run_root)
         return self[name]
 
 
 @pytest.fixture(scope="module")
-def jobs(request, tmp_path_factory, slurm_cluster):
-    """The uninterrupted reference and, when its test is selected, the job to requeue, submitted
-    together: they queue and run back to back (2 tasks fill this 2-core node) while the tests wait
-    for their own."""
+def jobs(tmp_path_factory, slurm_cluster):
+    """The uninterrupted reference, submitted first. The jobs to interrupt are submitted by their
+    tests, so that they do not run to the end before their test watches them."""
     out = Jobs(tmp_path_factory.mktemp("slurm"))
     out.submit("straight")
-    if any(item.name == test_requeued_job_resumes_without_lost_or_repeated_steps.__name__
-           for item in request.session.items):
-        out.submit("requeued")
     yield out
     for job_id, _ in out.values():  # nothing left running after a failed test
         subprocess.run(["scancel", job_id], capture_output=True)
+
+
+def _two_nodes_possible() -> str | None:
+    """None when a 2-node job can run here, else why not."""
+    if TASKS < 2:
+        return "this vidact has no train.devices/num_nodes: one task only"
+    nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True).stdout.split()
+    if len(set(nodes)) < 2:
+        return f"the cluster has {len(set(nodes))} node(s); scripts/slurm_local.sh starts two"
+    return None
 
 
 def _handles_sigusr1() -> bool:
@@ -144,8 +155,13 @@ def test_launched_job_runs_to_completion(jobs):
 
 def test_requeued_job_resumes_without_lost_or_repeated_steps(jobs):
     """`scontrol requeue` kills the running job and queues it again under the same id: the same
-    run directory, and train.resume=auto continues from the newest checkpoint."""
-    job_id, run_root = jobs["requeued"]
+    run directory, and train.resume=auto continues from the newest checkpoint.
+
+    The job runs on 2 nodes x 1 task where the cluster has two nodes (scripts/slurm_local.sh
+    starts two slurmd): ranks on different Slurm nodes, rendezvous on the first node's address,
+    the world size of the 1-node x 2-task reference, so it must train exactly like it."""
+    nodes = 2 if _two_nodes_possible() is None else 1
+    job_id, run_root = jobs.submit("requeued", nodes=nodes)
     run_dir = _run_dir(run_root, "requeued", job_id)
     _wait_mid_run(job_id, run_dir)
     proc = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
@@ -158,6 +174,10 @@ def test_requeued_job_resumes_without_lost_or_repeated_steps(jobs):
     assert "resuming from" in second and "starting from scratch" not in second, second[-3000:]
     header = (run_root / "slurm-logs" / f"vidact-requeued-{job_id}.out").read_text()
     assert f"job {job_id} restart 0" in header and f"job {job_id} restart 1" in header  # one log, both attempts
+    assert f"{nodes} node(s) x {TASKS // nodes} task(s), world size {TASKS}" in header, header
+    assert info["NumNodes"] == str(nodes)
+    if TASKS > 1:
+        assert f"MEMBER: {TASKS}/{TASKS}" in second
 
     straight_id, straight_root = jobs["straight"]
     _wait_done(straight_id)

@@ -28,8 +28,12 @@ HAS_DEVICES = "devices" in {f.name for f in dataclasses.fields(TrainConfig)}
 needs_devices = pytest.mark.skipif(not HAS_DEVICES, reason="this vidact has no train.devices/num_nodes")
 
 FAKE_SCONTROL = """#!/bin/bash
-# scontrol show hostnames gpu-[07-08]
-[ "$1 $2" = "show hostnames" ] && printf 'gpu-07\\ngpu-08\\n'
+# scontrol show hostnames gpu-[07-08] | scontrol show node gpu-07
+case "$1 $2 $3" in
+    "show hostnames gpu-[07-08]") printf 'gpu-07\\ngpu-08\\n' ;;
+    "show node gpu-07") echo "NodeName=gpu-07 Arch=x86_64 CoresPerSocket=32"; echo "   NodeAddr=10.1.0.7 NodeHostName=gpu-07" ;;
+    *) exit 1 ;;
+esac
 """
 
 FAKE_SRUN = """#!{python}
@@ -119,7 +123,8 @@ def test_two_node_script_gives_every_rank_a_consistent_view(tmp_path):
     for v in views:
         assert v["detect"] and v["world_size"] == 8 == v["devices"] * v["num_nodes"]
         assert (v["devices"], v["num_nodes"], v["strategy"]) == (4, 2, "ddp")
-        assert v["main_address"] == v["lightning_address"] == "gpu-07"  # the first node, as Lightning resolves it
+        assert v["lightning_address"] == "gpu-07"  # the first node, by name
+        assert v["main_address"] == "10.1.0.7"  # ... at the address Slurm reaches it by (its NodeAddr)
         assert v["main_port"] == v["lightning_port"] == 15000 + 3456
         assert v["run_dir"] == f"{tmp_path / 'runs'}/debug_sliding_square-123456" and v["steps"] == 50
         assert v["omp"] == "8" and v["nccl"] == "1"
