@@ -55,3 +55,24 @@ def test_openpi_client_talks_to_vidact_serve(server):
     assert client.get_server_metadata()["policy"] == "vidact"
     out = client.infer({**obs(), "prompt": "slide the square"})
     assert out["actions"].shape == (4, 2)
+
+
+def test_vidact_serve_command(bundle):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "vidact.cli", "serve", str(bundle), "--host", "127.0.0.1",
+                             "--port", str(port), "--mode", "policy", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with PolicyClient("127.0.0.1", port, timeout_s=60) as client:
+            assert client.metadata["mode"] == "policy"
+            out = client.infer(obs())
+            assert out["actions"].shape == (4, 2) and out["future_frames"].shape == (1, 1, 1, 16, 16)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
