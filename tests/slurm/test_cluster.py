@@ -35,18 +35,17 @@ OVERRIDES = [f"train.steps={STEPS}", "train.batch_size=4", "train.log_every=1",
              f"train.checkpoint_every={CHECKPOINT_EVERY}", "train.warmup_steps=10"]
 if "log" in {f.name for f in dataclasses.fields(RunConfig)}:  # no wandb files in test runs
     OVERRIDES.append("log.wandb=disabled")
+JOB_TIMEOUT = 420  # seconds; a job takes ~20-35 s on an idle 2-core machine, jobs queue behind each other
+DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
 
 def resources(nodes: int, tasks_per_node: int) -> list[str]:
     return ["--nodes", str(nodes), "--gpus-per-node", "0", "--tasks-per-node", str(tasks_per_node),
             "--cpus-per-task", "1", "--time", "10"]
 
 
-JOB_TIMEOUT = 420  # seconds; a job takes ~35 s on an idle 2-core machine, jobs queue behind each other
-DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
-
-
 class Jobs(dict):
-    """name -> (job id, run root); ``submit(name)`` launches one more job like the others."""
+    """name -> (job id, run root); ``submit(name, nodes)`` launches one more job like the others."""
 
     def __init__(self, root: Path):
         super().__init__()
