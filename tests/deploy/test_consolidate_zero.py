@@ -67,3 +67,26 @@ def test_zero_checkpoint_consolidates_with_ema_and_buffers(tmp_path, stage):
         assert torch.allclose(plain.state_dict[name], raw[name]), name
     model = VidAct(VidActConfig(**MODEL))
     model.load_state_dict(merged.state_dict)  # strict: every weight and buffer is there
+
+
+@pytest.mark.slow
+def test_export_lightning_deepspeed_run(tmp_path):
+    """`vidact train` with train.strategy=deepspeed_zero2 (checkpoints are folders, last.ckpt a
+    symlink) -> `vidact export` -> a Policy acts; the EMA came from the engine's client state."""
+    import json
+
+    import numpy as np
+
+    from vidact.cli import main
+    from vidact.deploy import Policy
+
+    run, out = tmp_path / "run", tmp_path / "bundle"
+    assert main(["train", "debug_sliding_square", "train.steps=2", "train.batch_size=4",
+                 "train.strategy=deepspeed_zero2", "train.accelerator=cpu", f"run_dir={run}"]) == 0
+    assert (run / "checkpoints" / "last.ckpt").is_dir()
+    assert main(["export", str(run), str(out)]) == 0
+    assert json.loads((out / "vidact_policy.json").read_text())["source"]["ema"] is True
+    policy = Policy.from_pretrained(out)
+    chunk = policy.predict_chunk({"observation.image": np.zeros((16, 16, 1), np.uint8),
+                                  "observation.state": np.zeros(2), "task": "x"})
+    assert chunk.actions.shape == (4, 2) and np.isfinite(chunk.actions).all()
