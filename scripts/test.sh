@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# A real (local, two-node) Slurm cluster for tests/slurm; idempotent. Without one those tests
+# skip and say why.
+bash scripts/slurm_local.sh start || echo "[test] no local Slurm cluster: tests/slurm will be skipped"
 export HF_HUB_OFFLINE=1 MUJOCO_GL=egl WANDB_MODE=offline
 args=()
 marker="not slow"
