@@ -111,3 +111,20 @@ def test_sigusr1_under_slurm_checkpoints_and_requeues(tmp_path):
     assert "stopped by SIGUSR1" in err and "job requeued" in err
     assert calls.read_text().split() == ["requeue", "4242"]
     assert _ckpt(run_dir / "checkpoints" / "last.ckpt")["global_step"] < 60
+
+
+def test_second_signal_kills_a_run_that_never_reaches_a_step_boundary():
+    code = ("import os, signal, time\n"
+            "from vidact.lit.signals import StopOnSignal\n"
+            "stop = StopOnSignal(save=None)\n"
+            "stop.on_train_start(None, None)\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "assert stop.received == signal.SIGTERM\n"
+            "print('first handled', flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\n"
+            "time.sleep(5)\n"
+            "print('still alive', flush=True)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert "first handled" in proc.stdout and "still alive" not in proc.stdout
+    assert proc.returncode == -signal.SIGTERM

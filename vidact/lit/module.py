@@ -21,7 +21,7 @@ from vidact.generative import training_loss
 from vidact.models import VidAct
 from vidact.lit.datamodule import draw_seed
 from vidact.lit.optim import build_optimizer
-from vidact.lit.strategy import any_rank, deepspeed_zero_stage
+from vidact.lit.strategy import any_rank, deepspeed_zero_stage, register_zero3_external_parameters
 from vidact.types import Batch
 
 # Offset between the data's seed and the loss noise's seed for the same batch index.
@@ -100,6 +100,7 @@ class VidActModule(L.LightningModule):
             print("warning: no EMA under DeepSpeed ZeRO-3 (parameters are partitioned); "
                   "checkpoints carry the raw weights only", flush=True)
             self.ema = None
+            register_zero3_external_parameters(self, self.model)
             return
         if self.ema is None:  # a resumed run loaded its EMA in on_load_checkpoint
             self.ema = {n: p.detach().float().clone() for n, p in self._trainable()}

@@ -1,6 +1,7 @@
 """Checkpoint-and-stop on SIGTERM / SIGUSR1, and the SLURM requeue hook.
 
-A signal only sets a flag. At the next step boundary every rank learns whether *any* rank got
+A signal only sets a flag (a second one kills the process the default way, so a hung run can
+still be stopped). At the next step boundary every rank learns whether *any* rank got
 one (an all-reduce: ``srun`` signals every task, a plain ``kill`` reaches only one process), they
 all write the checkpoint together and stop. :func:`vidact.train.train` then raises
 :class:`TrainingInterrupted`; on SIGUSR1 under SLURM rank 0 first calls the requeue hook, which
@@ -74,6 +75,12 @@ class StopOnSignal(Callback):
         self.stopped: TrainingInterrupted | None = None
 
     def _handler(self, signum, frame) -> None:
+        if self.received is not None:
+            # A second signal: the run did not reach a step boundary (hung, or a very long step).
+            # Die the default way instead of ignoring it.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self.received = signum
 
     def on_train_start(self, trainer, pl_module) -> None:
