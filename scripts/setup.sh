@@ -23,11 +23,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=".venv/.vidact-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml vidact/deploy/lerobot_plugin/package/pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] installing vidact and its dependencies into .venv (several minutes the first time)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[dev]"
+    .venv/bin/python -m pip install -q -e ".[dev,serve]"
+    # The LeRobot plugin shim (LeRobot discovers installed lerobot_policy_* distributions, so
+    # `lerobot-eval --policy.path=BUNDLE` finds the vidact type), and openpi's client for the
+    # protocol test: openpi-client pins numpy<2, which the rest of the stack cannot take, and its
+    # websocket policy runs fine on numpy 2, so it goes in without its pins.
+    .venv/bin/python -m pip install -q --no-deps -e vidact/deploy/lerobot_plugin/package "openpi-client==0.1.2"
     echo "$want" > "$stamp"
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch, lerobot, vidact; print(f"torch {torch.__version__}, lerobot {lerobot.__version__}, vidact {vidact.__version__}")')"
