@@ -111,3 +111,14 @@ def test_video_loss_ramp(tmp_path):
     with open(run_dir / "metrics.csv") as f:
         scales = [float(r["train/video_loss_scale"]) for r in csv.DictReader(f) if r.get("train/video_loss_scale")]
     assert scales == pytest.approx([0.0, 0.25, 0.5])
+
+
+@pytest.mark.slow
+def test_compiled_backbone_trains_and_keeps_parameter_names(tmp_path):
+    # Inductor compiles C++ on CPU: ~1 minute on 2 cores.
+    train(load(RECIPE, [*TINY, "train.steps=2", "train.compile=true", f"run_dir={tmp_path / 'c'}"]))
+    train(load(RECIPE, [*TINY, "train.steps=2", f"run_dir={tmp_path / 'e'}"]))
+    compiled, eager = _last(tmp_path / "c"), _last(tmp_path / "e")
+    assert compiled["state_dict"].keys() == eager["state_dict"].keys()
+    for name, value in eager["state_dict"].items():
+        assert torch.allclose(value, compiled["state_dict"][name], atol=1e-4), name
