@@ -36,6 +36,13 @@ def _data(args: argparse.Namespace) -> int:
     return data_main(args.args)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from vidact.report import write_report
+
+    print(f"vidact report: {write_report(args.run_dir, args.eval_dirs, args.out)}")
+    return 0
+
+
 def _flavors(args: argparse.Namespace) -> int:
     from vidact.models.configuration import FLAVORS
 
@@ -133,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("launch", help="submit a recipe to a cluster (vidact launch slurm --help)", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_launch)
+
+    p = sub.add_parser("report", help="success rates, training curves and rollout videos on one page")
+    p.add_argument("run_dir")
+    p.add_argument("eval_dirs", nargs="+", help="folders written by `vidact eval`")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("flavors", help="list the model size registry")
     p.set_defaults(func=_flavors)
