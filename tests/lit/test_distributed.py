@@ -78,3 +78,19 @@ def test_deepspeed_zero2_cpu_trains_saves_resumes(tmp_path, devices):
     assert a.global_step == b.global_step == 4 and a.used_ema and b.used_ema
     for name, weight in a.state_dict.items():
         assert torch.allclose(weight, b.state_dict[name], atol=1e-6), name
+
+
+def test_strategy_choices_on_cpu():
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+
+    from vidact.config import ConfigError
+    from vidact.lit.strategy import build_strategy
+
+    assert build_strategy("auto", "cpu") == "auto"
+    ddp = build_strategy("ddp", "cpu")
+    assert isinstance(ddp, DDPStrategy) and ddp._process_group_backend == "gloo"
+    zero3 = build_strategy("deepspeed_zero3", "cpu", batch_size=3)
+    assert isinstance(zero3, DeepSpeedStrategy) and type(zero3).__name__ == "CPUDeepSpeedStrategy"
+    assert zero3.config["zero_optimization"]["stage"] == 3 and zero3._process_group_backend == "gloo"
+    with pytest.raises(ConfigError, match="fsdp needs GPUs"):
+        build_strategy("fsdp", "cpu")

@@ -8,7 +8,7 @@ asked for). The model code is written for one device; everything distributed liv
 | ``auto`` | Lightning's choice (DDP for several devices) | same, gloo |
 | ``ddp`` | ``DDPStrategy`` (nccl) | ``DDPStrategy`` (gloo) |
 | ``deepspeed_zero2`` / ``_zero3`` | Lightning's ``DeepSpeedStrategy`` | :class:`CPUDeepSpeedStrategy` (gloo) |
-| ``fsdp`` | ``FSDPStrategy`` | ``FSDPStrategy`` (gloo; untested here) |
+| ``fsdp`` | ``FSDPStrategy`` (untested here: no GPU) | refused with a config error (Lightning requires CUDA) |
 
 Lightning's ``DeepSpeedStrategy`` refuses any accelerator but CUDA, although DeepSpeed's ZeRO-2
 and ZeRO-3 engines train and save on CPU with the gloo backend (DeepSpeed picks its own CPU
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from vidact.config import STRATEGIES
+from vidact.config import STRATEGIES, ConfigError
 
 
 def resolve_accelerator(accelerator: str) -> str:
@@ -48,9 +48,12 @@ def build_strategy(strategy: str, accelerator: str, *, batch_size: int = 1):
 
         return DDPStrategy(process_group_backend="gloo" if cpu else None)
     if strategy == "fsdp":
+        if cpu:
+            raise ConfigError("train.strategy=fsdp needs GPUs (Lightning's FSDPStrategy refuses the CPU "
+                              "accelerator); on CPU use ddp, deepspeed_zero2 or deepspeed_zero3")
         from lightning.pytorch.strategies import FSDPStrategy
 
-        return FSDPStrategy(process_group_backend="gloo" if cpu else None)
+        return FSDPStrategy()
     if is_deepspeed(strategy):
         stage = int(strategy[-1])
         cls = _cpu_deepspeed_class() if cpu else _deepspeed_class()
