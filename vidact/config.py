@@ -42,7 +42,7 @@ class TrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     precision: str = "auto"  # "auto" = bf16-mixed where the hardware has it, else 32
-    ema_decay: float = 0.999
+    ema_decay: float = 0.999  # the ceiling; early steps use (1 + n) / (10 + n) (EMA warm-up)
     min_lr_ratio: float = 0.1  # cosine decays from lr to lr * min_lr_ratio at train.steps
     log_every: int = 10  # optimizer steps between metric rows
     checkpoint_every: int = 500  # optimizer steps between checkpoints (one is also written at the end)

@@ -181,7 +181,11 @@ class VidActModule(L.LightningModule):
             self._update_ema()
 
     def _update_ema(self) -> None:
-        decay = self.cfg.train.ema_decay
+        # Warm-up (as in diffusers' EMAModel): a fixed 0.999 would leave 0.999**800 = 45% of the
+        # random initialisation in the EMA after 800 steps, and the EMA is what gets exported. The
+        # quickstart's 1200-step run exported such weights: jagged action chunks, pure-noise frames.
+        n = max(self.trainer.global_step - self.skipped_steps, 0)
+        decay = min(self.cfg.train.ema_decay, (1 + n) / (10 + n))
         with torch.no_grad():
             for name, p in self._trainable():
                 ema = self.ema[name]
