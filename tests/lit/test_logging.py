@@ -24,7 +24,8 @@ def test_wandb_offline_id_media_and_throughput(tmp_path):
     train(load(RECIPE, [*common, "train.steps=4"]))  # resumed: same wandb run
     assert (run_dir / "wandb_id").read_text().strip() == run_id
     offline_runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
-    assert len(offline_runs) == 2 and all(name.endswith(run_id) for name in offline_runs)
+    # wandb names the folder offline-run-<time>-<id>, adding "-1" when both runs start in the same second.
+    assert len(offline_runs) == 2 and all(f"-{run_id}" in name for name in offline_runs)
 
     cfg = load(RECIPE)
     frames = Image.open(run_dir / "media" / "step-00000004-frames.png")
