@@ -2,10 +2,13 @@
 this machine's own matmul FLOP/s (measured in the same run), and chunk latency per sampling mode.
 
     .venv/bin/python bench/bench_model.py --flavors tiny S --batch-size 8 --steps 5
+    python bench/bench_model.py --device cuda --precision bf16 --flavors S B L --batch-size 64 --steps 20
 
 Shapes default to the MetaWorld recipe (96x96, 2 history frames, 1 future frame, 16x4 chunk,
 patch 12). FLOPs are counted by torch's FlopCounterMode on one forward+backward; utilization =
-(FLOPs per step / seconds per step) / (FLOP/s of a large fp32 matmul on the same device).
+(FLOPs per step / seconds per step) / (FLOP/s of a large matmul in the same precision, measured on
+the same device in the same run). On a GPU, ``--peak-tflops`` (the card's dense bf16 peak from its
+datasheet, e.g. 989 for H100/H200 SXM) adds model FLOPs utilization against that figure.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from vidact.models import VidAct, VidActConfig
 from vidact.models.configuration import FrameTokenizerConfig
 
 
-def matmul_flops(device: str, n: int = 1024, reps: int = 20) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_flops(device: str, dtype: torch.dtype = torch.float32, reps: int = 20) -> float:
+    n = 8192 if device.startswith("cuda") else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     sync(device)
@@ -40,8 +44,8 @@ def sync(device: str) -> None:
 
 
 def model_config(flavor: str, args) -> VidActConfig:
-    return VidActConfig(flavor=flavor, height=args.size, width=args.size, history=2, future_frames=1,
-                        chunk_length=16, state_dim=4, action_dim=4,
+    return VidActConfig(flavor=flavor, height=args.size, width=args.size, history=args.history,
+                        future_frames=args.future_frames, chunk_length=args.chunk, state_dim=4, action_dim=4,
                         frame_tokenizer=FrameTokenizerConfig(kind="patch", patch_size=args.patch))
 
 
@@ -52,41 +56,72 @@ def bench_flavor(flavor: str, args, peak: float) -> dict:
     batch = fake_batch(cfg, args.batch_size).to(args.device)
     gen = GenerativeConfig()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    if args.compile:
+        model.backbone.compile()
 
     def step():
-        out = training_loss(model, batch, gen)
+        with autocast:
+            out = training_loss(model, batch, gen)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
 
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, autocast:
         out = training_loss(model, batch, gen, torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as backward_counter:
         out.loss.backward()
-    flops = counter.get_total_flops()
-    step()
+    flops = counter.get_total_flops() + backward_counter.get_total_flops()
+    for _ in range(3 if args.compile else 1):
+        step()
     sync(args.device)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
     sync(args.device)
     dt = (time.perf_counter() - t0) / args.steps
+    memory = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
     tokens = len(model.embed_prefix(batch).layout) + model.future_tokens + cfg.chunk_length
 
     model.eval()
     one = fake_batch(cfg, 1).to(args.device)
     latency = {}
-    for mode in (Mode.POLICY_FAST, Mode.POLICY):
+    for mode in (Mode.POLICY_FAST, Mode.POLICY) if args.latency_reps else ():
         sampler = Sampler(model, SamplerConfig(steps=args.sample_steps))
-        sampler.sample(one, mode)
+        with autocast:
+            sampler.sample(one, mode)
         sync(args.device)
         t0 = time.perf_counter()
         for _ in range(args.latency_reps):
-            sampler.sample(one, mode)
+            with autocast:
+                sampler.sample(one, mode)
         sync(args.device)
         latency[mode.value] = 1000 * (time.perf_counter() - t0) / args.latency_reps
     return dict(flavor=flavor, params=model.num_parameters(True), tokens=tokens, step_s=dt,
                 samples_s=args.batch_size / dt, tokens_s=args.batch_size * tokens / dt,
-                util=flops / dt / peak, **{f"ms_{k}": v for k, v in latency.items()})
+                flops=flops, util=flops / dt / peak, mfu=flops / dt / (args.peak_tflops * 1e12) if args.peak_tflops else None,
+                memory_gib=memory, **{f"ms_{k}": latency.get(k, float("nan")) for k in ("policy_fast", "policy")})
+
+
+def sweep(args, peak: float) -> None:
+    """Step time and memory as one shape knob moves away from the defaults, the others held."""
+    import copy
+
+    print(f"\nscaling, flavor {args.flavors[0]}, batch {args.batch_size} "
+          f"(defaults: size {args.size}, history {args.history}, future frames {args.future_frames}, chunk {args.chunk})")
+    print("| knob | value | tokens/sample | s/step | samples/s | peak GiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for item in args.sweep:
+        knob, values = item.split("=")
+        for value in values.split(","):
+            run = copy.copy(args)
+            setattr(run, knob, int(value))
+            run.latency_reps = 0
+            r = bench_flavor(args.flavors[0], run, peak)
+            print(f"| {knob} | {value} | {r['tokens']} | {r['step_s']:.4f} | {r['samples_s']:.1f} | "
+                  f"{r['memory_gib']:.2f} |", flush=True)
 
 
 def main() -> None:
@@ -95,22 +130,39 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--size", type=int, default=96)
+    p.add_argument("--history", type=int, default=2, help="observed frames")
+    p.add_argument("--future-frames", type=int, default=1)
+    p.add_argument("--chunk", type=int, default=16, help="action chunk length")
+    p.add_argument("--sweep", nargs="*", default=[], metavar="KNOB=V1,V2",
+                   help="after the table, vary one knob at a time (size, history, future_frames, chunk) "
+                        "for the first flavor, e.g. --sweep size=96,192 chunk=16,64")
     p.add_argument("--patch", type=int, default=12)
     p.add_argument("--sample-steps", type=int, default=10)
     p.add_argument("--latency-reps", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--precision", default="32", choices=["32", "bf16"], help="bf16: autocast, as bf16-mixed training")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense peak, for MFU")
     args = p.parse_args()
-    peak = matmul_flops(args.device)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    peak = matmul_flops(args.device, dtype)
     print(f"device {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}), "
-          f"threads {torch.get_num_threads()}, fp32 matmul {peak / 1e9:.1f} GFLOP/s")
-    print("| flavor | trainable params | tokens/sample | s/step | samples/s | tokens/s | utilization | "
-          f"policy_fast ms/chunk ({args.sample_steps} steps) | policy ms/chunk |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          f"threads {torch.get_num_threads()}, torch {torch.__version__}, precision {args.precision}"
+          f"{', compiled' if args.compile else ''}, batch {args.batch_size}, {args.size}x{args.size}, "
+          f"measured {dtype} matmul {peak / 1e12:.3f} TFLOP/s")
+    mfu = " | MFU vs {:.0f} TFLOP/s".format(args.peak_tflops) if args.peak_tflops else ""
+    print("| flavor | trainable params | tokens/sample | GFLOP/step | s/step | samples/s | tokens/s | "
+          f"utilization vs measured matmul{mfu} | peak GiB | policy_fast ms/chunk ({args.sample_steps} steps) "
+          "| policy ms/chunk |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if mfu else "") + "---:|---:|---:|")
     for flavor in args.flavors:
         r = bench_flavor(flavor, args, peak)
-        print(f"| {r['flavor']} | {r['params'] / 1e6:.2f}M | {r['tokens']} | {r['step_s']:.3f} | {r['samples_s']:.1f} | "
-              f"{r['tokens_s']:.0f} | {100 * r['util']:.1f}% | {r['ms_policy_fast']:.1f} | {r['ms_policy']:.1f} |",
-              flush=True)
+        mfu_cell = f" {100 * r['mfu']:.1f}% |" if mfu else ""
+        print(f"| {r['flavor']} | {r['params'] / 1e6:.2f}M | {r['tokens']} | {r['flops'] / 1e9:.1f} | {r['step_s']:.4f} | "
+              f"{r['samples_s']:.1f} | {r['tokens_s']:.0f} | {100 * r['util']:.1f}% |{mfu_cell} {r['memory_gib']:.2f} | "
+              f"{r['ms_policy_fast']:.1f} | {r['ms_policy']:.1f} |", flush=True)
+    if args.sweep:
+        sweep(args, peak)
 
 
 if __name__ == "__main__":
