@@ -41,6 +41,8 @@ class BatchKey(str, enum.Enum):
     TEXT_EMBEDDINGS = "text_embeddings"  # optional cached [B,L,E] float
     TEXT_MASK = "text_mask"  # optional [B,L] bool, True for real (non-pad) text tokens
     SOURCE = "source"  # optional list[str]: which dataset each sample came from
+    FRAME_KEYS = "frame_keys"  # optional, per sample [Th+Tf][V] strings naming each frame (latent cache keys)
+    SKIPPED_FILES = "skipped_files"  # optional, per sample: unreadable files skipped while loading it
 
 
 @dataclass
@@ -59,6 +61,12 @@ class Batch:
     text_embeddings: Tensor | None = None
     text_mask: Tensor | None = None
     source: list[str] | None = None
+    # Per sample, a stable name for each frame, [Th+Tf][V] strings (observed then future): source,
+    # episode or file, frame index or timestamp, camera, fit. Set by the loader when data.cache_dir
+    # is set, so a frozen VAE's latents can be read from the cache instead of re-encoded.
+    frame_keys: list[list[list[str]]] | None = None
+    # Per sample, the files the loader found unreadable (and skipped) while producing it.
+    skipped_files: list[list[str]] | None = None
 
     @property
     def batch_size(self) -> int:

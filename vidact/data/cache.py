@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 Key = tuple
 
@@ -44,11 +49,16 @@ class TensorCache:
         from safetensors.torch import load_file
 
         path = self.path(key)
-        if not path.is_file():
-            self.misses += 1
-            return None
-        self.hits += 1
-        return load_file(path)
+        if path.is_file():
+            try:
+                value = load_file(path)
+            except Exception as e:  # an unreadable entry is re-encoded and overwritten, never fatal
+                log.warning("cache entry %s is unreadable (%s: %s); re-encoding it", path, type(e).__name__, e)
+            else:
+                self.hits += 1
+                return value
+        self.misses += 1
+        return None
 
     def put(self, key: Key, tensors: dict[str, Tensor]) -> None:
         from safetensors.torch import save
@@ -73,15 +83,18 @@ class LatentCache(TensorCache):
     """Frame latents keyed by (source, episode or video, camera, frame index or timestamp)."""
 
     def latents(self, keys: Sequence[Key], frames: Callable[[list[int]], Tensor],
-                encode: Callable[[Tensor], Tensor]) -> Tensor:
-        """[N, ...] latents for ``keys``; ``frames(missing)`` loads [M,C,H,W] for the missing ones
-        and ``encode`` turns them into latents, stored one per key."""
+                encode: Callable[[Tensor], Tensor], device: torch.device | str | None = None) -> Tensor:
+        """[N, ...] latents for ``keys`` (on ``device``; default: where they were read or encoded);
+        ``frames(missing)`` loads [M,C,H,W] for the missing ones and ``encode`` turns them into
+        latents, stored one per key."""
         def compute(missing: list[int]) -> list[dict[str, Tensor]]:
             with torch.no_grad():
                 z = encode(frames(missing))
             return [{"latent": z[j]} for j in range(len(missing))]
 
-        return torch.stack([v["latent"] for v in self.get_or_compute(keys, compute)])
+        values = [v["latent"] for v in self.get_or_compute(keys, compute)]
+        device = device if device is not None else values[0].device
+        return torch.stack([v.to(device) for v in values])
 
 
 class TextEmbeddingCache(TensorCache):
@@ -97,12 +110,79 @@ class TextEmbeddingCache(TensorCache):
         return [v["embedding"] for v in self.get_or_compute([(t,) for t in texts], compute)]
 
 
+def folder_fingerprint(path: str | Path) -> str:
+    """Identity of a local weights folder (or file) for a cache namespace: its resolved path and
+    the name, size and modification time of every file in it. Replacing the weights changes it;
+    reading gigabytes of weights to hash them would not pay off at start-up."""
+    path = Path(path).expanduser().resolve()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [(str(p.relative_to(path)) if p != path else p.name, p.stat().st_size, p.stat().st_mtime_ns)
+             for p in files]
+    return f"{path}#{_digest(json.dumps(stats))[:16]}"
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """Identity of in-memory weights (random test encoders): a digest of every tensor's bytes."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name unique to this writer (host, process, random), then rename: a
+    reader sees the old file or the whole new one, and concurrent writers (dataloader workers,
+    ranks, nodes on a shared file system) never interleave bytes; the last rename wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- wiring into a model
+
+
+def attach_model_caches(model, root: str | Path) -> list[str]:
+    """Attach on-disk caches under ``root`` (``data.cache_dir``) to a VidAct's frozen encoders:
+    the text encoder's embeddings, and the ``vae`` frame tokenizer's latents. Returns the names
+    of the caches attached ("text", "latents"); a trainable encoder raises ``ValueError``."""
+    attached = []
+    if getattr(model, "text_encoder", None) is not None:
+        model.text_encoder.attach_cache(root)
+        attached.append("text")
+    if hasattr(model.frame_tokenizer, "attach_cache"):
+        model.frame_tokenizer.attach_cache(root)
+        attached.append("latents")
+    return attached
+
+
+def frame_keys_for(model, batch):
+    """Context in which the model's frame tokenizer reads ``batch``'s frames from its latent cache
+    (by ``batch.frame_keys``); a no-op without a latent cache or frame keys."""
+    import contextlib
+
+    keyed = getattr(model.frame_tokenizer, "keyed", None)
+    return keyed(batch) if keyed is not None else contextlib.nullcontext()
+
+
+def cache_metrics(model) -> dict[str, float]:
+    """Cumulative hit / miss / encoded counters of the caches attached to ``model`` (this rank)."""
+    out = {}
+    text = getattr(model, "text_encoder", None)
+    if text is not None and getattr(text, "disk_cache", None) is not None:
+        out.update({"cache/text_hits": text.disk_cache.hits, "cache/text_misses": text.disk_cache.misses,
+                    "cache/text_encoded": text.texts_encoded})
+    frames = model.frame_tokenizer
+    if getattr(frames, "latent_cache", None) is not None:
+        out.update({"cache/latent_hits": frames.latent_cache.hits, "cache/latent_misses": frames.latent_cache.misses,
+                    "cache/latent_encoded": frames.frames_encoded})
+    return {k: float(v) for k, v in out.items()}

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vidact.types import Batch
+from vidact.types import Batch, BatchKey
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,22 @@ BLOCK = 4096
 
 
 class MixtureDataset(Dataset):
-    """Sources side by side; indexed by ``(source, item, epoch)`` tuples from :class:`MixtureSampler`."""
+    """Sources side by side; indexed by ``(source, item, epoch)`` tuples from :class:`MixtureSampler`.
 
-    def __init__(self, sources: list[Dataset], names: list[str]):
+    Every sample carries ``skipped_files`` (unreadable files its source skipped to produce it), and
+    with ``frame_keys`` on, a stable name for each of its frames (the latent cache's keys).
+    """
+
+    def __init__(self, sources: list[Dataset], names: list[str], *, frame_keys: bool = False):
         if not sources or len(sources) != len(names):
             raise ValueError("a mixture needs one name per source and at least one source")
         empty = [n for s, n in zip(sources, names) if len(s) == 0]
         if empty:
             raise ValueError(f"mixture sources {empty} are empty")
-        self.sources, self.names = sources, names
+        self.sources, self.names, self.frame_keys = sources, names, frame_keys
+        for s in sources:
+            if hasattr(s, "frame_keys"):
+                s.frame_keys = frame_keys
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
@@ -48,7 +55,11 @@ class MixtureDataset(Dataset):
         dataset = self.sources[source]
         if hasattr(dataset, "set_epoch"):  # web clips re-sample their start time each pass
             dataset.set_epoch(epoch)
-        return dataset[item]
+        sample = dataset[item]
+        sample[BatchKey.SKIPPED_FILES.value] = [f"{self.names[source]}:{f}" for f in getattr(dataset, "last_skipped", [])]
+        if self.frame_keys and BatchKey.FRAME_KEYS.value not in sample:
+            sample[BatchKey.FRAME_KEYS.value] = robot_frame_keys(dataset, item)
+        return sample
 
     def worker_init_fn(self, worker_id: int) -> None:
         for s in self.sources:
@@ -141,6 +152,59 @@ class SourceCounter:
                      ", ".join(f"{k}={v} ({v / total:.0%})" for k, v in sorted(self.totals.items())))
 
 
+def robot_frame_keys(dataset, idx: int) -> list[list[str]]:
+    """[Th+Tf][V] names of a robot window's frames: dataset, episode, frame index in the episode
+    (after LeRobot's edge clamping, so padded steps name the frame they repeat), camera, fit."""
+    from vidact.data.robot import RobotDataset
+
+    if not isinstance(dataset, RobotDataset):
+        raise TypeError(f"cannot name the frames of a {type(dataset).__name__} for the latent cache")
+    o = dataset._offsets
+    rows, _ = dataset._window(int(idx), np.concatenate([o["history"], o["future"]]))
+    ep = int(dataset._episode[int(idx)])
+    start = dataset._ep_rows[ep][0]
+    root = str(dataset.meta.root)
+    return [[f"robot|{dataset.name}|{root}|ep={ep}|frame={int(r) - start}|{cam}|{dataset.fit}"
+             for cam in dataset.camera_keys] for r in rows.tolist()]
+
+
+class SkippedFiles:
+    """Unreadable files skipped by the loaders, aggregated over dataloader workers (each batch
+    names the files skipped to produce it) and over ranks (:meth:`sync` gathers the names)."""
+
+    def __init__(self):
+        self.local: set[str] = set()  # seen by this rank
+        self.all: set[str] = set()  # every rank's, as of the last sync
+
+    def update(self, batch: Batch) -> list[str]:
+        """Record the batch's skipped files; returns those new to this rank."""
+        new = sorted({f for files in (batch.skipped_files or []) for f in files} - self.local)
+        self.local.update(new)
+        for f in new:
+            log.warning("data: skipped unreadable file %s", f)
+        return new
+
+    def sync(self) -> int:
+        """Union over ranks (a collective: every rank must call it); returns the total count."""
+        import torch.distributed as dist
+
+        files = set(self.local)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, sorted(self.local))
+            files = {f for part in gathered for f in part}
+        self.all |= files
+        return len(self.all)
+
+    def summary(self, limit: int = 20) -> str | None:
+        """A warning line listing the skipped files (after :meth:`sync`), or None if there were none."""
+        if not self.all:
+            return None
+        names = sorted(self.all)
+        more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
+        return f"{len(names)} unreadable file(s) skipped by the data loaders: {', '.join(names[:limit])}{more}"
+
+
 def build_sources(data_cfg, model_cfg) -> tuple[list[Dataset], list[str], list[float]]:
     """The datasets a DataConfig names (robot and web video), with their names and weights."""
     from pathlib import Path
@@ -172,7 +236,7 @@ def build_loader(data_cfg, model_cfg, batch_size: int, *, rank: int = 0, world_s
     if not data_cfg.reads_datasets:
         raise ValueError(f"data.kind={data_cfg.kind!r} does not read datasets")
     datasets, names, weights = build_sources(data_cfg, model_cfg)
-    mixture = MixtureDataset(datasets, names)
+    mixture = MixtureDataset(datasets, names, frame_keys=bool(data_cfg.cache_dir))
     sampler = MixtureSampler([len(d) for d in datasets], weights, seed=data_cfg.seed, rank=rank,
                              world_size=world_size, names=names, samples_per_epoch=samples_per_epoch)
     loader = DataLoader(mixture, batch_size=batch_size, sampler=sampler, num_workers=data_cfg.num_workers,

@@ -12,8 +12,14 @@ the spacing robot windows have at the robot's control rate, here at a chosen ``f
 the source's frame rate. Frames are decoded with torchcodec at their timestamps (only the clip's
 frames are decoded, never the whole video), then scaled and cropped to the model resolution.
 
-A missing, truncated or non-video file is skipped: a warning names it, a per-process counter is
-logged, and the next entry is tried. If every entry is unreadable the error says so.
+A missing, truncated or non-video file is skipped: a warning names it and the next entry is
+tried. If every entry is unreadable the error says so. Each dataloader worker only sees its own
+skips, so the sample that follows a skip names the skipped files (``last_skipped``, carried in
+``Batch.skipped_files`` by the mixture) and training aggregates them over workers and ranks
+(:class:`vidact.data.mixture.SkippedFiles`, logged as ``data/skipped_files``).
+
+With ``frame_keys`` on (``data.cache_dir`` set), each sample names its frames (file, timestamp,
+fit, crop) so a frozen VAE's latents can be cached.
 """
 
 from __future__ import annotations
@@ -144,6 +150,8 @@ class WebVideoDataset(Dataset):
         self.max_skips = len(entries) if max_skips is None else max_skips
         self.epoch = 0
         self.skipped = 0  # unreadable entries met by this process
+        self.last_skipped: list[str] = []  # entries found unreadable by the latest __getitem__
+        self.frame_keys = False  # name each frame in the sample (BatchKey.FRAME_KEYS), for the latent cache
         self._bad: set[int] = set()
 
     @classmethod
@@ -170,6 +178,7 @@ class WebVideoDataset(Dataset):
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         errors = []
+        self.last_skipped = []
         for attempt in range(min(self.max_skips, len(self.entries) - 1) + 1):
             i = (int(idx) + attempt) % len(self.entries)
             if i in self._bad:
@@ -179,6 +188,7 @@ class WebVideoDataset(Dataset):
             except Exception as e:  # any decode failure means "skip this file"; the reason is logged
                 self._bad.add(i)
                 self.skipped += 1
+                self.last_skipped.append(self.entries[i].label)
                 errors.append(f"{self.entries[i].label}: {type(e).__name__}: {e}")
                 log.warning("skipping unreadable video %s (%s: %s); %d unreadable so far in this process",
                             self.entries[i].label, type(e).__name__, str(e)[:200], self.skipped)
@@ -212,9 +222,17 @@ class WebVideoDataset(Dataset):
         frames = decoder.get_frames_played_at(seconds=times.tolist()).data  # [T,C,h,w] uint8
         if frames.shape[1] == 1:  # grayscale sources
             frames = frames.expand(-1, 3, -1, -1)
-        gen = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+        crop_seed = int(rng.integers(2 ** 31))
+        gen = torch.Generator().manual_seed(crop_seed)
         frames = fit_frames(frames, self.cfg.height, self.cfg.width, self.fit, generator=gen)
-        return self._sample(frames[:, None], torch.from_numpy(is_pad), entry.caption)  # V=1
+        sample = self._sample(frames[:, None], torch.from_numpy(is_pad), entry.caption)  # V=1
+        if self.frame_keys:
+            # What fixes each frame's pixels: the file, the timestamp, and the fit (a random crop's offset
+            # comes from crop_seed). The resolution is part of the cache namespace (the VAE's identity).
+            fit = f"{self.fit}:{crop_seed}" if self.fit == "random_crop" else self.fit
+            sample[BatchKey.FRAME_KEYS.value] = [[f"web|{self.name}|{entry.label}|t={t:.6f}|{fit}"] * self.cfg.views
+                                                 for t in times.tolist()]
+        return sample
 
     def _sample(self, frames: torch.Tensor, is_pad: torch.Tensor, caption: str) -> dict[str, Any]:
         c, Th = self.cfg, self.cfg.history

@@ -16,7 +16,9 @@ import lightning as L
 import torch
 
 from vidact.config import ConfigError, RunConfig, TrainConfig
+from vidact.data.cache import attach_model_caches, cache_metrics, frame_keys_for
 from vidact.data.fake import fake_batch
+from vidact.data.mixture import SkippedFiles
 from vidact.generative import training_loss
 from vidact.models import VidAct
 from vidact.lit.datamodule import draw_seed
@@ -77,6 +79,12 @@ class VidActModule(L.LightningModule):
         if cfg.train.compile:
             self.model.backbone.compile()  # in place: parameter names (and checkpoints) do not change
         self.tokens_per_sample = tokens_per_sample(self.model)
+        # data.cache_dir: frozen encoders read embeddings / latents from disk instead of re-encoding.
+        try:
+            self.caches = attach_model_caches(self.model, cfg.data.cache_dir) if cfg.data.cache_dir else []
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        self.skipped_files = SkippedFiles()  # unreadable files, over loader workers and ranks
         self.ema: dict[str, torch.Tensor] | None = None  # name -> float32 copy of a trainable weight
         self.loss_ema: float | None = None  # smoothed train loss; ranks the "best" checkpoint
         self.batches_consumed = 0  # index of the next batch to train on; saved for exact resume
@@ -122,7 +130,9 @@ class VidActModule(L.LightningModule):
         generative = self.cfg.generative
         if scale != 1.0:
             generative = dataclasses.replace(generative, video_loss_weight=generative.video_loss_weight * scale)
-        out = training_loss(self.model, batch, generative, generator)
+        with frame_keys_for(self.model, batch):  # data.cache_dir: latents read, not re-encoded
+            out = training_loss(self.model, batch, generative, generator)
+        self._log_data(batch)
         self.batches_consumed = index + 1
 
         # Every rank takes the same branch: a step is skipped everywhere if any rank's loss is bad
@@ -149,6 +159,27 @@ class VidActModule(L.LightningModule):
                           batch_size=B)
         self._last_step_time = now
         return out.loss
+
+    def _log_data(self, batch: Batch) -> None:
+        """Skipped-file total over workers and ranks (gathered every log_every steps) and cache counters."""
+        self.skipped_files.update(batch)
+        if self.global_step % self.cfg.train.log_every == 0:
+            self.skipped_files.sync()  # a collective: every rank is at the same step here
+        metrics = cache_metrics(self.model)
+        if self.cfg.data.reads_datasets:
+            metrics["data/skipped_files"] = float(len(self.skipped_files.all))
+        if metrics:
+            self.log_dict(metrics, batch_size=batch.batch_size)
+
+    def on_train_end(self) -> None:
+        self.skipped_files.sync()
+        if self.global_rank == 0:
+            summary = self.skipped_files.summary()
+            if summary:
+                print(f"warning: {summary}", flush=True)
+            if self.caches:
+                counts = ", ".join(f"{k.split('/')[1]}={int(v)}" for k, v in cache_metrics(self.model).items())
+                print(f"cache {self.cfg.data.cache_dir} (rank 0): {counts}", flush=True)
 
     def _bad_step(self, loss: torch.Tensor, index: int, batch: Batch) -> None:
         """Skip the optimizer step (returning None does that in Lightning) and stop if it repeats."""

@@ -1,7 +1,8 @@
 """Frozen text encoders (T5 / CLIP / SigLIP from a local folder) with an embedding cache.
 
 Instructions repeat across a robot dataset (one per task), so embeddings are cached per string:
-a frozen encoder runs once per distinct instruction, not once per sample.
+a frozen encoder runs once per distinct instruction, not once per sample. With an on-disk cache
+attached (``data.cache_dir``), it runs once per distinct instruction across runs and ranks too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ class TextEncoder(nn.Module):
     def __init__(self, cfg: TextEncoderConfig):
         super().__init__()
         self.kind, self.max_length, self.cache_size = cfg.kind, cfg.max_length, cfg.cache_size
+        self.path = cfg.path
         self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self.disk_cache = None  # a vidact.data.cache.TextEmbeddingCache, from attach_cache()
+        self.texts_encoded = 0  # strings that went through the encoder
         if cfg.kind == "tiny_t5":
             from transformers import ByT5Tokenizer, T5EncoderModel
 
@@ -50,8 +54,28 @@ class TextEncoder(nn.Module):
         self.encoder.eval()  # frozen
         return self
 
+    def identity(self) -> str:
+        """Names the encoder and its settings (the disk cache namespace)."""
+        from vidact.data.cache import folder_fingerprint, module_fingerprint
+
+        weights = f"path={folder_fingerprint(self.path)}" if self.path and self.kind != "tiny_t5" else \
+            f"random={module_fingerprint(self.encoder)}"
+        return f"text:{self.kind}|{weights}|max_length={self.max_length}"
+
+    def attach_cache(self, root: str | Path) -> None:
+        """Read instruction embeddings from (and write them to) ``root``; only a frozen encoder's."""
+        from vidact.data.cache import TextEmbeddingCache
+
+        trainable = [n for n, p in self.encoder.named_parameters() if p.requires_grad]
+        if trainable:
+            raise ValueError(f"data.cache_dir: the text encoder has trainable parameters ({trainable[:3]}...); "
+                             "cached embeddings would go stale as it trains. Freeze it or unset data.cache_dir")
+        self.disk_cache = TextEmbeddingCache(Path(root) / "text", namespace=self.identity())
+        self.texts_encoded = 0  # from here on, counts what the cache did not have
+
     @torch.no_grad()
     def _encode_uncached(self, texts: list[str]) -> list[Tensor]:
+        self.texts_encoded += len(texts)
         device = next(self.encoder.parameters()).device
         tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         out = self.encoder(input_ids=tok["input_ids"].to(device), attention_mask=tok["attention_mask"].to(device))
@@ -63,7 +87,9 @@ class TextEncoder(nn.Module):
     def forward(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         missing = sorted({t for t in texts if t not in self._cache})
         if missing:
-            for text, emb in zip(missing, self._encode_uncached(missing)):
+            embs = (self._encode_uncached(missing) if self.disk_cache is None
+                    else self.disk_cache.embeddings(missing, self._encode_uncached))
+            for text, emb in zip(missing, embs):
                 self._cache[text] = emb
         for t in texts:
             self._cache.move_to_end(t)

@@ -8,7 +8,9 @@ The decoder is what turns predicted future tokens back into video.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -78,6 +80,10 @@ class VAETokenizer(nn.Module):
         super().__init__()
         from diffusers import AutoencoderKL
 
+        self.vae_path = cfg.vae_path
+        self.latent_cache = None  # a vidact.data.cache.LatentCache, from attach_cache()
+        self._keys: dict[int, tuple[Tensor, list]] = {}  # id(frames tensor) -> (tensor, keys [B][T][V])
+        self.frames_encoded = 0  # frames that went through the VAE encoder
         if cfg.vae_path:
             path = Path(cfg.vae_path).expanduser()
             if not path.exists():
@@ -113,12 +119,83 @@ class VAETokenizer(nn.Module):
     def token_dim(self) -> int:
         return self.latent_channels * self.patch_size**2
 
+    # -------------------------------------------------------------- the on-disk latent cache
+
+    def identity(self) -> str:
+        """Names the encoder and everything that shapes its output tokens (the cache namespace)."""
+        from vidact.data.cache import folder_fingerprint, module_fingerprint
+
+        weights = (f"path={folder_fingerprint(self.vae_path)}" if self.vae_path
+                   else f"random={module_fingerprint(self.vae)}")
+        return (f"vae:{weights}|{self.channels}x{self.height}x{self.width}|patch={self.patch_size}"
+                f"|scale={self.scaling_factor}|dtype={self.vae.dtype}")
+
+    def attach_cache(self, root: str | Path) -> None:
+        """Read frame latents from (and write them to) ``root`` for frames named by
+        :meth:`keyed`. Only a frozen VAE's latents can be cached."""
+        from vidact.data.cache import LatentCache
+
+        trainable = [n for n, p in self.vae.named_parameters() if p.requires_grad]
+        if trainable:
+            raise ValueError(f"data.cache_dir: the VAE has trainable parameters ({trainable[:3]}...); cached "
+                             "latents would go stale as it trains. Freeze it or unset data.cache_dir")
+        self.latent_cache = LatentCache(Path(root) / "latents", namespace=self.identity())
+        self.frames_encoded = 0  # from here on, counts what the cache did not have (and unkeyed frames)
+
+    @contextlib.contextmanager
+    def keyed(self, batch) -> Iterator[None]:
+        """Within the block, ``encode(batch.obs_frames)`` and ``encode(batch.future_frames)`` (the
+        very tensors, as the loss passes them) read cached latents by ``batch.frame_keys``; any
+        other frames are encoded as usual."""
+        keys = getattr(batch, "frame_keys", None)
+        if self.latent_cache is None or keys is None:
+            yield
+            return
+        Th = batch.obs_frames.shape[1]
+        self._keys = {id(batch.obs_frames): (batch.obs_frames, [k[:Th] for k in keys])}
+        if batch.future_frames is not None:
+            self._keys[id(batch.future_frames)] = (batch.future_frames, [k[Th:] for k in keys])
+        try:
+            yield
+        finally:
+            self._keys = {}
+
+    def _cached_keys(self, frames: Tensor) -> list[str] | None:
+        entry = self._keys.get(id(frames))
+        if entry is None or entry[0] is not frames or frames.ndim != 6:
+            return None
+        B, T, V = frames.shape[:3]
+        keys = [str(v) for sample in entry[1] for t in sample for v in t]
+        if len(keys) != B * T * V or any(len(t) != V for sample in entry[1] for t in sample):
+            raise ValueError(f"batch.frame_keys does not match the frames' [B,T,V] = {[B, T, V]}")
+        return keys
+
+    # -------------------------------------------------------------- frames <-> tokens
+
+    @torch.no_grad()
+    def _encode_flat(self, x: Tensor) -> Tensor:
+        """[N,C,H,W] in [0,1] -> [N, n, Dl]"""
+        self.frames_encoded += x.shape[0]
+        latents = self.vae.encode((x * 2 - 1).to(self.vae.dtype)).latent_dist.mean * self.scaling_factor
+        return patchify(latents.float(), self.patch_size)
+
     @torch.no_grad()
     def encode(self, frames: Tensor) -> Tensor:
         lead = frames.shape[:-3]
-        x = frames.reshape(-1, *frames.shape[-3:]) * 2 - 1
-        latents = self.vae.encode(x.to(self.vae.dtype)).latent_dist.mean * self.scaling_factor
-        tokens = patchify(latents.float(), self.patch_size)
+        flat = frames.reshape(-1, *frames.shape[-3:])
+        keys = self._cached_keys(frames)
+        if keys is None:
+            tokens = self._encode_flat(flat)
+        else:  # each distinct frame once: read from the cache, or encoded and stored
+            first: dict[str, int] = {}
+            for i, k in enumerate(keys):
+                first.setdefault(k, i)
+            unique = list(first)
+            values = self.latent_cache.latents(
+                [(k,) for k in unique], lambda missing: flat[[first[unique[m]] for m in missing]],
+                self._encode_flat, device=frames.device)
+            position = {k: j for j, k in enumerate(unique)}
+            tokens = values[torch.tensor([position[k] for k in keys], device=frames.device)]
         return tokens.reshape(*lead, *tokens.shape[-2:])
 
     @torch.no_grad()
