@@ -72,6 +72,35 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
+def _drive(args: argparse.Namespace) -> int:
+    from vidact.deploy.drive import DriveError, main as drive_main
+    from vidact.deploy.policy import ObservationError
+
+    try:
+        return drive_main(args)
+    except (DriveError, ObservationError) as e:
+        print(f"vidact drive: error: {e}", file=sys.stderr)
+        return 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """``passthrough="--robot."``: options with that prefix are collected in ``args.robot_args``
+    for a parser of their own (LeRobot's draccus config registry for ``vidact drive``)."""
+
+    def __init__(self, *args, passthrough: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.passthrough = passthrough
+
+    def parse_known_args(self, args=None, namespace=None):
+        if not self.passthrough:
+            return super().parse_known_args(args, namespace)
+        args = list(sys.argv[1:] if args is None else args)
+        ours = [a for a in args if a.startswith(self.passthrough)]
+        namespace, rest = super().parse_known_args([a for a in args if not a.startswith(self.passthrough)], namespace)
+        namespace.robot_args = ours
+        return namespace, rest
+
+
 def _launch(args: argparse.Namespace) -> int:
     from vidact.launch import main as launch_main
 
@@ -80,7 +109,7 @@ def _launch(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidact", description="Joint video-action generative models for robots.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("dry-run", help="validate a recipe, build everything, run one step on a fake batch")
     p.add_argument("recipe", help="recipe YAML (path, or a name under recipes/)")
@@ -136,6 +165,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("drive", passthrough="--robot.", help="drive a LeRobot robot (or metaworld_sim) with a bundle",
+                       usage="vidact drive BUNDLE --robot.type=NAME [--robot.KEY=VALUE ...] [options]",
+                       description="Robot options go to LeRobot's robot config registry, as in lerobot-record: "
+                                   "--robot.type=so100_follower --robot.port=/dev/ttyUSB0 --robot.id=arm "
+                                   "--robot.cameras='{front: {type: opencv, index_or_path: 0, width: 640, "
+                                   "height: 480, fps: 30}}'; or the simulated --robot.type=metaworld_sim "
+                                   "--robot.task=button-press-topdown-v3 [--robot.seed=N --robot.height=H "
+                                   "--robot.width=W --robot.cameras='[corner2]'].")
+    p.add_argument("bundle")
+    p.add_argument("--fps", type=float, default=30.0, help="control rate (Hz)")
+    p.add_argument("--steps", type=int, default=None, help="stop after N control steps")
+    p.add_argument("--seconds", type=float, default=None, help="stop after S seconds (Ctrl-C also stops)")
+    p.add_argument("--task", default=None, help="instruction (default: the simulated robot's task description)")
+    p.add_argument("--camera", action="append", default=None, metavar="POLICY_KEY=ROBOT_KEY",
+                   help="map a policy camera to a robot camera (repeatable)")
+    p.add_argument("--state-keys", default=None, help="robot observations forming the state, comma-separated "
+                   "(default: its scalar observations in order)")
+    p.add_argument("--action-keys", default=None, help="robot action keys, comma-separated (default: all, in order)")
+    p.add_argument("--record", default=None, metavar="PATH.mp4", help="record the camera to a video")
+    p.add_argument("--record-camera", default=None, help="robot camera to record (default: the first mapped one)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the summary as JSON")
+    p.add_argument("--stop-on-success", action="store_true", help="simulated robots: stop at the first success")
+    p.add_argument("--mode", default=None, choices=["policy_fast", "policy"], help="default: the bundle's")
+    p.add_argument("--executor", default="open_loop", choices=["open_loop", "temporal_ensemble", "rtc"])
+    p.add_argument("--n-action-steps", type=int, default=None)
+    p.add_argument("--sampler-steps", type=int, default=None, help="sampler steps (default: the bundle's)")
+    p.add_argument("--execution-horizon", type=int, default=None, help="rtc: steps between chunk requests (K/2)")
+    p.add_argument("--delay", default="0", help="rtc: inference delay in control steps, or 'auto' (measured)")
+    p.add_argument("--overlap", type=int, default=0, help="rtc: steps cross-faded from the old chunk to the new")
+    p.add_argument("--ensemble-coeff", type=float, default=0.01, help="temporal_ensemble: weight exp(-coeff * i)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
+    p.set_defaults(func=_drive)
 
     p = sub.add_parser("launch", help="submit a recipe to a cluster (vidact launch slurm --help)", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
