@@ -139,3 +139,29 @@ def test_drive_module_stays_light():
             "print(','.join(m for m in ('lightning', 'pytorch_lightning', 'deepspeed', 'omegaconf') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_ctrl_c_stops_disconnects_and_still_writes_the_summary(metaworld_bundle, tmp_path):
+    import signal
+    import time
+
+    video = tmp_path / "interrupted.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "vidact.cli", "drive", str(metaworld_bundle),
+                             "--robot.type=metaworld_sim", "--seconds", "60", "--fps", "20", "--threads", "1",
+                             "--record", str(video)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
+    try:
+        line = ""
+        while "vidact drive: metaworld_sim at" not in line:  # connected, the loop is starting
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "(interrupted)" in stdout and "Traceback" not in stderr and "disconnect failed" not in stdout
+    with av.open(str(video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) >= 1
