@@ -68,3 +68,35 @@ def test_cache_fills_then_serves_and_losses_match(robot_dataset, tmp_path, monke
     assert len(losses[0]) == 3
     torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(torch.tensor(losses[2]), torch.tensor(losses[1]), rtol=1e-4, atol=1e-5)
+
+
+def test_cotraining_mixture_caches_robot_and_web_frames(robot_dataset, tmp_path):
+    """Robot windows and web clips in one batch: both name their frames, a second run reads all."""
+    import json
+
+    import numpy as np
+
+    from vidact.data.webvideo import write_video
+
+    videos = tmp_path / "videos"
+    rng = np.random.default_rng(0)
+    with open(videos.mkdir() or videos / "manifest.jsonl", "w") as f:
+        for i in range(3):
+            write_video(videos / f"v{i}.mp4", rng.integers(0, 255, (20, 36, 44, 3), dtype=np.uint8), fps=10)
+            f.write(json.dumps({"path": f"v{i}.mp4", "caption": f"clip {i}"}) + "\n")
+    sources = (f"data.sources=[{{kind: lerobot, path: '{robot_dataset}', weight: 0.5}}, "
+               f"{{kind: webvideo, path: '{videos / 'manifest.jsonl'}', weight: 0.5, fit: random_crop}}]")
+
+    def run(name):
+        run_dir = tmp_path / name
+        train(load("debug_cotrain_mixture", [*MODEL, sources, "train.batch_size=4", "train.log_every=1",
+                                             "train.steps=2", "train.checkpoint_every=100", "log.media_every=0",
+                                             f"data.cache_dir={tmp_path / 'cache'}", f"run_dir={run_dir}"]))
+        with open(run_dir / "metrics.csv") as f:
+            return [r for r in csv.DictReader(f) if r.get("train/loss")]
+
+    first, second = run("first"), run("second")
+    assert _col(first, "cache/latent_misses")[-1] > 0 and _col(first, "cache/text_misses")[-1] >= 2
+    assert _col(second, "cache/latent_misses")[-1] == 0 and _col(second, "cache/text_misses")[-1] == 0
+    assert _col(second, "cache/latent_hits")[-1] == _col(first, "cache/latent_misses")[-1]
+    assert _col(second, "train/loss") == _col(first, "train/loss")
