@@ -47,6 +47,9 @@ if rows:
 EOF
 }
 
+want() { [[ " ${SECTIONS:-train export bench scaling compiled} " == *" $1 "* ]]; }
+
+if want train; then
 # 1. bf16 on one GPU, the full sliding-square recipe (300 steps): does it learn in bf16?
 train bf16_single auto
 # 2. DeepSpeed through Lightning's own DeepSpeedStrategy, ZeRO-2 and ZeRO-3; FSDP.
@@ -56,6 +59,8 @@ train fsdp fsdp train.steps=40
 # 3. ZeRO-3 resume: the 40-step run continues to 60 from its newest checkpoint.
 train zero3 deepspeed_zero3 train.steps=60
 ls -la "$RUNS/zero3/checkpoints" 2>&1 | head -20
+fi
+if want export; then
 # 4. Export the ZeRO-3 run and act with the bundle on the GPU and on the CPU, same observation and seed.
 step export_zero3 120 $PY -m vidact.cli export "$RUNS/zero3" "$RUNS/bundle_zero3"
 step policy_gpu_vs_cpu 120 $PY - "$RUNS/bundle_zero3" <<'EOF'
@@ -82,13 +87,16 @@ for device in ("cuda", "cpu"):
     out[device] = actions
 print(f"CHECK policy cuda vs cpu max |diff| {np.abs(out['cuda'] - out['cpu']).max():.2e}")
 EOF
+fi
 # 5. Throughput per flavor in bf16, utilization against the measured bf16 matmul and the card's peak,
 #    then how step time and memory grow with resolution, frames and chunk length.
-step bench_bf16 150 $PY bench/bench_model.py --device cuda --precision bf16 --peak-tflops "$PEAK" \
+want bench && step bench_bf16 150 $PY bench/bench_model.py --device cuda --precision bf16 --peak-tflops "$PEAK" \
   --flavors tiny S B L --batch-size 64 --steps 20 --latency-reps 10
-step bench_scaling 120 $PY bench/bench_model.py --device cuda --precision bf16 --flavors B --batch-size 32 \
-  --steps 10 --latency-reps 0 --sweep size=96,128,192,256 history=1,2,4,8 chunk=8,16,32,64 future_frames=1,2,4
-step bench_compiled 100 $PY bench/bench_model.py --device cuda --precision bf16 --peak-tflops "$PEAK" --compile \
+want scaling && step bench_scaling 120 $PY bench/bench_model.py --device cuda --precision bf16 --flavors B --batch-size 32 \
+  --steps 10 --latency-reps 0 --sweep size=96,144,192,240 history=1,2,4,8 chunk=8,16,32,64 future_frames=1,2,4
+want compiled && step bench_compiled 100 $PY bench/bench_model.py --device cuda --precision bf16 --peak-tflops "$PEAK" --compile \
   --flavors B L --batch-size 64 --steps 20 --latency-reps 0
+want bigbatch && step bench_bigbatch 100 $PY bench/bench_model.py --device cuda --precision bf16 --peak-tflops "$PEAK" \
+  --flavors B L --batch-size 256 --steps 10 --latency-reps 0
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 echo "CHECK done"

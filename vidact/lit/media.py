@@ -144,4 +144,4 @@ class MediaCallback(Callback):
                 params = dict(model.named_parameters())
                 for name, value in ema.items():
                     params[name].copy_(value.to(params[name].dtype))
-        return model.eval()
+        return model.float().eval()  # fp32 whatever the training precision (DeepSpeed bf16 casts the weights)

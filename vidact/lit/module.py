@@ -8,6 +8,7 @@ are seeded by the index of the batch, like the batches themselves).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import time
@@ -23,7 +24,7 @@ from vidact.generative import training_loss
 from vidact.models import VidAct
 from vidact.lit.datamodule import draw_seed
 from vidact.lit.optim import build_optimizer
-from vidact.lit.strategy import any_rank, deepspeed_zero_stage, register_zero3_external_parameters
+from vidact.lit.strategy import any_rank, deepspeed_zero_stage, is_deepspeed, register_zero3_external_parameters
 from vidact.types import Batch
 
 # Offset between the data's seed and the loss noise's seed for the same batch index.
@@ -130,7 +131,7 @@ class VidActModule(L.LightningModule):
         generative = self.cfg.generative
         if scale != 1.0:
             generative = dataclasses.replace(generative, video_loss_weight=generative.video_loss_weight * scale)
-        with frame_keys_for(self.model, batch):  # data.cache_dir: latents read, not re-encoded
+        with frame_keys_for(self.model, batch), self.precision_context():  # cache: latents read, not re-encoded
             out = training_loss(self.model, batch, generative, generator)
         self._log_data(batch)
         self.batches_consumed = index + 1
@@ -159,6 +160,25 @@ class VidActModule(L.LightningModule):
                           batch_size=B)
         self._last_step_time = now
         return out.loss
+
+    def precision_context(self):
+        """Autocast where the weights themselves are bf16: DeepSpeed's bf16 mode casts the model
+        while the loss builds float32 tensors (noise, flow times, sinusoidal embeddings); Lightning's
+        bf16-mixed for the other strategies keeps fp32 weights and autocasts by itself."""
+        precision = str(self.trainer.precision) if self._trainer else ""
+        if precision.startswith("bf16") and is_deepspeed(self.cfg.train.strategy) and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            # Lightning's FSDP precision plugin refuses norm clipping; FSDP's own clip_grad_norm_
+            # takes the norm over every shard.
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def _log_data(self, batch: Batch) -> None:
         """Skipped-file total over workers and ranks (gathered every log_every steps) and cache counters."""
