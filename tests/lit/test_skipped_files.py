@@ -46,7 +46,7 @@ def manifest(tmp_path_factory) -> Path:
 def _overrides(manifest: Path, run_dir: Path, steps: int, batch_size: int) -> list[str]:
     return [f"data.sources=[{{kind: webvideo, path: '{manifest}', fps: 10.0}}]", "data.num_workers=2",
             f"train.batch_size={batch_size}", f"train.steps={steps}", "train.log_every=1",
-            "train.checkpoint_every=100", "log.media_every=0", f"run_dir={run_dir}"]
+            "train.checkpoint_every=3", "log.media_every=0", f"run_dir={run_dir}"]
 
 
 def _last_skipped(run_dir: Path) -> float:
@@ -64,6 +64,10 @@ def test_skips_from_two_workers_add_up(manifest, tmp_path, capsys):
     line = next(x for x in out.splitlines() if "unreadable file(s) skipped" in x)
     assert line.startswith(f"warning: {len(BAD)} unreadable")
     assert all(name in line for name in BAD) and "good" not in line
+
+    # Resumed for one more step: the files found before the checkpoint still count.
+    train(load("debug_pretrain_webvideo", _overrides(manifest, run_dir, steps=4, batch_size=3)))
+    assert _last_skipped(run_dir) == len(BAD)
 
 
 def test_skips_from_two_ranks_add_up(manifest, tmp_path):

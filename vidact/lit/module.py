@@ -250,6 +250,7 @@ class VidActModule(L.LightningModule):
         checkpoint["ema_state_dict"] = {n: t.detach().cpu() for n, t in (self.ema or {}).items()}
         checkpoint["vidact"] = {"batches_consumed": self.batches_consumed, "skipped_steps": self.skipped_steps,
                                 "loss_ema": self.loss_ema, "torch_rng_state": torch.get_rng_state()}
+        checkpoint["vidact_skipped_files"] = sorted(self.skipped_files.all | self.skipped_files.local)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.ema = dict(checkpoint.get("ema_state_dict") or {}) or None
@@ -259,3 +260,4 @@ class VidActModule(L.LightningModule):
         self.loss_ema = state.get("loss_ema")
         if "torch_rng_state" in state:
             torch.set_rng_state(state["torch_rng_state"])
+        self.skipped_files.all.update(checkpoint.get("vidact_skipped_files", []))  # the count survives resume
