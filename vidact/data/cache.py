@@ -7,6 +7,18 @@ encoder that produced the value (weights path, resolution, max length): changing
 changes the namespace, so stale latents are never read back. Entries are safetensors files
 written atomically (temp file + rename), so several dataloader workers or ranks can fill the same
 cache concurrently; the worst case is one value encoded twice.
+
+How training uses them (``data.cache_dir``; :func:`attach_model_caches` from ``VidActModule``):
+- text: the frozen text encoder looks each distinct instruction up under
+  ``cache_dir/text/<namespace>`` (namespace: encoder kind, weights fingerprint, max length) and
+  encodes only the ones not there, so across runs and ranks the encoder runs once per string;
+- latents (``vae`` frame tokenizer): with a cache dir the loader names every frame
+  (``Batch.frame_keys``: robot dataset + episode + frame index + camera + fit; web file +
+  timestamp + fit/crop), and inside :func:`frame_keys_for` the tokenizer reads those frames'
+  latent tokens from ``cache_dir/latents/<namespace>`` (namespace: VAE weights fingerprint,
+  resolution, patch size) instead of running the VAE. Frames without keys (generated data,
+  sampling, media) are encoded as usual. Only frozen encoders are cached (a trainable one raises).
+Counters (``cache/*_hits``, ``*_misses``, ``*_encoded``) are logged every step (this rank's).
 """
 
 from __future__ import annotations
