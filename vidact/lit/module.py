@@ -24,7 +24,8 @@ from vidact.generative import training_loss
 from vidact.models import VidAct
 from vidact.lit.datamodule import draw_seed
 from vidact.lit.optim import build_optimizer
-from vidact.lit.strategy import any_rank, deepspeed_zero_stage, is_deepspeed, register_zero3_external_parameters
+from vidact.lit.strategy import (any_rank, deepspeed_zero_stage, gathered, is_deepspeed,
+                                 register_zero3_external_parameters)
 from vidact.types import Batch
 
 # Offset between the data's seed and the loss noise's seed for the same batch index.
@@ -105,14 +106,11 @@ class VidActModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         if deepspeed_zero_stage(self.trainer) == 3:
-            # ZeRO-3 partitions every parameter across ranks; an EMA would need a gather per step.
-            print("warning: no EMA under DeepSpeed ZeRO-3 (parameters are partitioned); "
-                  "checkpoints carry the raw weights only", flush=True)
-            self.ema = None
             register_zero3_external_parameters(self, self.model)
-            return
         if self.ema is None:  # a resumed run loaded its EMA in on_load_checkpoint
-            self.ema = {n: p.detach().float().clone() for n, p in self._trainable()}
+            # Under ZeRO-3 the parameters are partitioned: gathered (on every rank) to copy them.
+            with gathered(self.trainer, [p for _, p in self._trainable()]):
+                self.ema = {n: p.detach().float().clone() for n, p in self._trainable()}
 
     def configure_optimizers(self):
         optimizer, scheduler = build_optimizer(self.model, self.cfg.train)
@@ -237,7 +235,9 @@ class VidActModule(L.LightningModule):
         # quickstart's 1200-step run exported such weights: jagged action chunks, pure-noise frames.
         n = max(self.trainer.global_step - self.skipped_steps, 0)
         decay = min(self.cfg.train.ema_decay, (1 + n) / (10 + n))
-        with torch.no_grad():
+        # Under ZeRO-3 every rank gathers the full weights and keeps a full EMA (memory: one fp32
+        # copy of the trainable weights per rank).
+        with torch.no_grad(), gathered(self.trainer, [p for _, p in self._trainable()]):
             for name, p in self._trainable():
                 ema = self.ema[name]
                 if ema.device != p.device:

@@ -15,8 +15,17 @@ and ZeRO-3 engines train and save on CPU with the gloo backend (DeepSpeed picks 
 accelerator when no GPU is visible). :class:`CPUDeepSpeedStrategy` lifts only that check, so the
 tests exercise the real ZeRO path (sharded optimizer state, engine checkpoints) on CPU.
 
-ZeRO-3 is not verified end to end here: a 2-process CPU run completed its first step and then
-hung (issue 4 follow-up); ZeRO-2 trains, saves and resumes (tests/lit/test_distributed.py).
+ZeRO-3 trains, saves and resumes on 2 CPU processes too (tests/lit/test_distributed.py). Under
+ZeRO-3 every rank must call the same partitioned submodules in the same order (each call gathers
+that module's parameters with a collective). VidAct's frozen encoders break that on purpose: the
+text encoder caches embeddings per instruction and runs only on a miss, the VAE latent cache skips
+the frame tokenizer, so one rank ran T5 while the other did not and the next backward deadlocked
+(one rank waiting in an all-gather, the other in the gradient reduce-scatter). Frozen modules have
+no gradients and no optimizer state, so :func:`hide_frozen_modules` keeps them out of the engine:
+full replicas on every rank, invisible to ZeRO-3's hooks, saved as ``frozen_state_dict`` client
+state next to the shards (``vidact.export.consolidate`` merges them back). Anything that needs the
+whole weights outside a forward (the EMA, media) gathers them on every rank with
+:func:`gathered`.
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ def build_strategy(strategy: str, accelerator: str, *, batch_size: int = 1):
         return FSDPStrategy()
     if is_deepspeed(strategy):
         stage = int(strategy[-1])
-        cls = _cpu_deepspeed_class() if cpu else _deepspeed_class()
+        cls = _deepspeed_class(cpu)
         # Small buckets: the defaults (2e8 elements) allocate ~800 MB per bucket, fine on a GPU
         # and wasteful for the CPU runs; overlap_comm needs CUDA streams.
         # logging_batch_size_per_gpu: Lightning would read it off a DataLoader's batch sampler,
@@ -68,18 +77,72 @@ def build_strategy(strategy: str, accelerator: str, *, batch_size: int = 1):
     raise ValueError(f"train.strategy={strategy!r} is not one of {list(STRATEGIES)}")
 
 
-def _deepspeed_class():
+FROZEN_STATE_KEY = "frozen_state_dict"  # client state of a ZeRO-3 checkpoint: the hidden frozen modules
+
+
+def hide_frozen_modules(lightning_module) -> dict:
+    """Take ``lightning_module.model``'s frozen submodules (``VidAct.frozen_modules``: text encoder,
+    frame tokenizer, a frozen observation encoder) out of the module tree before ZeRO-3 wraps it.
+
+    They stay reachable as plain attributes (``model.text_encoder`` still works) but DeepSpeed
+    neither partitions them nor hooks them, so their data-dependent calls (embedding caches) cannot
+    desynchronise the ranks. Returns ``{"model.<name>": module}``; also kept on the LightningModule
+    as ``zero3_hidden``.
+    """
+    model = getattr(lightning_module, "model", None)
+    frozen = getattr(model, "frozen_modules", None)
+    hidden = dict(getattr(lightning_module, "zero3_hidden", None) or {})
+    if frozen is None:
+        return hidden
+    for name, module in frozen().items():
+        if name not in model._modules or any(p.requires_grad for p in module.parameters()):
+            continue
+        del model._modules[name]
+        object.__setattr__(model, name, module)  # a plain attribute: not in modules() / parameters()
+        hidden[f"model.{name}"] = module
+    object.__setattr__(lightning_module, "zero3_hidden", hidden)
+    return hidden
+
+
+def _deepspeed_class(cpu: bool):
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
-    return DeepSpeedStrategy
+    class VidActDeepSpeedStrategy(DeepSpeedStrategy):
+        """``DeepSpeedStrategy`` that keeps frozen modules out of ZeRO-3 (see module docstring)."""
 
+        def _setup_model_and_optimizer(self, model, optimizer, lr_scheduler=None):
+            if self.zero_stage_3 and self.lightning_module is not None:
+                for module in hide_frozen_modules(self.lightning_module).values():
+                    module.to(self.root_device)
+            return self._initialize_engine(model, optimizer, lr_scheduler)
 
-def _cpu_deepspeed_class():
+        def _initialize_engine(self, model, optimizer, lr_scheduler):
+            return DeepSpeedStrategy._setup_model_and_optimizer(self, model, optimizer, lr_scheduler)
+
+        def save_checkpoint(self, checkpoint, filepath, storage_options=None) -> None:
+            hidden = getattr(self.lightning_module, "zero3_hidden", None) if self.lightning_module else None
+            if hidden:
+                checkpoint = {**checkpoint, FROZEN_STATE_KEY: {
+                    f"{prefix}.{k}": v.detach().cpu() for prefix, m in hidden.items() for k, v in m.state_dict().items()}}
+            super().save_checkpoint(checkpoint, filepath, storage_options)
+
+        def load_checkpoint(self, checkpoint_path, weights_only=None):
+            client_state = super().load_checkpoint(checkpoint_path, weights_only)
+            hidden = getattr(self.lightning_module, "zero3_hidden", None) or {}
+            saved = client_state.get(FROZEN_STATE_KEY) or {}
+            for prefix, module in hidden.items():
+                state = {k[len(prefix) + 1:]: v for k, v in saved.items() if k.startswith(prefix + ".")}
+                if state:
+                    module.load_state_dict(state)
+            return client_state
+
+    if not cpu:
+        return VidActDeepSpeedStrategy
+
     from lightning.fabric.utilities.seed import reset_seed
-    from lightning.pytorch.strategies import DeepSpeedStrategy
     from lightning.pytorch.strategies.ddp import DDPStrategy
 
-    class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+    class CPUDeepSpeedStrategy(VidActDeepSpeedStrategy):
         """``DeepSpeedStrategy`` on CPU with gloo: skips the two CUDA-only checks."""
 
         strategy_name = "deepspeed_cpu"
@@ -95,7 +158,7 @@ def _cpu_deepspeed_class():
             self.set_world_ranks()
             self._init_deepspeed_distributed()
 
-        def _setup_model_and_optimizer(self, model, optimizer, lr_scheduler=None):
+        def _initialize_engine(self, model, optimizer, lr_scheduler=None):
             # As DeepSpeedStrategy's, but DeepSpeed's device_rank is the local rank: the CPU
             # device's index is None, which the engine cannot compare.
             import argparse
@@ -117,6 +180,19 @@ def deepspeed_zero_stage(trainer) -> int | None:
     if not isinstance(config, dict) or "zero_optimization" not in config:
         return None
     return int(config["zero_optimization"].get("stage", 0))
+
+
+def gathered(trainer, params):
+    """Context in which ``params`` hold their full values on every rank: DeepSpeed's
+    ``GatheredParameters`` under ZeRO-3 (collective: enter it on every rank), a no-op otherwise.
+    Read-only: changes made inside are not written back to the partitions."""
+    import contextlib
+
+    if deepspeed_zero_stage(trainer) != 3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(params), modifier_rank=None)
 
 
 def any_rank(flags: torch.Tensor) -> torch.Tensor:
