@@ -20,7 +20,9 @@ Observation mapping (``ObservationMap``, printed at start):
   (LeRobot's dataset convention, ``hw_to_dataset_features``), or ``--state-keys a,b,c``;
 - actions go out as the robot's ``action_features`` in their declared order (or
   ``--action-keys``), already clipped to the bundle's bounds by the policy.
-A count or name mismatch is an error naming the key, before the robot moves.
+A count or name mismatch is an error naming the key, before the robot moves. For
+``metaworld_sim`` the cameras, their mapping and the image size default to what ``vidact eval``
+renders for the bundle (``observation.image`` <- ``corner2``, at the recorded size).
 
 The loop is synchronous: the robot holds its last command while a chunk is inferred (that step
 is counted late when inference takes longer than the period). Ctrl-C stops the loop; the robot
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,9 +300,9 @@ def drive(policy, robot, obs_map: ObservationMap, act_keys: list[str], fps: floa
         "robot": robot.name, "steps": n, "seconds": total, "target_hz": fps,
         "achieved_hz": n / total if total > 0 else 0.0, "late_steps": late, "interrupted": interrupted,
         "chunks": len(latencies),
-        "chunk_latency_mean_s": float(np.mean(latencies)) if latencies else math.nan,
-        "chunk_latency_max_s": float(np.max(latencies)) if latencies else math.nan,
-        "step_time_max_s": float(np.max(step_times)) if step_times else math.nan,
+        "chunk_latency_mean_s": float(np.mean(latencies)) if latencies else None,
+        "chunk_latency_max_s": float(np.max(latencies)) if latencies else None,
+        "step_time_max_s": float(np.max(step_times)) if step_times else None,
         "executor": type(policy.executor).__name__, "mode": policy.mode.value,
         "mapping": obs_map.describe(), "actions": act_keys,
     }
@@ -316,8 +317,8 @@ def format_summary(s: dict) -> str:
     lines = [f"vidact drive: {s['robot']}: {s['steps']} steps in {s['seconds']:.1f} s, achieved "
              f"{s['achieved_hz']:.1f} Hz of {s['target_hz']:g} Hz target, {s['late_steps']} late steps"
              + (" (interrupted)" if s["interrupted"] else ""),
-             f"  chunks: {s['chunks']}, latency mean {s['chunk_latency_mean_s'] * 1e3:.0f} ms, max "
-             f"{s['chunk_latency_max_s'] * 1e3:.0f} ms ({s['executor']}, {s['mode']})"]
+             f"  chunks: {s['chunks']}, latency mean {(s['chunk_latency_mean_s'] or 0) * 1e3:.0f} ms, max "
+             f"{(s['chunk_latency_max_s'] or 0) * 1e3:.0f} ms ({s['executor']}, {s['mode']})"]
     if "success" in s:
         when = f" at step {s['first_success_step']}" if s["success"] else ""
         lines.append(f"  {s['task']}: success {'yes' if s['success'] else 'no'}{when}")
@@ -344,6 +345,12 @@ def main(args) -> int:
     from vidact.deploy.policy import Policy
     from vidact.deploy.sim import set_threads
 
+    if args.fps <= 0:
+        raise DriveError(f"--fps must be > 0, got {args.fps}")
+    if args.steps is None and args.seconds is None:
+        raise DriveError("give --steps N or --seconds S (Ctrl-C also stops)")
+    if args.delay != "auto" and not str(args.delay).isdigit():
+        raise DriveError(f"--delay takes a number of control steps or 'auto', got {args.delay!r}")
     set_threads(args.threads)
     config = robot_config(args.robot_args)
     check_port(config)  # before the bundle loads: a missing port is the likeliest real-robot error
@@ -353,13 +360,20 @@ def main(args) -> int:
     kwargs = {"n_action_steps": args.n_action_steps} if args.n_action_steps else {}
     policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.sampler_steps, device=args.device,
                                     executor=args.executor, executor_kwargs=executor_kwargs, **kwargs)
-    if config.type in SIM_ROBOTS and getattr(config, "height", 0) is None:  # render at the recorded size
+    camera_map = _pairs(args.camera, "--camera")
+    if config.type == "metaworld_sim":  # render what `vidact eval` renders for this bundle
+        from vidact.deploy.sim import camera_name
+
         cams = policy.info.get("cameras", {})
         size = (cams.get("recorded_size") or [cams.get("model_size") or [policy.config.height, policy.config.width]])[0]
-        config.height, config.width = int(size[0]), int(config.width or size[1])
+        if config.height is None:
+            config.height, config.width = int(size[0]), int(config.width or size[1])
+        if not any(a.startswith(ROBOT_PREFIX + "cameras=") for a in args.robot_args):
+            config.cameras = [camera_name(k) for k in policy.camera_keys]
+            camera_map = {**{k: camera_name(k) for k in policy.camera_keys}, **camera_map}
     robot = make_robot(config)
-    obs_map = ObservationMap.build(policy, robot.observation_features, args.task or "",
-                                   _pairs(args.camera, "--camera"), _keys(args.state_keys))
+    obs_map = ObservationMap.build(policy, robot.observation_features, args.task or "", camera_map,
+                                   _keys(args.state_keys))
     act_keys = action_keys(policy, robot.action_features, _keys(args.action_keys))
     record_key = None
     if args.record:
