@@ -46,7 +46,8 @@ def test_keyed_latents_match_plain_encoding_and_are_read_back(tmp_path):
 
     again = _vae(tmp_path)  # a new run: same VAE, same namespace
     with again.keyed(batch):
-        assert torch.equal(again.encode(batch.obs_frames), obs) and torch.equal(again.encode(batch.future_frames), future)
+        assert torch.equal(again.encode(batch.obs_frames), obs)
+        assert torch.equal(again.encode(batch.future_frames), future)
     assert again.latent_cache.hits == 10 and again.frames_encoded == 0
     again.encode(batch.obs_frames)  # outside keyed(): the VAE runs, the cache is not consulted
     assert again.frames_encoded == 8 and again.latent_cache.hits == 10

@@ -56,7 +56,8 @@ class MixtureDataset(Dataset):
         if hasattr(dataset, "set_epoch"):  # web clips re-sample their start time each pass
             dataset.set_epoch(epoch)
         sample = dataset[item]
-        sample[BatchKey.SKIPPED_FILES.value] = [f"{self.names[source]}:{f}" for f in getattr(dataset, "last_skipped", [])]
+        skipped = getattr(dataset, "last_skipped", [])  # files this worker skipped to produce the sample
+        sample[BatchKey.SKIPPED_FILES.value] = [f"{self.names[source]}:{f}" for f in skipped]
         if self.frame_keys and BatchKey.FRAME_KEYS.value not in sample:
             sample[BatchKey.FRAME_KEYS.value] = robot_frame_keys(dataset, item)
         return sample
