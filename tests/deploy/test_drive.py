@@ -120,6 +120,19 @@ def test_real_robot_config_builds_and_a_missing_port_is_a_clear_error(metaworld_
     assert (config.type, config.port, config.id) == ("so100_follower", "/dev/ttyUSB0", "arm")
     with pytest.raises(DriveError, match="port /nonexistent does not exist"):
         make_robot(robot_config(["--robot.type=so100_follower", "--robot.port=/nonexistent"]))
+    # A port that exists but is no robot: without the Feetech SDK (not installed here) the message
+    # names the missing package; with it, connecting fails with a message.
+    import importlib.util
+
+    from vidact.deploy.drive import connect
+
+    devnull = robot_config(["--robot.type=so100_follower", "--robot.port=/dev/null"])
+    if importlib.util.find_spec("scservo_sdk") is None:
+        with pytest.raises(DriveError, match="needs the Python package 'scservo_sdk'"):
+            make_robot(devnull)
+    else:
+        with pytest.raises(DriveError, match="could not connect"):
+            connect(make_robot(devnull))
     with pytest.raises(DriveError, match="unknown robot type 'nope'"):
         robot_config(["--robot.type=nope"])
     with pytest.raises(DriveError, match=r"unknown option\(s\) \['--robot.bogus'\]"):
