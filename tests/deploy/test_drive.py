@@ -26,7 +26,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_drive_metaworld_sim_through_the_cli(metaworld_bundle, tmp_path):
     video, summary_path = tmp_path / "drive.mp4", tmp_path / "summary.json"
-    out = run_cli(str(metaworld_bundle), f"--robot.type=metaworld_sim", f"--robot.task={TASK}", "--steps", "30",
+    out = run_cli(str(metaworld_bundle), "--robot.type=metaworld_sim", f"--robot.task={TASK}", "--steps", "30",
                   "--fps", "20", "--record", str(video), "--json", str(summary_path), "--threads", "1")
     assert out.returncode == 0, out.stderr[-3000:]
     # The mapping is printed before the robot moves; the summary at the end.
