@@ -9,7 +9,7 @@ Accepted inputs:
 - a DeepSpeed ZeRO checkpoint folder (Lightning's DeepSpeed strategy writes ``last.ckpt/`` as a
   folder with ``checkpoint/*_model_states.pt`` and optimizer shards): consolidated with
   ``deepspeed.utils.zero_to_fp32``. The EMA, when present, sits in the model-states file as
-  client state.
+  client state, and so do ZeRO-3's frozen modules (``frozen_state_dict``, kept out of the engine).
 
 The result's keys are ``VidAct`` parameter/buffer names (no ``model.`` prefix).
 """
@@ -136,5 +136,10 @@ def _read_deepspeed(folder: Path) -> tuple[dict[str, Tensor], dict[str, Tensor],
     # DeepSpeed) come from the module-states file.
     for name, value in (client.get("module") or {}).items():
         key = name if name.startswith(MODULE_PREFIX) else MODULE_PREFIX + name
-        state.setdefault(key, value)
+        if value.numel() or key not in state:  # ZeRO-3 leaves empty placeholders for partitioned params
+            state.setdefault(key, value)
+    # Under ZeRO-3 the frozen modules (text encoder, frame tokenizer) stay outside the engine and
+    # travel as client state (vidact.lit.strategy.hide_frozen_modules).
+    for name, value in (client.get("frozen_state_dict") or {}).items():
+        state.setdefault(name if name.startswith(MODULE_PREFIX) else MODULE_PREFIX + name, value)
     return state, ema, step

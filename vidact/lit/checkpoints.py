@@ -49,9 +49,10 @@ def step_checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
 
 def check_readable(path: Path) -> None:
     """Raise if ``path`` is not a complete checkpoint (a Lightning file or a DeepSpeed folder)."""
-    if path.is_dir():  # DeepSpeed: <path>/checkpoint/{mp_rank_00_model_states.pt, *_optim_states.pt}
+    if path.is_dir():  # DeepSpeed: <path>/checkpoint/{[zero_pp_rank_R_]mp_rank_00_model_states.pt, *_optim_states.pt}
         files = sorted(path.rglob("*.pt"))
-        if not any(f.name.startswith("mp_rank_") for f in files):
+        # ZeRO-2 writes one mp_rank_00_model_states.pt, ZeRO-3 one zero_pp_rank_R_mp_rank_00_model_states.pt per rank.
+        if not any(f.name.endswith("model_states.pt") for f in files):
             raise ValueError("no model-states file in the DeepSpeed checkpoint folder")
         for f in files:
             torch.load(f, map_location="cpu", weights_only=False, mmap=True)
