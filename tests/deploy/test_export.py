@@ -76,3 +76,21 @@ def test_export_refuses_to_overwrite_and_bad_paths(bundle, tmp_path, capsys):
 def test_export_nonempty_out_fails(trained_run, bundle, capsys):
     assert main(["export", str(trained_run), str(bundle)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_failed_export_leaves_no_half_bundle(trained_run, tmp_path, monkeypatch):
+    """The bundle is written beside the destination and moved into place last: a failure on the
+    way (here the LeRobot processor files, as on a machine without lerobot) leaves nothing behind."""
+    import vidact.deploy.lerobot_plugin.processor_vidact as processors
+
+    def broken(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'lerobot'")
+
+    monkeypatch.setattr(processors, "save_processors", broken)
+    out = tmp_path / "bundles" / "policy"
+    with pytest.raises(ModuleNotFoundError):
+        main(["export", str(trained_run), str(out)])
+    assert not out.exists() and list((tmp_path / "bundles").iterdir()) == []
+    monkeypatch.undo()
+    assert main(["export", str(trained_run), str(out)]) == 0
+    assert (out / "model.safetensors").is_file() and oct(out.stat().st_mode & 0o777) == "0o755"

@@ -17,6 +17,9 @@ omegaconf, no training config at load time.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -94,8 +97,6 @@ def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_
             n_action_steps: int | None = None, prefer_ema: bool = True, config_path: str | Path | None = None,
             overwrite: bool = False) -> Path:
     """Consolidate ``run_or_checkpoint`` and write the bundle to ``out``; returns ``out``."""
-    from safetensors.torch import save_file
-
     from vidact.config import from_yaml
     from vidact.generative.schedule import Mode
 
@@ -112,10 +113,28 @@ def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_
     if not 1 <= n_action_steps <= K:
         raise ValueError(f"n_action_steps={n_action_steps} must be in [1, chunk_length={K}]")
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace the bundle")
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out)
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise FileExistsError(f"{final} exists and is not empty; pass --overwrite to replace the bundle")
+    # Written beside the destination and moved into place at the end: an export that fails half
+    # way (a missing package, a full disk) leaves no half bundle that would load with missing files.
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        _write_bundle(out, cfg, merged, mode, n_action_steps)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.chmod(out, 0o755)  # mkdtemp makes it private
+    os.replace(out, final)
+    return final
+
+
+def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_steps: int) -> None:
+    from safetensors.torch import save_file
+
     keys, sizes, dataset_action_stats = camera_info(cfg)
     # Clone: safetensors refuses tensors sharing storage (T5 ties its input embeddings).
     save_file({MODULE_PREFIX + k: v.clone() for k, v in merged.state_dict.items()}, str(out / WEIGHTS_NAME),
@@ -144,7 +163,6 @@ def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_
     from vidact.deploy.lerobot_plugin.processor_vidact import save_processors
 
     save_processors(SimpleNamespace(device="cpu"), out)
-    return out
 
 
 def _check_weights(model_cfg, state: dict[str, Tensor]) -> None:
