@@ -108,3 +108,13 @@ def test_batched_chunks_and_registry():
         build_executor("nope", 4)
     with pytest.raises(ValueError, match="chunk of shape"):
         OpenLoop(4).act(lambda: np.ones((3, 2)))
+
+
+def test_rtc_delay_filling_the_whole_slack_never_runs_out():
+    """delay == K - execution_horizon (what a measured delay is capped at): the next request must
+    go out on the very step the new chunk takes over, or the plan is indexed past its end."""
+    s = Scripted()
+    actions = s.run(RealTimeChunking(K, execution_horizon=4, delay=4), 16)
+    assert s.calls == [0, 4, 8, 12]
+    # the chunk from step c lands at c + 4 and serves its rows 4..7 (steps c+4 .. c+7)
+    assert actions == [0, 1, 2, 3, 4, 5, 6, 7, 404, 405, 406, 407, 804, 805, 806, 807]

@@ -128,11 +128,16 @@ class RealTimeChunking(Executor):
     def act(self, infer: Infer) -> np.ndarray:
         if self.plan is None:  # first step: nothing to keep running while we wait
             self.plan, self.plan_start = self._infer(infer), self.t
-        elif self.pending is None and self.t - self.plan_start >= self.execution_horizon:
-            self.pending = (self._infer(infer), self.t, self.t + self.delay)
         if self.pending is not None and self.t >= self.pending[2]:
             self._switch(*self.pending[:2])
             self.pending = None
+        # Checked after a switch, so the next request goes out on the step the new chunk takes
+        # over: with delay == chunk_length - execution_horizon there is no step to spare.
+        if self.pending is None and self.t - self.plan_start >= self.execution_horizon:
+            self.pending = (self._infer(infer), self.t, self.t + self.delay)
+            if self.t >= self.pending[2]:
+                self._switch(*self.pending[:2])
+                self.pending = None
         action = self.plan[self.t - self.plan_start]
         self.t += 1
         return action
