@@ -137,8 +137,9 @@ class VidActModule(L.LightningModule):
         # Every rank takes the same branch: a step is skipped everywhere if any rank's loss is bad
         # (DDP would otherwise wait forever for the skipping rank's gradients).
         bad = any_rank(torch.tensor([0.0 if torch.isfinite(out.loss) else 1.0], device=out.loss.device))
-        self._skipped = bool(bad.item())
-        if self._skipped:
+        bad_now = bool(bad.item())
+        self._skipped = self._skipped or bad_now  # sticky until the optimizer step (accumulation)
+        if bad_now:
             return self._bad_step(out.loss, index, batch)
         self.bad_steps = 0
 
@@ -199,22 +200,32 @@ class VidActModule(L.LightningModule):
                 counts = ", ".join(f"{k.split('/')[1]}={int(v)}" for k, v in cache_metrics(self.model).items())
                 print(f"cache {self.cfg.data.cache_dir} (rank 0): {counts}", flush=True)
 
-    def _bad_step(self, loss: torch.Tensor, index: int, batch: Batch) -> None:
-        """Skip the optimizer step (returning None does that in Lightning) and stop if it repeats."""
+    def _bad_step(self, loss: torch.Tensor, index: int, batch: Batch):
+        """Skip the optimizer step on every rank and stop if it repeats ``max_bad_steps`` times.
+
+        Lightning refuses a skipped backward (a ``None`` loss) on several ranks and under DeepSpeed,
+        so every rank runs backward on the loss multiplied by NaN: every gradient becomes NaN and
+        the collectives (DDP's all-reduce, ZeRO's reduce-scatter) match. Then no rank steps:
+        :meth:`optimizer_step` drops the gradients (DDP, one device), and the ZeRO optimizer
+        discards the step as an overflow (weights and optimizer state untouched; bf16 gets
+        ``check_grad_overflow`` in ``vidact.lit.strategy``).
+        """
         self.bad_steps += 1
         self.skipped_steps += 1
-        sources = sorted(set(batch.source)) if batch.source else [self.cfg.data.kind]
         limit = self.cfg.train.max_bad_steps
-        message = (f"non-finite loss ({loss.item()}) at step {self.global_step} (batch {index}, "
-                   f"sources {sources}); {self.bad_steps}/{limit} consecutive bad steps")
+        if torch.isfinite(loss):
+            where = f"non-finite loss on another rank at step {self.global_step} (this rank: batch {index})"
+        else:
+            sources = sorted(set(batch.source)) if batch.source else [self.cfg.data.kind]
+            rank = f" on rank {self.global_rank}" if self.trainer.world_size > 1 else ""
+            where = (f"non-finite loss ({loss.item()}){rank} at step {self.global_step} (batch {index}, "
+                     f"sources {sources})")
+        message = f"{where}; {self.bad_steps}/{limit} consecutive bad steps"
         if self.bad_steps >= limit:
             raise NonFiniteLossError(f"{message}: stopping")
-        if deepspeed_zero_stage(self.trainer) is not None:
-            # Lightning's DeepSpeed integration refuses a skipped backward; stop instead (all ranks).
-            raise NonFiniteLossError(f"{message}: stopping (DeepSpeed cannot skip an optimizer step)")
         # print, not logging: it must show up between progress-bar lines without a logging set-up.
         print(f"warning: {message}: optimizer step skipped", flush=True)
-        return None
+        return loss * float("nan")
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
         # Lightning still counts a skipped step in global_step and would advance the schedule;
@@ -222,12 +233,23 @@ class VidActModule(L.LightningModule):
         if scheduler.last_epoch < self.trainer.global_step - self.skipped_steps:
             scheduler.step()
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        if deepspeed_zero_stage(self.trainer) is None and optimizer_closure is not None:
+            # Forward and backward first: the loss decides whether there is a step at all. (A
+            # training_step returning None cannot skip it: Lightning refuses that on several ranks.)
+            optimizer_closure()
+            optimizer_closure = None
+            if self._skipped:  # on every rank (any_rank); the NaN gradients are discarded
+                optimizer.zero_grad(set_to_none=True)
+                self._skipped = False
+                return
+        # DeepSpeed runs the closure inside its step, and discards a step with NaN gradients.
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # The EMA follows the optimizer step itself (not on_train_batch_end, which runs after the
         # callbacks, checkpointing included: a checkpoint must hold this step's EMA).
         if not self._skipped and self.ema is not None:
             self._update_ema()
+        self._skipped = False
 
     def _update_ema(self) -> None:
         # Warm-up (as in diffusers' EMAModel): a fixed 0.999 would leave 0.999**800 = 45% of the

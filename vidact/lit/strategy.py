@@ -110,6 +110,14 @@ def _deepspeed_class(cpu: bool):
     class VidActDeepSpeedStrategy(DeepSpeedStrategy):
         """``DeepSpeedStrategy`` that keeps frozen modules out of ZeRO-3 (see module docstring)."""
 
+        def _format_config(self) -> None:
+            super()._format_config()
+            # A non-finite loss is skipped by turning every gradient into NaN (VidActModule._bad_step);
+            # the ZeRO optimizers discard such a step for fp16 and fp32, and for bf16 only with this.
+            bf16 = self.config.get("bf16")
+            if isinstance(bf16, dict) and bf16.get("enabled"):
+                bf16.setdefault("check_grad_overflow", True)
+
         def _setup_model_and_optimizer(self, model, optimizer, lr_scheduler=None):
             if self.zero_stage_3 and self.lightning_module is not None:
                 for module in hide_frozen_modules(self.lightning_module).values():
