@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,9 +94,13 @@ def test_deepspeed_zero3_cpu_trains_saves_resumes_exports(tmp_path, devices):
     from vidact.export.package import package
     from vidact.models import VidAct
 
-    ds = ["train.strategy=deepspeed_zero3", f"train.devices={devices}", "train.accelerator=cpu"]
+    # Media too: sampling on rank 0 while the weights are partitioned must not hang the other rank.
+    ds = ["train.strategy=deepspeed_zero3", f"train.devices={devices}", "train.accelerator=cpu",
+          "log.media_every=2", "log.media_samples=1", "log.media_sampler_steps=2"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     cli_train(straight, *ds, "train.steps=4", timeout=300)
+    assert {p.name for p in (straight / "media").iterdir()} >= {f"step-0000000{n}-{kind}" for n in (2, 4)
+                                                                for kind in ("frames.png", "video.mp4")}
     cli_train(resumed, *ds, "train.steps=2", timeout=300)
     shards = sorted(p.name for p in (resumed / "checkpoints" / "step-00000002.ckpt" / "checkpoint").iterdir())
     assert shards == sorted(f"zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt" for r in range(devices)
@@ -114,6 +119,24 @@ def test_deepspeed_zero3_cpu_trains_saves_resumes_exports(tmp_path, devices):
     assert set(a.state_dict) == set(fresh)
     text = [n for n in fresh if n.startswith("text_encoder.")]
     assert text and all(torch.equal(a.state_dict[n], fresh[n]) for n in text)
+
+    # The media at step 4 came from the full EMA weights: redrawn here from the consolidated ones.
+    if devices == 2:
+        from PIL import Image
+
+        from vidact.lit.datamodule import GeneratedBatches
+        from vidact.lit.media import MediaCallback
+
+        cfg = load(RECIPE, [*TINY, "log.media_samples=1", "log.media_sampler_steps=2"])
+        model = VidAct(cfg.model)
+        model.load_state_dict(a.state_dict)
+        batch = GeneratedBatches(cfg, rank=0, world_size=2).batch(3)  # rank 0's batch of step 4
+        redrawn = MediaCallback(cfg, tmp_path / "media").write(None, batch, 4, model=model.eval())
+        assert sum(path.suffix == ".png" for path in redrawn) == 2  # frames and actions
+        for path in redrawn:
+            if path.suffix == ".png":
+                assert np.array_equal(np.asarray(Image.open(path)),
+                                      np.asarray(Image.open(straight / "media" / path.name))), path.name
 
     bundle = package(resumed, tmp_path / "bundle")
     weights = load_file(str(bundle / "model.safetensors"))
