@@ -223,3 +223,34 @@ def test_batch_collate_stacks_samples():
     assert batch.has_actions.dtype == torch.bool
     with pytest.raises(KeyError, match="unknown batch fields"):
         Batch.collate([{"obs_frame": torch.zeros(1)}])
+
+
+def test_x0_prediction_is_read_as_the_same_velocity(tiny_cfg):
+    """model.video_prediction="x0": the head's clean-frame estimate enters the loss and the sampler
+    as v = (x_tau - x0_hat) / tau, so a perfect x0 estimate is exactly the velocity target eps - x0,
+    the cached and full paths agree, and every mode still samples."""
+    from vidact.models.vidact import X0_MIN_TAU, Prediction
+
+    cfg = dataclasses.replace(tiny_cfg, video_prediction="x0")
+    torch.manual_seed(0)
+    model = VidAct(cfg).eval()
+    torch.nn.init.normal_(model.future_out.weight, std=0.1)  # the heads start at zero
+    batch = fake_batch(cfg, 3)
+    x0 = model.encode_frames(batch.future_frames)
+    eps = torch.randn_like(x0)
+    tau = torch.tensor([1.0, 0.5, 0.01])  # the last is floored at X0_MIN_TAU
+    x_tau = (1 - tau.view(-1, 1, 1)) * x0 + tau.view(-1, 1, 1) * eps
+    pred = model._as_velocity(Prediction(x0, None), x_tau, tau)
+    floor = tau.clamp(min=X0_MIN_TAU).view(-1, 1, 1)
+    torch.testing.assert_close(pred.video, (x_tau - x0) / floor)
+    torch.testing.assert_close(pred.video[:2], (eps - x0)[:2])
+    with torch.no_grad():
+        prefix = model.embed_prefix(batch)
+        xa = torch.randn(3, cfg.chunk_length, cfg.action_dim)
+        full = model(prefix, x_tau, xa, tau, torch.ones(3))
+        cached = model.forward_cached(model.cache_prefix(prefix), x_tau, xa, tau, torch.ones(3))
+    torch.testing.assert_close(full.video, cached.video, atol=1e-5, rtol=1e-4)
+    out = Sampler(model, SamplerConfig(steps=2)).sample(batch, Mode.POLICY, seed=0)
+    assert out.future_frames.shape == batch.future_frames.shape and torch.isfinite(out.future_frames).all()
+    with pytest.raises(ValueError, match="model.video_prediction"):
+        dataclasses.replace(tiny_cfg, video_prediction="eps")

@@ -22,6 +22,7 @@ FLAVORS: dict[str, tuple[int, int, int]] = {
 }
 
 NORMALIZATION_MODES = ("mean_std", "quantile")
+PREDICTIONS = ("velocity", "x0")
 
 
 @dataclass
@@ -49,6 +50,12 @@ class VidActConfig:
     obs_encoder: ObsEncoderConfig = field(default_factory=ObsEncoderConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     normalization: str = "mean_std"  # one of NORMALIZATION_MODES
+    # What the future-frame head outputs. "velocity": eps - x0 directly. "x0": the clean frame
+    # tokens, turned into the same velocity by (x_tau - x0_hat) / tau (JiT, "Back to Basics: Let
+    # Denoising Generative Models Denoise"): wide pixel patches (12x12x3 = 432 values) through a
+    # narrower network cannot carry the full-rank noise a velocity contains; clean frames lie on a
+    # low-dimensional manifold. The loss and the sampler stay in velocity space either way.
+    video_prediction: str = "velocity"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -59,6 +66,7 @@ class VidActConfig:
         _choice("model.obs_encoder.kind", self.obs_encoder.kind, OBS_ENCODERS)
         _choice("model.text_encoder.kind", self.text_encoder.kind, TEXT_ENCODERS)
         _choice("model.normalization", self.normalization, NORMALIZATION_MODES)
+        _choice("model.video_prediction", self.video_prediction, PREDICTIONS)
         for name in ("height", "width", "channels", "views", "history", "chunk_length", "state_dim", "action_dim",
                      "future_frame_stride"):
             if getattr(self, name) < 1:

@@ -34,6 +34,7 @@ from vidact.types import Batch, BatchSpec
 SLOT_CLEAN, SLOT_VIDEO, SLOT_ACTION = 0, 1, 2
 _GROUP_SLOT = {Group.LANGUAGE: SLOT_CLEAN, Group.STATE: SLOT_CLEAN, Group.OBS: SLOT_CLEAN,
                Group.FUTURE: SLOT_VIDEO, Group.ACTION: SLOT_ACTION}
+X0_MIN_TAU = 0.05  # model.video_prediction="x0": the floor on tau when dividing by it
 
 
 @dataclass
@@ -225,6 +226,15 @@ class VidAct(nn.Module):
             action = self.action_out(out[:, s.start - offset: s.stop - offset])
         return Prediction(video, action)
 
+    def _as_velocity(self, pred: Prediction, future_x: Tensor | None, tau_video: Tensor) -> Prediction:
+        """``model.video_prediction="x0"``: the head's clean-frame estimate as a velocity,
+        v = (x_tau - x0_hat) / tau, tau floored at X0_MIN_TAU (JiT's clip) so that near-clean inputs
+        do not divide by ~0. Frames given clean (tau = 0) are never scored or integrated."""
+        if self.config.video_prediction == "velocity" or pred.video is None:
+            return pred
+        tau = tau_video.clamp(min=X0_MIN_TAU).to(pred.video.dtype).view(-1, 1, 1)
+        return Prediction((future_x.to(pred.video.dtype) - pred.video) / tau, pred.action)
+
     @staticmethod
     def _cond_index(layout: TokenLayout, device: torch.device, skip: int = 0) -> Tensor:
         slots = torch.tensor([_GROUP_SLOT[g] for g in GROUP_ORDER], device=device)
@@ -250,7 +260,7 @@ class VidAct(nn.Module):
         x = torch.cat([prefix.tokens, *parts], 1)
         cond = self._conditioning(tau_video, tau_action)
         out, _ = self.backbone(x, cond, self._cond_index(layout, device), mask)
-        return self._heads(out, layout)
+        return self._as_velocity(self._heads(out, layout), future_x, tau_video)
 
     def cache_prefix(self, prefix: Prefix) -> KVCache:
         """Run the prefix through every layer once and keep its keys/values."""
@@ -277,7 +287,7 @@ class VidAct(nn.Module):
         mask = attention_mask(layout, key_valid).to(device)[:, :, Np:]  # [B,1,Ng,Np+Ng]
         out, _ = self.backbone(x, self._conditioning(tau_video, tau_action),
                                self._cond_index(layout, device, skip=Np), mask, cache=cache)
-        return self._heads(out, layout, offset=Np)
+        return self._as_velocity(self._heads(out, layout, offset=Np), future_x, tau_video)
 
 
 def describe(model: VidAct) -> str:
