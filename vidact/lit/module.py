@@ -237,12 +237,13 @@ class VidActModule(L.LightningModule):
         if deepspeed_zero_stage(self.trainer) is None and optimizer_closure is not None:
             # Forward and backward first: the loss decides whether there is a step at all. (A
             # training_step returning None cannot skip it: Lightning refuses that on several ranks.)
-            optimizer_closure()
-            optimizer_closure = None
+            loss = optimizer_closure()
             if self._skipped:  # on every rank (any_rank); the NaN gradients are discarded
                 optimizer.zero_grad(set_to_none=True)
                 self._skipped = False
                 return
+            # The loss again, not None: the AMP plugin takes a None closure result as "skip the step".
+            optimizer_closure = lambda: loss  # noqa: E731
         # DeepSpeed runs the closure inside its step, and discards a step with NaN gradients.
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # The EMA follows the optimizer step itself (not on_train_batch_end, which runs after the
