@@ -7,7 +7,7 @@ asked for). The model code is written for one device; everything distributed liv
 |---|---|---|
 | ``auto`` | Lightning's choice (DDP for several devices) | same, gloo |
 | ``ddp`` | ``DDPStrategy`` (nccl) | ``DDPStrategy`` (gloo) |
-| ``deepspeed_zero2`` / ``_zero3`` | Lightning's ``DeepSpeedStrategy`` | :class:`CPUDeepSpeedStrategy` (gloo) |
+| ``deepspeed_zero2`` / ``_zero3`` | ``VidActDeepSpeedStrategy`` (Lightning's, see below) | :class:`CPUDeepSpeedStrategy` (gloo) |
 | ``fsdp`` | ``FSDPStrategy`` (untested here: no GPU) | refused with a config error (Lightning requires CUDA) |
 
 Lightning's ``DeepSpeedStrategy`` refuses any accelerator but CUDA, although DeepSpeed's ZeRO-2
@@ -25,7 +25,17 @@ no gradients and no optimizer state, so :func:`hide_frozen_modules` keeps them o
 full replicas on every rank, invisible to ZeRO-3's hooks, saved as ``frozen_state_dict`` client
 state next to the shards (``vidact.export.consolidate`` merges them back). Anything that needs the
 whole weights outside a forward (the EMA, media) gathers them on every rank with
-:func:`gathered`.
+:func:`gathered`. The EMA under ZeRO-3 is a full fp32 copy of the trainable weights on every
+rank (updated inside a gather after each step): simple and exact, but it costs the memory ZeRO-3
+saves on the parameters; a per-rank sharded EMA would be the next step for models near the limit.
+
+A non-finite loss is skipped under DeepSpeed as under DDP (``VidActModule._bad_step``): every
+rank runs backward on the loss times NaN and the ZeRO optimizer discards the step as an overflow;
+for bf16 ``VidActDeepSpeedStrategy`` turns DeepSpeed's ``check_grad_overflow`` on, without which
+a bf16 ZeRO-2 step would apply the NaN gradients.
+
+Not verified here (no GPU): the CUDA path of ``VidActDeepSpeedStrategy`` (hidden frozen modules
+moved with ``.to(root_device)``, bf16 overflow check).
 """
 
 from __future__ import annotations
