@@ -80,3 +80,19 @@ def test_nonfinite_loss_on_one_rank_is_skipped_everywhere(tmp_path, strategy):
     assert math.isfinite(state["vidact"]["loss_ema"])
     for name, weight in state["ema_state_dict"].items():
         assert torch.isfinite(weight).all(), f"ema {name}"
+
+
+def test_deepspeed_bf16_checks_gradient_overflow():
+    # Without it a bf16 ZeRO-2 step would apply the NaN gradients of a skipped step.
+    from unittest import mock
+
+    from lightning.pytorch.plugins.precision import DeepSpeedPrecision
+
+    from vidact.lit.strategy import build_strategy
+
+    for name in ("deepspeed_zero2", "deepspeed_zero3"):
+        strategy = build_strategy(name, "cpu", batch_size=2)
+        strategy.precision_plugin = DeepSpeedPrecision("bf16-mixed")
+        with mock.patch.object(type(strategy), "_format_batch_size_and_grad_accum_config"):
+            strategy._format_config()
+        assert strategy.config["bf16"] == {"enabled": True, "check_grad_overflow": True}
