@@ -77,6 +77,7 @@ def test_nonfinite_loss_on_one_rank_is_skipped_everywhere(tmp_path, strategy):
     state = torch.load(final if final.is_file() else sorted((final / "checkpoint").glob("*model_states.pt"))[0],
                        map_location="cpu", weights_only=False)
     assert state["global_step"] == 4 and state["vidact"]["skipped_steps"] == 1
+    assert state["lr_schedulers"][0]["last_epoch"] == 3  # the schedule follows the steps taken
     assert math.isfinite(state["vidact"]["loss_ema"])
     for name, weight in state["ema_state_dict"].items():
         assert torch.isfinite(weight).all(), f"ema {name}"
