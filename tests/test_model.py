@@ -254,3 +254,32 @@ def test_x0_prediction_is_read_as_the_same_velocity(tiny_cfg):
     assert out.future_frames.shape == batch.future_frames.shape and torch.isfinite(out.future_frames).all()
     with pytest.raises(ValueError, match="model.video_prediction"):
         dataclasses.replace(tiny_cfg, video_prediction="eps")
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "x0"])
+def test_video_residual_starts_from_the_last_observed_frame(tiny_cfg, prediction):
+    """model.video_residual: with the zero-initialised head a fresh model's one-step clean-frame
+    estimate is exactly the last observed frame (x0 mode), the cached and full paths agree, and
+    sampling returns finite frames of the right shape."""
+    cfg = dataclasses.replace(tiny_cfg, video_prediction=prediction, video_residual=True)
+    torch.manual_seed(0)
+    model = VidAct(cfg).eval()
+    batch = fake_batch(cfg, 2)
+    with torch.no_grad():
+        prefix = model.embed_prefix(batch)
+        last = model.encode_frames(batch.obs_frames[:, -1:]).repeat(1, cfg.future_frames, 1)
+        torch.testing.assert_close(prefix.future_base, last)
+        x = torch.randn_like(last)
+        tau = torch.full((2,), 0.7)
+        xa = torch.randn(2, cfg.chunk_length, cfg.action_dim)
+        full = model(prefix, x, xa, tau, torch.ones(2))
+        if prediction == "x0":
+            torch.testing.assert_close(x - 0.7 * full.video, last)  # x0_hat = x_tau - tau v
+        else:
+            torch.testing.assert_close(full.video, -last)  # zero head: v = 0 - base
+        torch.nn.init.normal_(model.future_out.weight, std=0.1)
+        full = model(prefix, x, xa, tau, torch.ones(2))
+        cached = model.forward_cached(model.cache_prefix(prefix), x, xa, tau, torch.ones(2))
+    torch.testing.assert_close(full.video, cached.video, atol=1e-5, rtol=1e-4)
+    out = Sampler(model, SamplerConfig(steps=2, guidance_scale=2.0)).sample(batch, Mode.POLICY, seed=0)
+    assert out.future_frames.shape == batch.future_frames.shape and torch.isfinite(out.future_frames).all()

@@ -56,6 +56,10 @@ class VidActConfig:
     # narrower network cannot carry the full-rank noise a velocity contains; clean frames lie on a
     # low-dimensional manifold. The loss and the sampler stay in velocity space either way.
     video_prediction: str = "velocity"
+    # Predict each future frame as a change from the last observed frame: the head's output is added
+    # to that frame's tokens (x0 mode) or subtracted from the velocity. With the zero-initialised
+    # head a fresh model already "imagines" a still scene and learns only what moves.
+    video_residual: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

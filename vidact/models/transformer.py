@@ -77,6 +77,7 @@ class KVCache:
     layers: list[tuple[Tensor, Tensor]]
     key_valid: Tensor | None = None
     layout: Any = None  # vidact.models.layout.TokenLayout of the prefix
+    future_base: Any = None  # [B,Nf,Dl] or None: the prefix's Prefix.future_base
 
 
 class Transformer(nn.Module):

@@ -42,6 +42,7 @@ class Prefix:
     tokens: Tensor  # [B,Np,D]
     key_valid: Tensor  # [B,Np] bool
     layout: TokenLayout  # the prefix groups only
+    future_base: Tensor | None = None  # [B,Nf,Dl] last observed frame's tokens (model.video_residual)
 
 
 @dataclass
@@ -187,7 +188,10 @@ class VidAct(nn.Module):
         parts.append(obs.flatten(1, 3))  # [B, Th*V*n, D]
         valid.append(obs_valid[:, :, None].expand(B, Th, n_obs).flatten(1))
         lengths[Group.OBS.value] = Th * n_obs
-        return Prefix(torch.cat(parts, 1), torch.cat(valid, 1), TokenLayout.build(**lengths))
+        base = None
+        if c.video_residual and self.future_tokens:
+            base = self.encode_frames(batch.obs_frames[:, -1:]).repeat(1, c.future_frames, 1)  # [B,Nf,Dl]
+        return Prefix(torch.cat(parts, 1), torch.cat(valid, 1), TokenLayout.build(**lengths), base)
 
     def embed_future(self, future_x: Tensor) -> Tensor:
         """[B, Tf*V*n, Dl] noisy latent tokens -> [B, Nf, D]"""
@@ -226,14 +230,21 @@ class VidAct(nn.Module):
             action = self.action_out(out[:, s.start - offset: s.stop - offset])
         return Prediction(video, action)
 
-    def _as_velocity(self, pred: Prediction, future_x: Tensor | None, tau_video: Tensor) -> Prediction:
-        """``model.video_prediction="x0"``: the head's clean-frame estimate as a velocity,
-        v = (x_tau - x0_hat) / tau, tau floored at X0_MIN_TAU (JiT's clip) so that near-clean inputs
-        do not divide by ~0. Frames given clean (tau = 0) are never scored or integrated."""
-        if self.config.video_prediction == "velocity" or pred.video is None:
+    def _as_velocity(self, pred: Prediction, future_x: Tensor | None, tau_video: Tensor,
+                     base: Tensor | None = None) -> Prediction:
+        """The future-frame head's output as a velocity. ``model.video_prediction="x0"``: the output
+        is a clean-frame estimate, v = (x_tau - x0_hat) / tau with tau floored at X0_MIN_TAU (JiT's
+        clip) so near-clean inputs do not divide by ~0. ``model.video_residual``: ``base`` (the last
+        observed frame's tokens) is added to x0_hat, or subtracted from a velocity (v = eps - x0).
+        Frames given clean (tau = 0) are never scored or integrated."""
+        if pred.video is None or (self.config.video_prediction == "velocity" and base is None):
             return pred
-        tau = tau_video.clamp(min=X0_MIN_TAU).to(pred.video.dtype).view(-1, 1, 1)
-        return Prediction((future_x.to(pred.video.dtype) - pred.video) / tau, pred.action)
+        out = pred.video
+        if self.config.video_prediction == "velocity":
+            return Prediction(out - base.to(out.dtype), pred.action)
+        x0 = out if base is None else out + base.to(out.dtype)
+        tau = tau_video.clamp(min=X0_MIN_TAU).to(out.dtype).view(-1, 1, 1)
+        return Prediction((future_x.to(out.dtype) - x0) / tau, pred.action)
 
     @staticmethod
     def _cond_index(layout: TokenLayout, device: torch.device, skip: int = 0) -> Tensor:
@@ -260,7 +271,7 @@ class VidAct(nn.Module):
         x = torch.cat([prefix.tokens, *parts], 1)
         cond = self._conditioning(tau_video, tau_action)
         out, _ = self.backbone(x, cond, self._cond_index(layout, device), mask)
-        return self._as_velocity(self._heads(out, layout), future_x, tau_video)
+        return self._as_velocity(self._heads(out, layout), future_x, tau_video, prefix.future_base)
 
     def cache_prefix(self, prefix: Prefix) -> KVCache:
         """Run the prefix through every layer once and keep its keys/values."""
@@ -269,7 +280,7 @@ class VidAct(nn.Module):
         mask = attention_mask(prefix.layout, prefix.key_valid).to(device)
         _, cache = self.backbone(prefix.tokens, self._conditioning(zeros, zeros),
                                  self._cond_index(prefix.layout, device), mask, return_cache=True)
-        cache.key_valid, cache.layout = prefix.key_valid, prefix.layout
+        cache.key_valid, cache.layout, cache.future_base = prefix.key_valid, prefix.layout, prefix.future_base
         return cache
 
     def forward_cached(self, cache: KVCache, future_x: Tensor | None, action_x: Tensor | None, tau_video: Tensor,
@@ -287,7 +298,7 @@ class VidAct(nn.Module):
         mask = attention_mask(layout, key_valid).to(device)[:, :, Np:]  # [B,1,Ng,Np+Ng]
         out, _ = self.backbone(x, self._conditioning(tau_video, tau_action),
                                self._cond_index(layout, device, skip=Np), mask, cache=cache)
-        return self._as_velocity(self._heads(out, layout, offset=Np), future_x, tau_video)
+        return self._as_velocity(self._heads(out, layout, offset=Np), future_x, tau_video, cache.future_base)
 
 
 def describe(model: VidAct) -> str:
