@@ -7,7 +7,7 @@ asked for). The model code is written for one device; everything distributed liv
 |---|---|---|
 | ``auto`` | Lightning's choice (DDP for several devices) | same, gloo |
 | ``ddp`` | ``DDPStrategy`` (nccl) | ``DDPStrategy`` (gloo) |
-| ``deepspeed_zero2`` / ``_zero3`` | ``VidActDeepSpeedStrategy`` (Lightning's, see below) | :class:`CPUDeepSpeedStrategy` (gloo) |
+| ``deepspeed_zero2`` / ``_zero3`` | ``VidActDeepSpeedStrategy`` (see below) | :class:`CPUDeepSpeedStrategy` (gloo) |
 | ``fsdp`` | ``FSDPStrategy`` (untested here: no GPU) | refused with a config error (Lightning requires CUDA) |
 
 Lightning's ``DeepSpeedStrategy`` refuses any accelerator but CUDA, although DeepSpeed's ZeRO-2
@@ -140,8 +140,9 @@ def _deepspeed_class(cpu: bool):
         def save_checkpoint(self, checkpoint, filepath, storage_options=None) -> None:
             hidden = getattr(self.lightning_module, "zero3_hidden", None) if self.lightning_module else None
             if hidden:
-                checkpoint = {**checkpoint, FROZEN_STATE_KEY: {
-                    f"{prefix}.{k}": v.detach().cpu() for prefix, m in hidden.items() for k, v in m.state_dict().items()}}
+                frozen = {f"{prefix}.{k}": v.detach().cpu() for prefix, m in hidden.items()
+                          for k, v in m.state_dict().items()}
+                checkpoint = {**checkpoint, FROZEN_STATE_KEY: frozen}
             super().save_checkpoint(checkpoint, filepath, storage_options)
 
         def load_checkpoint(self, checkpoint_path, weights_only=None):
