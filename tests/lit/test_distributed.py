@@ -91,9 +91,9 @@ def test_deepspeed_zero3_cpu_trains_saves_resumes_exports(tmp_path, devices):
     from PIL import Image
     from safetensors.torch import load_file
 
+    from vidact.cli import main
     from vidact.config import load
     from vidact.export.consolidate import consolidate
-    from vidact.export.package import package
     from vidact.lit.datamodule import GeneratedBatches
     from vidact.lit.media import MediaCallback
     from vidact.models import VidAct
@@ -136,7 +136,9 @@ def test_deepspeed_zero3_cpu_trains_saves_resumes_exports(tmp_path, devices):
             assert np.array_equal(np.asarray(Image.open(path)),
                                   np.asarray(Image.open(straight / "media" / path.name))), path.name
 
-    bundle = package(resumed, tmp_path / "bundle")
+    # `vidact export` straight from the ZeRO-3 checkpoint folder (the run's config.yaml is found above it).
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(resumed / "checkpoints" / "step-00000004.ckpt"), str(bundle)]) == 0
     weights = load_file(str(bundle / "model.safetensors"))
     assert set(weights) == {"model." + n for n in b.state_dict}
     for name, weight in b.state_dict.items():
