@@ -99,6 +99,11 @@ def actions_plot(real: torch.Tensor | None, predicted: torch.Tensor) -> Image.Im
     return image
 
 
+def _full_ema(pl_module) -> dict[str, torch.Tensor]:
+    full = getattr(pl_module, "full_ema", None)
+    return full() if full is not None else dict(getattr(pl_module, "ema", None) or {})
+
+
 def video_frames(obs: torch.Tensor, real: torch.Tensor | None, predicted: torch.Tensor) -> np.ndarray:
     """obs [B,Th,V,C,H,W], real / predicted [B,Tf,V,C,H,W] -> [Th+Tf, H', W', 3] uint8 (first camera).
 
@@ -165,13 +170,14 @@ class MediaCallback(Callback):
             return
         # ZeRO-3: every rank takes part in gathering the weights; only rank 0 copies and samples.
         with gathered(trainer, pl_module.model.parameters()):
-            model = self._ema_model(pl_module) if trainer.is_global_zero else None
+            ema = _full_ema(pl_module)  # collective under ZeRO-3 (the EMA is sharded like the weights)
+            model = self._ema_model(pl_module, ema) if trainer.is_global_zero else None
         if trainer.is_global_zero:
             self.write(pl_module, item[1], step, trainer.loggers, model=model)
 
     @torch.no_grad()
     def write(self, pl_module, batch: Batch, step: int, loggers=(), model=None) -> list[Path]:
-        model = model if model is not None else self._ema_model(pl_module)
+        model = model if model is not None else self._ema_model(pl_module, _full_ema(pl_module))
         batch = pick(batch, self.cfg.log.media_samples)
         # Samples without actions among those picked: the whole set is shown in video mode.
         has_actions = batch.actions is not None and (batch.has_actions is None or bool(batch.has_actions.all()))
@@ -202,9 +208,9 @@ class MediaCallback(Callback):
                                  caption=[p.name for p in videos], format=["mp4"] * len(videos))
         return written + videos
 
-    def _ema_model(self, pl_module):
-        """Rank 0's full copy of the model with the EMA weights (under ZeRO-3: call it inside
-        :func:`vidact.lit.strategy.gathered`, the live parameters hold empty shards outside)."""
+    def _ema_model(self, pl_module, ema: dict[str, torch.Tensor]):
+        """Rank 0's full copy of the model with the ``ema`` weights (whole tensors). Under ZeRO-3 call
+        it inside :func:`vidact.lit.strategy.gathered`: the live parameters hold empty shards outside."""
         hidden = getattr(pl_module, "zero3_hidden", None) or {}  # frozen modules kept out of ZeRO-3
         if self._model is None:
             if hidden:  # a deep copy of a partitioned model would copy empty shards
@@ -214,7 +220,6 @@ class MediaCallback(Callback):
             else:
                 self._model = copy.deepcopy(pl_module.model)
         model = self._model
-        ema = getattr(pl_module, "ema", None)
         with torch.no_grad():
             model.load_state_dict(pl_module.model.state_dict(), strict=not hidden)
             for key, module in hidden.items():

@@ -24,8 +24,8 @@ from vidact.generative import training_loss
 from vidact.models import VidAct
 from vidact.lit.datamodule import draw_seed
 from vidact.lit.optim import build_optimizer
-from vidact.lit.strategy import (any_rank, deepspeed_zero_stage, gathered, is_deepspeed,
-                                 register_zero3_external_parameters)
+from vidact.lit.strategy import (any_rank, deepspeed_zero_stage, ema_view, is_deepspeed,
+                                 register_zero3_external_parameters, zero3_gather, zero3_local_shard)
 from vidact.types import Batch
 
 # Offset between the data's seed and the loss noise's seed for the same batch index.
@@ -107,10 +107,9 @@ class VidActModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if deepspeed_zero_stage(self.trainer) == 3:
             register_zero3_external_parameters(self, self.model)
-        if self.ema is None:  # a resumed run loaded its EMA in on_load_checkpoint
-            # Under ZeRO-3 the parameters are partitioned: gathered (on every rank) to copy them.
-            with gathered(self.trainer, [p for _, p in self._trainable()]):
-                self.ema = {n: p.detach().float().clone() for n, p in self._trainable()}
+        if self.ema is None:  # a resumed run loaded its EMA in on_load_checkpoint (DeepSpeed: after this)
+            # Under ZeRO-3 each rank keeps the EMA of its own partition (strategy.ema_view).
+            self.ema = {n: ema_view(self.trainer, p).detach().float().clone() for n, p in self._trainable()}
 
     def configure_optimizers(self):
         optimizer, scheduler = build_optimizer(self.model, self.cfg.train)
@@ -258,25 +257,34 @@ class VidActModule(L.LightningModule):
         # quickstart's 1200-step run exported such weights: jagged action chunks, pure-noise frames.
         n = max(self.trainer.global_step - self.skipped_steps, 0)
         decay = min(self.cfg.train.ema_decay, (1 + n) / (10 + n))
-        # Under ZeRO-3 every rank gathers the full weights and keeps a full EMA (memory: one fp32
-        # copy of the trainable weights per rank).
-        with torch.no_grad(), gathered(self.trainer, [p for _, p in self._trainable()]):
+        with torch.no_grad():
             for name, p in self._trainable():
+                source = ema_view(self.trainer, p)  # under ZeRO-3 this rank's partition: no gather
                 ema = self.ema[name]
-                if ema.device != p.device:
-                    ema = self.ema[name] = ema.to(p.device)
-                ema.lerp_(p.detach().float(), 1 - decay)
+                if ema.device != source.device:
+                    ema = self.ema[name] = ema.to(source.device)
+                ema.lerp_(source.detach().float(), 1 - decay)
+
+    def full_ema(self) -> dict[str, torch.Tensor]:
+        """The EMA as whole tensors; under ZeRO-3 gathered from the ranks' shards (collective)."""
+        if self.ema and self._trainer is not None and deepspeed_zero_stage(self.trainer) == 3:
+            return zero3_gather(self.ema, dict(self._trainable()))
+        return dict(self.ema or {})
 
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["ema_state_dict"] = {n: t.detach().cpu() for n, t in (self.ema or {}).items()}
+        checkpoint["ema_state_dict"] = {n: t.detach().cpu() for n, t in self.full_ema().items()}  # every rank
         checkpoint["vidact"] = {"batches_consumed": self.batches_consumed, "skipped_steps": self.skipped_steps,
                                 "loss_ema": self.loss_ema, "torch_rng_state": torch.get_rng_state()}
         checkpoint["vidact_skipped_files"] = sorted(self.skipped_files.all | self.skipped_files.local)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.ema = dict(checkpoint.get("ema_state_dict") or {}) or None
+        if self.ema and self._trainer is not None and deepspeed_zero_stage(self.trainer) == 3:
+            # Whole tensors in the checkpoint; the engine exists already (DeepSpeed restores after
+            # set-up): keep this rank's partition.
+            self.ema = {n: zero3_local_shard(self.ema[n], p).float() for n, p in self._trainable()}
         state = checkpoint.get("vidact", {})
         self.batches_consumed = int(state.get("batches_consumed", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))

@@ -214,6 +214,42 @@ def gathered(trainer, params):
     return deepspeed.zero.GatheredParameters(list(params), modifier_rank=None)
 
 
+def ema_view(trainer, parameter: torch.Tensor) -> torch.Tensor:
+    """What the EMA of ``parameter`` follows on this rank: the parameter itself, or under ZeRO-3
+    this rank's flat partition of it (``ds_tensor``, updated in place by the ZeRO optimizer). The
+    EMA under ZeRO-3 is sharded like the parameters: no gather per step, 1/world of the memory."""
+    return parameter.ds_tensor if deepspeed_zero_stage(trainer) == 3 else parameter
+
+
+def zero3_local_shard(full: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
+    """This rank's flat partition of ``full`` (a whole tensor shaped like the ZeRO-3 ``parameter``),
+    laid out as DeepSpeed partitions: contiguous chunks of ``partition_numel`` in rank order,
+    zero padded at the end."""
+    size = parameter.ds_tensor.numel()
+    start = dist.get_rank(group=parameter.ds_process_group) * size
+    flat = full.detach().reshape(-1)[start:start + size]
+    return torch.cat([flat, flat.new_zeros(size - flat.numel())]) if flat.numel() < size else flat.clone()
+
+
+def zero3_gather(shards: dict[str, torch.Tensor], parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Whole tensors from every rank's :func:`zero3_local_shard` (collective: call on every rank).
+    One all-gather for all of them: every rank holds equal-sized partitions."""
+    if not shards:
+        return {}
+    names = list(shards)
+    group = parameters[names[0]].ds_process_group
+    flat = torch.cat([shards[n].reshape(-1) for n in names])
+    parts = [torch.empty_like(flat) for _ in range(dist.get_world_size(group=group))]
+    dist.all_gather(parts, flat, group=group)
+    out, offset = {}, 0
+    for name in names:
+        p, size = parameters[name], shards[name].numel()
+        whole = torch.cat([part[offset:offset + size] for part in parts])[:p.ds_numel]
+        out[name] = whole.view(p.ds_shape).clone()
+        offset += size
+    return out
+
+
 def any_rank(flags: torch.Tensor) -> torch.Tensor:
     """Element-wise max of a small flag tensor over all ranks (identity on one process).
 
