@@ -23,11 +23,12 @@ the frame tokenizer, so one rank ran T5 while the other did not and the next bac
 (one rank waiting in an all-gather, the other in the gradient reduce-scatter). Frozen modules have
 no gradients and no optimizer state, so :func:`hide_frozen_modules` keeps them out of the engine:
 full replicas on every rank, invisible to ZeRO-3's hooks, saved as ``frozen_state_dict`` client
-state next to the shards (``vidact.export.consolidate`` merges them back). Anything that needs the
-whole weights outside a forward (the EMA, media) gathers them on every rank with
-:func:`gathered`. The EMA under ZeRO-3 is a full fp32 copy of the trainable weights on every
-rank (updated inside a gather after each step): simple and exact, but it costs the memory ZeRO-3
-saves on the parameters; a per-rank sharded EMA would be the next step for models near the limit.
+state next to the shards (``vidact.export.consolidate`` merges them back). Media needs the whole
+weights outside a forward: every rank joins :func:`gathered`, then rank 0 samples from its own copy.
+The EMA under ZeRO-3 is sharded like the parameters (:func:`ema_view`): each rank follows its own
+partition, with no communication per step; checkpoints and media gather it (:func:`zero3_gather`,
+one all-gather), and a resumed run splits it again (:func:`zero3_local_shard`). After the same
+steps it equals ZeRO-2's whole-tensor EMA (tests/lit/test_distributed.py, slow).
 
 A non-finite loss is skipped under DeepSpeed as under DDP (``VidActModule._bad_step``): every
 rank runs backward on the loss times NaN and the ZeRO optimizer discards the step as an overflow;
