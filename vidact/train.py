@@ -4,7 +4,7 @@
       config.yaml               the resolved config
       metrics.csv, hparams.yaml Lightning's CSVLogger
       wandb/, wandb_id          the wandb run (offline by default); the id is reused on resume
-      media/                    predicted vs real future frames and actions (log.media_every)
+      media/                    predicted vs real future frames and actions, PNG + mp4 (log.media_every)
       checkpoints/              step-N.ckpt (keep-last-N), last.ckpt -> newest, best.ckpt
                                 (vidact.lit.checkpoints: atomic writes)
 
