@@ -59,6 +59,11 @@ train fsdp fsdp train.steps=40
 # 3. ZeRO-3 resume: the 40-step run continues to 60 from its newest checkpoint.
 train zero3 deepspeed_zero3 train.steps=60
 ls -la "$RUNS/zero3/checkpoints" 2>&1 | head -20
+grep -h "resuming from\|starting from scratch\|unreadable" "$RUNS"/train_zero3.log "$OUT/steps.log" 2>/dev/null | tail -3
+step consolidate_zero3 120 $PY -c "
+from vidact.export.consolidate import consolidate
+m = consolidate('$RUNS/zero3')
+print('CHECK zero3 consolidated: step', m.global_step, 'tensors', len(m.state_dict), 'ema', m.used_ema)"
 fi
 if want export; then
 # 4. Export the ZeRO-3 run and act with the bundle on the GPU and on the CPU, same observation and seed.
