@@ -73,7 +73,8 @@ def evaluate_arm(arm: Path, args, env) -> dict:
         run([*VIDACT, "export", str(arm / "run"), str(bundle), "--overwrite"], arm / "export.log", env)
     for task in args.tasks:
         folder = arm / "eval" / task
-        if not (folder / "results.json").is_file():
+        done = folder / "results.json"
+        if not done.is_file() or json.loads(done.read_text())["episodes"] != args.eval_episodes:
             print(f"== {arm.name}: eval {task}", flush=True)
             run([*VIDACT, "eval", str(bundle), "--env", "metaworld", "--task", task, "--episodes",
                  str(args.eval_episodes), "--mode", "policy_fast", "--max-steps", str(args.max_steps),
