@@ -9,6 +9,12 @@ localhost, ``PolicyClient.infer``). Weights are random (latency does not depend 
 ``--bundle`` times an exported bundle instead. Shapes default to the MetaWorld recipe
 (configs/model/metaworld_96.yaml: 96x96, 2 history frames, 1 future frame, 16x4 chunk, patch 12).
 Reports median and 90th percentile over ``--calls`` calls after 2 warm-up calls.
+
+``--lerobot act diffusion`` adds LeRobot's own policies in the same run, at their default sizes
+(random weights, no ImageNet backbone download) on the same observation: one
+``select_action`` per call after ``reset()`` and LeRobot's preprocessor pipeline, i.e. with an
+empty action queue, so every call predicts a whole chunk; diffusion at each of ``--steps`` denoising steps and its own
+default (100). No server column for them.
 """
 
 from __future__ import annotations
@@ -60,6 +66,46 @@ def build(flavor: str, bundle: str | None, mode: str, steps: int) -> Policy:
     return Policy(model, SamplerConfig(steps=steps), {"cameras": {"keys": ["observation.image"]}}, mode)
 
 
+def lerobot_policy(kind: str, image_size: int, steps: int | None):
+    """LeRobot's ``kind`` policy with its default config for MetaWorld's features, random weights."""
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.factory import make_policy_config, make_pre_post_processors, get_policy_class
+
+    cfg = make_policy_config(kind, device="cpu", pretrained_backbone_weights=None)
+    cfg.input_features = {"observation.image": PolicyFeature(FeatureType.VISUAL, (3, image_size, image_size)),
+                          "observation.state": PolicyFeature(FeatureType.STATE, (4,))}
+    cfg.output_features = {"action": PolicyFeature(FeatureType.ACTION, (4,))}
+    if kind == "diffusion":
+        cfg.crop_shape = None  # the 84x84 default crop assumes 96x96 inputs
+        if steps:
+            cfg.num_inference_steps = steps
+    torch.manual_seed(0)
+    policy = get_policy_class(kind)(cfg).eval()
+    pre, _ = make_pre_post_processors(cfg, dataset_stats=None)
+    return policy, pre
+
+
+def time_lerobot(kind: str, args) -> None:
+    steps_list = [*args.steps, None] if kind == "diffusion" else [None]
+    for steps in steps_list:
+        policy, pre = lerobot_policy(kind, args.image_size, steps)
+        obs = observation(args.image_size)
+        batch = {"observation.image": obs["observation.image"][None], "observation.state":
+                 torch.from_numpy(obs["observation.state"])[None], "task": [obs["task"]]}
+
+        def chunk():
+            policy.reset()
+            with torch.no_grad():  # an empty queue: select_action predicts a whole chunk
+                return policy.select_action(pre(batch))
+
+        calls = args.calls if kind != "diffusion" or steps else max(2, args.calls // 5)
+        local = time_calls(chunk, calls)
+        params = sum(p.numel() for p in policy.parameters()) / 1e6
+        n = steps or getattr(policy.config, "num_inference_steps", None) or "-"
+        print(f"| lerobot {kind} | {params:.2f}M | chunk of {policy.config.n_action_steps if kind == 'act' else policy.config.horizon} "
+              f"| {n} | {local[0]:.1f} / {local[1]:.1f} | - |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flavors", nargs="+", default=["tiny", "S"])
@@ -70,6 +116,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=480, help="incoming camera resolution (lerobot-eval: 480)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-server", action="store_true")
+    parser.add_argument("--lerobot", nargs="*", default=[], choices=["act", "diffusion"],
+                        help="also time LeRobot's own policies (default sizes) on the same observation")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,6 +141,8 @@ def main() -> None:
                 far = f"{remote[0]:.1f} / {remote[1]:.1f}" if remote else "-"
                 print(f"| {flavor} | {params:.2f}M | {mode} | {steps} | {local[0]:.1f} / {local[1]:.1f} | {far} |",
                       flush=True)
+    for kind in args.lerobot:
+        time_lerobot(kind, args)
 
 
 if __name__ == "__main__":
