@@ -101,3 +101,22 @@ def test_config_is_an_omegaconf_structured_config():
     cfg = OmegaConf.structured(DataConfig(kind="mixture", sources=[SourceConfig(path="d", weight=2.0)]))
     back = OmegaConf.to_object(OmegaConf.merge(cfg, {"sources": [{"path": "e", "kind": "webvideo"}]}))
     assert isinstance(back.sources[0], SourceConfig) and back.sources[0].kind == "webvideo"
+
+
+def test_fewer_items_than_a_batch_still_give_batches(synthetic_dataset, video_dir):
+    """A manifest of a few videos and a batch larger than it: every pass must still hold a batch
+    (with drop_last a pass of fewer samples than the batch held none and training waited forever)."""
+    from vidact.lit.datamodule import _Indexed
+
+    cfg = DataConfig(kind="webvideo", num_workers=0, sources=[
+        SourceConfig(kind="webvideo", path=str(video_dir / "manifest.jsonl"), fps=6.0)])
+    n_videos = len(build_sources(cfg, VidActConfig(**MODEL))[0][0])
+    loader, sampler = build_loader(cfg, VidActConfig(**MODEL), batch_size=n_videos + 3)
+    assert len(sampler) == n_videos + 3
+    stream = iter(_Indexed(loader, 0))
+    assert [next(stream)[0] for _ in range(3)] == [0, 1, 2]
+    assert next(stream)[1].batch_size == n_videos + 3
+    empty = _Indexed(build_loader(cfg, VidActConfig(**MODEL), batch_size=n_videos + 3,
+                                  samples_per_epoch=n_videos)[0], 0)
+    with pytest.raises(RuntimeError, match="no batch in a whole pass"):
+        next(iter(empty))

@@ -238,6 +238,10 @@ def build_loader(data_cfg, model_cfg, batch_size: int, *, rank: int = 0, world_s
         raise ValueError(f"data.kind={data_cfg.kind!r} does not read datasets")
     datasets, names, weights = build_sources(data_cfg, model_cfg)
     mixture = MixtureDataset(datasets, names, frame_keys=bool(data_cfg.cache_dir))
+    if samples_per_epoch is None and sum(len(d) for d in datasets) // world_size < batch_size:
+        # Fewer items per rank than one batch (a handful of videos): with drop_last a nominal epoch
+        # would hold no batch at all. An epoch of one batch revisits items (new clips each pass).
+        samples_per_epoch = batch_size
     sampler = MixtureSampler([len(d) for d in datasets], weights, seed=data_cfg.seed, rank=rank,
                              world_size=world_size, names=names, samples_per_epoch=samples_per_epoch)
     loader = DataLoader(mixture, batch_size=batch_size, sampler=sampler, num_workers=data_cfg.num_workers,

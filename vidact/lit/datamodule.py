@@ -62,9 +62,14 @@ class _Indexed:
     def __iter__(self) -> Iterator[tuple[int, Batch]]:
         index = self.start
         while True:  # the sampler's epochs are nominal; training length is train.steps
+            start = index
             for batch in self.loader:
                 yield index, batch
                 index += 1
+            if index == start:
+                raise RuntimeError(f"the data loader yielded no batch in a whole pass ({len(self.loader.sampler)} "
+                                   f"samples per pass, batch size {self.loader.batch_size}); training would wait "
+                                   "forever")
 
 
 class VidActDataModule(L.LightningDataModule):
