@@ -53,10 +53,18 @@ def _flavors(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from vidact.export.package import package
+    from vidact.export.torch_export import ExportParityError
 
-    out = package(args.checkpoint, args.out, mode=args.mode, n_action_steps=args.n_action_steps,
-                  prefer_ema=not args.no_ema, config_path=args.config, overwrite=args.overwrite)
+    try:
+        out = package(args.checkpoint, args.out, mode=args.mode, n_action_steps=args.n_action_steps,
+                      prefer_ema=not args.no_ema, config_path=args.config, overwrite=args.overwrite,
+                      format=args.format)
+    except ExportParityError as e:
+        print(f"vidact export: error: {e}; nothing was written", file=sys.stderr)
+        return 1
     print(f"vidact export: policy bundle written to {out}")
+    if args.format == "torch_export":
+        print(f"vidact export: torch.export program written to {out / 'policy_fast.pt2'}")
     return 0
 
 
@@ -133,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-action-steps", type=int, default=None, help="open-loop steps per chunk (default K/2)")
     p.add_argument("--config", default=None, help="config.yaml, when the checkpoint is not inside its run directory")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights instead of the EMA")
+    p.add_argument("--format", default="bundle", choices=["bundle", "torch_export"],
+                   help="torch_export: also write policy_fast.pt2 (torch.export of the policy_fast path), "
+                        "checked against PyTorch on the same inputs and noise")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_export)
 

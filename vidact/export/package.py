@@ -9,6 +9,8 @@
                               device only), for lerobot-eval through vidact.deploy.lerobot_plugin
       vidact_policy.json     action space (dim, bounds), text encoder reference, camera keys and the
                               camera resolution the data was recorded at, provenance
+      policy_fast.pt2, vidact_policy_fast.json   only with format="torch_export" (--format
+                              torch_export): vidact.export.torch_export
 
 Everything ``vidact.deploy.policy.Policy`` needs is in these three files: no Lightning, no
 omegaconf, no training config at load time.
@@ -33,6 +35,7 @@ WEIGHTS_NAME = "model.safetensors"
 POLICY_INFO_NAME = "vidact_policy.json"
 POLICY_TYPE = "vidact"
 BUNDLE_FORMAT = 1
+FORMATS = ("bundle", "torch_export")  # torch_export: the bundle + policy_fast.pt2
 PRIMARY_IMAGE_KEY = "observation.image"  # LeRobot's key for a single-camera env (MetaWorld, PushT)
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
@@ -95,12 +98,16 @@ def lerobot_config(cfg, camera_keys: list[str], mode: str, n_action_steps: int) 
 
 def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_fast",
             n_action_steps: int | None = None, prefer_ema: bool = True, config_path: str | Path | None = None,
-            overwrite: bool = False) -> Path:
-    """Consolidate ``run_or_checkpoint`` and write the bundle to ``out``; returns ``out``."""
+            overwrite: bool = False, format: str = "bundle", log=print) -> Path:
+    """Consolidate ``run_or_checkpoint`` and write the bundle to ``out``; returns ``out``.
+    ``format="torch_export"`` also writes ``policy_fast.pt2`` (``vidact.export.torch_export``) and
+    fails, writing nothing, when its parity check against the PyTorch sampler fails."""
     from vidact.config import from_yaml
     from vidact.generative.schedule import Mode
 
     mode = Mode(mode).value
+    if format not in FORMATS:
+        raise ValueError(f"export format {format!r} is not one of {list(FORMATS)}")
     merged: Consolidated = consolidate(run_or_checkpoint, prefer_ema=prefer_ema)
     config_file = Path(config_path) if config_path else (merged.run_dir / "config.yaml" if merged.run_dir else None)
     if config_file is None or not config_file.is_file():
@@ -122,6 +129,10 @@ def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_
     out = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         _write_bundle(out, cfg, merged, mode, n_action_steps)
+        if format == "torch_export":
+            from vidact.export.torch_export import export_policy_fast
+
+            export_policy_fast(out, log=log)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
