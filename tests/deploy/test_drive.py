@@ -162,7 +162,10 @@ def test_ctrl_c_stops_disconnects_and_still_writes_the_summary(metaworld_bundle,
     proc = subprocess.Popen([sys.executable, "-m", "vidact.cli", "drive", str(metaworld_bundle),
                              "--robot.type=metaworld_sim", "--seconds", "60", "--fps", "20", "--threads", "1",
                              "--record", str(video)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV)
+                            env=ENV,
+                            # A shell's background job (CI run with `&`) inherits SIGINT ignored, and
+                            # Python then installs no KeyboardInterrupt handler: give the child a terminal's.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = ""
         while "vidact drive: metaworld_sim at" not in line:  # connected, the loop is starting
