@@ -116,9 +116,12 @@ def index_shards(shards: list[str | Path]) -> list[VideoEntry]:
     return entries
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264") -> Path:
+def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264",
+                options: dict[str, str] | None = None) -> Path:
     """Encode uint8 [T,H,W,3] frames to a video file with PyAV (H.264 by default, ``libsvtav1`` for
-    AV1). Odd sizes are allowed: frames are padded by one pixel to the even size yuv420p needs."""
+    AV1; ``options`` go to the encoder, e.g. ``{"crf": "18"}``). Odd sizes are allowed: frames are
+    padded by one pixel to the even size yuv420p needs. Written beside ``path`` and renamed, so a
+    killed write never leaves a truncated file under the final name."""
     import av
     from fractions import Fraction
 
@@ -126,12 +129,16 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
     path.parent.mkdir(parents=True, exist_ok=True)
     T, H, W, _ = frames.shape
     even = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
-    with av.open(str(path), "w") as container:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    with av.open(str(tmp), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = even.shape[2], even.shape[1], "yuv420p"
+        if options:
+            stream.options = dict(options)
         for frame in even:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
         container.mux(stream.encode())
+    tmp.replace(path)
     return path
 
 

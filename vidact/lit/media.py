@@ -133,23 +133,10 @@ def video_frames(obs: torch.Tensor, real: torch.Tensor | None, predicted: torch.
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int = VIDEO_FPS) -> Path:
-    """[T,H,W,3] uint8 (even H and W) -> an H.264 mp4 at ``path`` (PyAV; written atomically)."""
-    import av
+    """[T,H,W,3] uint8 -> an H.264 mp4 at ``path`` (vidact's one mp4 writer, written atomically)."""
+    from vidact.data.webvideo import write_video
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    tmp.replace(path)
-    return path
+    return write_video(path, frames, fps=fps, options={"crf": "18"})
 
 
 class MediaCallback(Callback):
