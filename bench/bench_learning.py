@@ -1,27 +1,41 @@
 """Learning, side by side: vidact (joint video + actions), its actions-only ablation, and LeRobot's
-ACT and diffusion policy, trained on the same MetaWorld demonstrations on the same machine and
-evaluated closed loop on the same held-out seeds.
+ACT and diffusion policy, trained on the same MetaWorld demonstrations with the same wall-clock
+budget on the same machine, and evaluated closed loop on the same held-out seeds, with a learning
+curve (success against training minutes) for every method.
 
     MUJOCO_GL=egl HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_learning.py \\
-        --dataset outputs/quickstart/metaworld --methods vidact vidact_actions_only act \\
-        --budget-minutes 13 --eval-episodes 50 --out outputs/bench_learning
+        --dataset outputs/quickstart/metaworld --budget-minutes 15 --eval-episodes 50 \\
+        --curve-episodes 20 --out outputs/bench_learning
 
-Methods (each trained from scratch, one after another so they do not share the CPU):
+Methods (each trained from scratch, one after another, each for ``--budget-minutes`` of wall
+clock, start-up and checkpoint writing included):
 
-- ``vidact``: ``recipes/quickstart_metaworld.yaml`` for ``--vidact-steps`` steps (the quickstart).
-- ``vidact_actions_only``: the same recipe and steps with the video loss off (weight 0) and
-  ``policy_fast`` (future frames dropped) rehearsed more often (mode weight 1.0 instead of 0.2;
-  the other modes keep theirs, so future-frame tokens still enter some training sequences as
-  inputs, but nothing is learned from predicting them). The table shows each one's wall clock.
+- ``vidact``: ``recipes/quickstart_metaworld.yaml`` (its cosine schedule spanning ``--vidact-steps``,
+  about what the budget allows on one core), a checkpoint every ``--vidact-checkpoint-every`` steps
+  and one when the budget stops it (vidact checkpoints on SIGINT; a LeRobot run keeps its last
+  periodic checkpoint).
+- ``vidact_actions_only``: the same with the video loss off (weight 0) and ``policy_fast`` (future
+  frames dropped) rehearsed more often (mode weight 1.0 instead of 0.2; future-frame tokens still
+  enter some training sequences as inputs, but nothing is learned from predicting them).
 - ``act`` / ``diffusion``: LeRobot's own ``lerobot-train`` with its defaults for the policy type
-  (batch ``--lerobot-batch-size``, ImageNet backbone weights off: no hub here), stopped after
-  ``--budget-minutes`` of wall clock; the newest checkpoint is evaluated. Diffusion samples with
-  ``--diffusion-steps`` denoising steps at evaluation (LeRobot's default is 100).
+  (batch ``--lerobot-batch-size``, ImageNet backbone weights off: no hub here), a checkpoint every
+  ``--act-save-every`` / ``--diffusion-save-every`` steps, stopped when the budget is spent.
+  Diffusion samples with ``--diffusion-steps`` denoising steps at evaluation (LeRobot's default is 100).
 
-Evaluation: ``vidact.deploy.sim`` (the renderer the data came from), ``--eval-episodes`` seeds per
-task from ``--eval-seed`` (held out from the generator's seeds), ``--max-steps`` cap; vidact in
-``policy_fast`` mode. Each method's results land in OUT/METHOD/eval/TASK/results.json, the table
-in OUT/results.md. Finished stages are skipped when the script is re-run with the same OUT.
+CPUs: training runs on ``--train-cpus`` (``taskset``; default CPU 0) while a second process
+(``--eval-worker``, on ``--eval-cpus``, default the other CPUs) evaluates the checkpoints of the
+methods that finished training, so evaluation never takes time from a training budget.
+
+Evaluation: ``vidact.deploy.sim``'s MetaWorld set-up (the renderer the data came from), held-out
+seeds from ``--eval-seed``, ``--max-steps`` cap. Every method's last checkpoint is evaluated on
+``--eval-episodes`` seeds per task (the table), every earlier checkpoint on the first
+``--curve-episodes`` of them (the curve, which uses the first ``--curve-episodes`` seeds of every
+checkpoint, the last included). vidact runs one episode at a time in ``policy_fast`` mode through
+``vidact.deploy.sim.evaluate``; LeRobot policies step ``--lerobot-eval-batch`` environments in lock
+step with one batched ``select_action`` per step, as ``lerobot-eval`` does (their per-call cost at
+batch 1, seconds for diffusion, would not fit 50 seeds otherwise). Results land in
+OUT/METHOD/eval/step-N/TASK/results.json; OUT/results.md holds the tables, OUT/learning_curve.png
+the plot. Finished stages are skipped when the script is re-run with the same OUT.
 """
 
 from __future__ import annotations
@@ -43,6 +57,11 @@ VIDACT = [sys.executable, "-m", "vidact.cli"]
 TASKS = ["button-press-topdown-v3", "drawer-open-v3"]
 
 
+METHODS = ["vidact", "vidact_actions_only", "act", "diffusion"]
+COLORS = {"vidact": (31, 119, 180), "vidact_actions_only": (44, 160, 44), "act": (214, 39, 40),
+          "diffusion": (148, 103, 189)}
+
+
 def run(cmd: list[str], log: Path, env: dict, deadline_s: float | None = None) -> float:
     """Run ``cmd`` with output to ``log``; stop it (SIGINT, then SIGKILL) after ``deadline_s``."""
     start, stopped = time.perf_counter(), False
@@ -60,36 +79,57 @@ def run(cmd: list[str], log: Path, env: dict, deadline_s: float | None = None) -
                 proc.wait()
     seconds = deadline_s if stopped else time.perf_counter() - start
     if proc.returncode and not stopped:
-        raise RuntimeError(f"{' '.join(cmd[:4])}... failed (exit {proc.returncode}); see {log}")
+        raise RuntimeError(f"{' '.join(cmd[:6])}... failed (exit {proc.returncode}); see {log}")
     return seconds
 
 
+def pinned(cpus: str) -> list[str]:
+    return ["taskset", "-c", cpus] if cpus else []
+
+
+def minutes_since(path: Path, start: float) -> float:
+    return round((path.stat().st_mtime - start) / 60, 2)
+
+
 def train_vidact(name: str, args, out: Path, env: dict) -> dict:
-    overrides = [f"run_dir={out / 'run'}", f"train.steps={args.vidact_steps}", "log.wandb=disabled",
+    overrides = [f"run_dir={out / 'run'}", f"train.steps={args.vidact_steps}", f"train.checkpoint_every={args.vidact_checkpoint_every}",
+                 "train.keep_last=1000", "log.wandb=disabled", "log.media_every=0",
                  f"data.sources=[{{kind: lerobot, path: {args.dataset}}}]"]
     if name == "vidact_actions_only":
         overrides += ["generative.video_loss_weight=0.0", "generative.mode_weights.policy_fast=1.0"]
-    seconds = run([*VIDACT, "train", args.recipe, *overrides], out / "train.log", env)
-    run([*VIDACT, "export", str(out / "run"), str(out / "policy"), "--overwrite"], out / "export.log", env)
-    return {"train_seconds": seconds, "steps": args.vidact_steps, "policy": str(out / "policy")}
+    start = time.time()
+    # Stopped like the LeRobot runs, at the budget counted from the process start (start-up
+    # included); vidact's SIGINT handler writes a last checkpoint at that point.
+    seconds = run([*pinned(args.train_cpus), *VIDACT, "train", args.recipe, *overrides], out / "train.log", env,
+                  deadline_s=args.budget_minutes * 60)
+    ckpts = sorted((out / "run" / "checkpoints").glob("step-*.ckpt"))
+    checkpoints = [{"step": int(c.stem.split("-")[1]), "minutes": minutes_since(c, start), "path": str(c)}
+                   for c in ckpts]
+    return {"train_seconds": seconds, "steps": checkpoints[-1]["step"], "checkpoints": checkpoints}
 
 
 def train_lerobot(name: str, args, out: Path, env: dict) -> dict:
-    cmd = ["lerobot-train", "--dataset.repo_id=local/" + Path(args.dataset).name, f"--dataset.root={args.dataset}",
+    save_every = args.act_save_every if name == "act" else args.diffusion_save_every
+    exe = Path(sys.executable).with_name("lerobot-train")  # the venv's, even when it is not on PATH
+    cmd = [str(exe) if exe.is_file() else "lerobot-train", "--dataset.repo_id=local/" + Path(args.dataset).name, f"--dataset.root={args.dataset}",
            f"--policy.type={name}", "--policy.device=cpu", "--policy.push_to_hub=false",
            "--policy.pretrained_backbone_weights=null", f"--output_dir={out / 'run'}",
-           f"--batch_size={args.lerobot_batch_size}", "--steps=1000000", f"--save_freq={args.save_every}",
+           f"--batch_size={args.lerobot_batch_size}", "--steps=1000000", f"--save_freq={save_every}",
            "--log_freq=10", "--num_workers=1", "--wandb.enable=false", f"--seed={args.seed}"]
-    seconds = run(cmd, out / "train.log", env, deadline_s=args.budget_minutes * 60)
+    start = time.time()
+    seconds = run([*pinned(args.train_cpus), *cmd], out / "train.log", env, deadline_s=args.budget_minutes * 60)
     ckpts = sorted((out / "run" / "checkpoints").glob("[0-9]*/pretrained_model"))
-    if not ckpts:
+    # A save cut off by the deadline has no weights file yet: only complete checkpoints count.
+    checkpoints = [{"step": int(c.parent.name), "minutes": minutes_since(c / "model.safetensors", start),
+                    "path": str(c)} for c in ckpts if (c / "model.safetensors").is_file()]
+    if not checkpoints:
         raise RuntimeError(f"{name}: no checkpoint within {args.budget_minutes} minutes (save every "
-                           f"{args.save_every} steps); see {out / 'train.log'}")
-    return {"train_seconds": seconds, "steps": int(ckpts[-1].parent.name), "policy": str(ckpts[-1])}
+                           f"{save_every} steps); see {out / 'train.log'}")
+    return {"train_seconds": seconds, "steps": checkpoints[-1]["step"], "checkpoints": checkpoints}
 
 
 class LeRobotPolicy:
-    """A LeRobot checkpoint behind the interface ``vidact.deploy.sim`` drives (reset, select_action)."""
+    """A LeRobot checkpoint behind the batched interface ``evaluate_batched`` drives."""
 
     def __init__(self, path: str, diffusion_steps: int | None = None):
         from lerobot.configs.policies import PreTrainedConfig
@@ -102,95 +142,276 @@ class LeRobotPolicy:
         self.policy = get_policy_class(cfg.type).from_pretrained(path, config=cfg).eval()
         self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=path)
         self.camera_keys = [k for k in cfg.input_features if k.startswith("observation.image")]
-        shape = cfg.input_features[self.camera_keys[0]].shape
-        self.info = {"cameras": {"recorded_size": [list(shape[1:])]}}
-        self.mode = SimpleNamespace(value=f"lerobot {cfg.type}")
-        self.executor = SimpleNamespace()
-        self.sampler = SimpleNamespace(config=SimpleNamespace(steps=diffusion_steps))
-        self.last_chunk = None
+        self.image_size = list(cfg.input_features[self.camera_keys[0]].shape[1:])
+        self.description = f"lerobot {cfg.type}" + (f", {diffusion_steps} denoising steps" if diffusion_steps else "")
 
     def reset(self) -> None:
         self.policy.reset()
 
     @torch.no_grad()
-    def select_action(self, obs: dict) -> np.ndarray:
-        batch = {k: torch.from_numpy(obs[k]).permute(2, 0, 1).float()[None] / 255 for k in self.camera_keys}
-        batch["observation.state"] = torch.from_numpy(obs["observation.state"])[None]
-        batch["task"] = [obs["task"]]
-        action = self.policy.select_action(self.pre(batch))
-        return self.post(action)[0].numpy()
+    def select_actions(self, observations: list[dict]) -> np.ndarray:
+        batch = {k: torch.stack([torch.from_numpy(o[k]) for o in observations]).permute(0, 3, 1, 2).float() / 255
+                 for k in self.camera_keys}
+        batch["observation.state"] = torch.stack([torch.from_numpy(o["observation.state"]) for o in observations])
+        batch["task"] = [o["task"] for o in observations]
+        return self.post(self.policy.select_action(self.pre(batch))).numpy()
 
 
-def evaluate(name: str, info: dict, args, out: Path) -> dict:
+def evaluate_batched(policy: LeRobotPolicy, task: str, seeds: list[int], out: Path, max_steps: int, videos: int,
+                     batch: int) -> dict:
+    """``vidact.deploy.sim.evaluate``'s episodes (same set-up, seeds, cap, success rule), ``batch``
+    environments in lock step: one batched policy call per control step; an environment that
+    succeeded or ran out of steps stops stepping while the others finish."""
+    from vidact.data.webvideo import write_video
+    from vidact.deploy.sim import MetaWorldEval, wilson_interval
+
+    out.mkdir(parents=True, exist_ok=True)
+    height, width = policy.image_size
+    envs = [MetaWorldEval(task, policy.camera_keys, height, width) for _ in range(min(batch, len(seeds)))]
+    records = []
+    try:
+        for first in range(0, len(seeds), batch):
+            group, active = seeds[first:first + batch], envs[:len(seeds[first:first + batch])]
+            obs = []
+            for env, seed in zip(active, group):
+                env.rollout.env.seed(seed)
+                obs.append(env.rollout.env.reset()[0])
+            policy.reset()
+            n = len(group)
+            done, success, length, frames = [False] * n, [False] * n, [0] * n, [[] for _ in range(n)]
+            images = [env.rollout.render() for env in active]
+            start = time.perf_counter()
+            for step in range(1, max_steps + 1):
+                actions = policy.select_actions([env.observation(o, im) for env, o, im in zip(active, obs, images)])
+                for i, env in enumerate(active):
+                    if done[i]:
+                        continue
+                    if first + i < videos:
+                        frames[i].append(images[i][0])
+                    obs[i], _, _, truncated, info = env.rollout.env.step(np.clip(actions[i].astype(np.float32), -1, 1))
+                    length[i], success[i] = step, bool(info.get("success", 0.0))
+                    done[i] = success[i] or truncated
+                    if not done[i]:
+                        images[i] = env.rollout.render()
+                if all(done):
+                    break
+            seconds = time.perf_counter() - start
+            for i, seed in enumerate(group):
+                record = {"seed": seed, "success": success[i], "length": length[i], "seconds": seconds / n}
+                if frames[i]:
+                    record["video"] = str(write_video(out / f"episode_{first + i:03d}_seed{seed}.mp4",
+                                                      np.stack(frames[i]), fps=30))
+                records.append(record)
+            print(f"{task}: seeds {group[0]}..{group[-1]}: {sum(success)}/{n} in {seconds:.0f} s", flush=True)
+    finally:
+        for env in envs:
+            env.close()
+    n_success = sum(r["success"] for r in records)
+    summary = {"env": "metaworld", "task": task, "instruction": envs[0].description, "episodes": len(records),
+               "successes": n_success, "success_rate": n_success / len(records),
+               "wilson95": list(wilson_interval(n_success, len(records))),
+               "mean_episode_length": float(np.mean([r["length"] for r in records])), "max_steps": max_steps,
+               "seeds": [seeds[0], seeds[-1]], "mode": policy.description, "batch": batch,
+               "camera_size": [height, width], "per_episode": records}
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def checkpoint_dir(root: Path, method: str, ckpt: dict) -> Path:
+    return root / method / "eval" / f"step-{ckpt['step']:08d}"
+
+
+def episodes_for(info: dict, ckpt: dict, args) -> int:
+    return args.eval_episodes if ckpt is info["checkpoints"][-1] else args.curve_episodes
+
+
+def pending(root: Path, args) -> list[tuple[str, dict, int]]:
+    """(method, checkpoint, episodes) still to evaluate, last checkpoints first, for the methods
+    whose training has finished."""
+    finals, curve = [], []
+    for method in args.methods:
+        done = root / method / "trained.json"
+        if not done.is_file():
+            continue
+        info = json.loads(done.read_text())
+        for ckpt in reversed(info["checkpoints"]):
+            episodes = episodes_for(info, ckpt, args)
+            missing = [t for t in args.tasks if not (checkpoint_dir(root, method, ckpt) / t / "results.json").is_file()]
+            if episodes and missing:
+                (finals if ckpt is info["checkpoints"][-1] else curve).append((method, ckpt, episodes))
+    return finals + curve
+
+
+def evaluate_checkpoint(method: str, ckpt: dict, episodes: int, root: Path, args, env: dict) -> None:
     from vidact.deploy.policy import Policy
     from vidact.deploy.sim import evaluate as run_episodes
 
-    results = {}
+    folder = checkpoint_dir(root, method, ckpt)
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"== evaluating {method} step {ckpt['step']} ({ckpt['minutes']} min) on {episodes} seeds/task", flush=True)
+    seeds = list(range(args.eval_seed, args.eval_seed + episodes))
+    if method.startswith("vidact"):
+        bundle = folder / "policy"
+        if not (bundle / "config.json").is_file():
+            run([*VIDACT, "export", ckpt["path"], str(bundle), "--overwrite"], folder / "export.log", env)
+        policy = Policy.from_pretrained(bundle, mode="policy_fast")
+    else:
+        policy = LeRobotPolicy(ckpt["path"], args.diffusion_steps if method == "diffusion" else None)
     for task in args.tasks:
-        folder = out / "eval" / task
-        if (folder / "results.json").is_file():
-            results[task] = json.loads((folder / "results.json").read_text())
+        if (folder / task / "results.json").is_file():
             continue
-        if name.startswith("vidact"):
-            policy = Policy.from_pretrained(info["policy"], mode="policy_fast")
+        if method.startswith("vidact"):
+            run_episodes(policy, task, episodes, folder / task, seed=args.eval_seed, max_steps=args.max_steps,
+                         videos=args.videos)
         else:
-            policy = LeRobotPolicy(info["policy"], args.diffusion_steps if name == "diffusion" else None)
-        results[task] = run_episodes(policy, task, args.eval_episodes, folder, seed=args.eval_seed,
-                                     max_steps=args.max_steps, videos=args.videos)
-    return results
+            evaluate_batched(policy, task, seeds, folder / task, args.max_steps, args.videos, args.lerobot_eval_batch)
+
+
+def eval_worker(root: Path, args, env: dict) -> None:
+    torch.set_num_threads(1)
+    while True:
+        todo = pending(root, args)
+        if todo:
+            evaluate_checkpoint(*todo[0], root, args, env)
+        elif (root / "training_done").is_file():
+            return
+        else:
+            time.sleep(10)
+
+
+def success(results: dict, first: int | None = None) -> tuple[int, int]:
+    episodes = results["per_episode"][:first] if first else results["per_episode"]
+    return sum(e["success"] for e in episodes), len(episodes)
+
+
+def load_results(root: Path, method: str, ckpt: dict, tasks: list[str]) -> dict:
+    return {t: json.loads((checkpoint_dir(root, method, ckpt) / t / "results.json").read_text()) for t in tasks}
+
+
+def plot_curve(curves: dict[str, list[tuple[float, float]]], budget: float, episodes: int, out: Path) -> Path:
+    """Success (mean over tasks, %) against training minutes, one line per method (PIL only)."""
+    from PIL import Image, ImageDraw
+
+    width, height, left, right, top, bottom = 760, 420, 60, 740, 40, 370
+    budget = max([budget] + [m for points in curves.values() for m, _ in points])
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    sx = lambda m: left + m / budget * (right - left)  # noqa: E731
+    sy = lambda pct: bottom - pct / 100 * (bottom - top)  # noqa: E731
+    for pct in range(0, 101, 25):
+        draw.line([(left, sy(pct)), (right, sy(pct))], fill=(225, 225, 225))
+        draw.text((left - 35, sy(pct) - 6), f"{pct}%", fill=(0, 0, 0))
+    for m in range(0, int(budget) + 1, max(1, int(budget) // 5)):
+        draw.text((sx(m) - 4, bottom + 6), str(m), fill=(0, 0, 0))
+    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    draw.text((left, 12), f"closed-loop success (mean of tasks, first {episodes} held-out seeds) vs training minutes",
+              fill=(0, 0, 0))
+    draw.text(((left + right) // 2 - 60, bottom + 26), "training wall clock (min)", fill=(0, 0, 0))
+    for i, (method, points) in enumerate(curves.items()):
+        color = COLORS.get(method, (0, 0, 0))
+        xy = [(sx(m), sy(p) + 2 * i - len(curves)) for m, p in points]  # nudged apart where lines overlap
+        if len(xy) > 1:
+            draw.line(xy, fill=color, width=2)
+        for x, y in xy:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+        draw.text((left + 10, top + 8 + 14 * i), method, fill=color)
+    img.save(out)
+    return out
+
+
+def report(root: Path, args) -> str:
+    lines = [f"{len(args.tasks)} tasks, {args.max_steps}-step cap, held-out seeds from {args.eval_seed}; "
+             f"budget {args.budget_minutes:g} min of training wall clock per method; dataset {args.dataset}", "",
+             "| method | training (last checkpoint) | "
+             + " | ".join(f"{t} (Wilson 95%)" for t in args.tasks) + " |", "|---|---|" + "---|" * len(args.tasks)]
+    curves, curve_rows = {}, []
+    for method in args.methods:
+        info = json.loads((root / method / "trained.json").read_text())
+        last = info["checkpoints"][-1]
+        results = load_results(root, method, last, args.tasks)
+        cells = []
+        for t in args.tasks:
+            lo, hi = results[t]["wilson95"]
+            cells.append(f"{results[t]['successes']}/{results[t]['episodes']} ({100 * lo:.0f}-{100 * hi:.0f}%)")
+        lines.append(f"| {method} | {last['step']} steps, {last['minutes']:.1f} min | " + " | ".join(cells) + " |")
+        points = []
+        for ckpt in info["checkpoints"]:
+            if not args.curve_episodes:
+                break
+            res = load_results(root, method, ckpt, args.tasks)
+            counts = [success(res[t], args.curve_episodes) for t in args.tasks]
+            points.append((ckpt["minutes"], 100 * sum(s for s, _ in counts) / sum(n for _, n in counts)))
+            curve_rows.append(f"| {method} | {ckpt['minutes']:.1f} | {ckpt['step']} | "
+                              + " | ".join(f"{s}/{n}" for s, n in counts) + " |")
+        curves[method] = points
+    if curve_rows:
+        lines += ["", f"Learning curve (first {args.curve_episodes} seeds per task of every checkpoint):", "",
+                  "| method | minutes | step | " + " | ".join(args.tasks) + " |",
+                  "|---|---:|---:|" + "---:|" * len(args.tasks), *curve_rows]
+        plot_curve(curves, args.budget_minutes, args.curve_episodes, root / "learning_curve.png")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, help="LeRobot dataset of MetaWorld demos (vidact data metaworld)")
     p.add_argument("--tasks", nargs="+", default=TASKS)
-    p.add_argument("--methods", nargs="+", default=["vidact", "vidact_actions_only", "act", "diffusion"],
-                   choices=["vidact", "vidact_actions_only", "act", "diffusion"])
+    p.add_argument("--methods", nargs="+", default=["diffusion", "act", "vidact_actions_only", "vidact"],
+                   choices=METHODS, help="trained in this order (the last one's evaluation runs after all training)")
     p.add_argument("--recipe", default="quickstart_metaworld")
-    p.add_argument("--vidact-steps", type=int, default=1200)
-    p.add_argument("--budget-minutes", type=float, default=13.0, help="wall clock for each LeRobot policy")
+    p.add_argument("--budget-minutes", type=float, default=15.0, help="training wall clock for every method")
+    p.add_argument("--vidact-steps", type=int, default=900, help="vidact's schedule length (about the budget)")
+    p.add_argument("--vidact-checkpoint-every", type=int, default=200)
     p.add_argument("--lerobot-batch-size", type=int, default=8)
-    p.add_argument("--save-every", type=int, default=25, help="LeRobot checkpoint period (steps)")
+    p.add_argument("--act-save-every", type=int, default=60, help="LeRobot ACT checkpoint period (steps)")
+    p.add_argument("--diffusion-save-every", type=int, default=25, help="LeRobot diffusion checkpoint period (steps)")
     p.add_argument("--diffusion-steps", type=int, default=10)
-    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--eval-episodes", type=int, default=50, help="seeds per task for each method's last checkpoint")
+    p.add_argument("--curve-episodes", type=int, default=20, help="seeds per task for earlier checkpoints (0: none)")
+    p.add_argument("--lerobot-eval-batch", type=int, default=25, help="environments stepped together (LeRobot)")
     p.add_argument("--eval-seed", type=int, default=None, help="first seed (default: vidact eval's held-out base)")
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--videos", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2, help="torch threads for training (evaluation uses 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    ncpu = os.cpu_count() or 1
+    p.add_argument("--train-cpus", default="0" if ncpu > 1 else "", help="taskset CPU list for training ('': any)")
+    p.add_argument("--eval-cpus", default=f"1-{ncpu - 1}" if ncpu > 1 else "", help="taskset CPU list for evaluation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/bench_learning")
+    p.add_argument("--eval-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    from vidact.deploy.sim import EVAL_SEED_BASE
+
+    args.eval_seed = EVAL_SEED_BASE if args.eval_seed is None else args.eval_seed
     args.dataset = str(Path(args.dataset).resolve())
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
                MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    torch.set_num_threads(1)
+    if args.eval_worker:
+        eval_worker(root, args, dict(env, OMP_NUM_THREADS="1"))
+        return
 
-    table = {}
-    for name in args.methods:
-        out = root / name
-        out.mkdir(exist_ok=True)
-        done = out / "trained.json"
-        if done.is_file():
+    (root / "training_done").unlink(missing_ok=True)
+    worker = subprocess.Popen([*pinned(args.eval_cpus), sys.executable, __file__, *sys.argv[1:], "--eval-worker"],
+                              env=dict(env, OMP_NUM_THREADS="1"))
+    try:
+        for name in args.methods:
+            out = root / name
+            out.mkdir(exist_ok=True)
+            done = out / "trained.json"
+            if not done.is_file():
+                print(f"== {name}: training for {args.budget_minutes:g} min", flush=True)
+                info = (train_vidact if name.startswith("vidact") else train_lerobot)(name, args, out, env)
+                done.write_text(json.dumps(info, indent=2))
             info = json.loads(done.read_text())
-        else:
-            print(f"== {name}: training", flush=True)
-            info = (train_vidact if name.startswith("vidact") else train_lerobot)(name, args, out, env)
-            done.write_text(json.dumps(info, indent=2))
-        print(f"== {name}: {info['steps']} steps in {info['train_seconds'] / 60:.1f} min; evaluating", flush=True)
-        table[name] = (info, evaluate(name, info, args, out))
-
-    lines = [f"{len(args.tasks)} tasks, {args.eval_episodes} held-out seeds each, {args.max_steps}-step cap; "
-             f"dataset {args.dataset}", "",
-             "| method | training | " + " | ".join(f"{t} success (Wilson 95%)" for t in args.tasks) + " |",
-             "|---|---|" + "---|" * len(args.tasks)]
-    for name, (info, results) in table.items():
-        cells = [f"{r['successes']}/{r['episodes']} ({100 * r['wilson95'][0]:.0f}-{100 * r['wilson95'][1]:.0f}%)"
-                 for r in (results[t] for t in args.tasks)]
-        lines.append(f"| {name} | {info['steps']} steps, {info['train_seconds'] / 60:.1f} min | " + " | ".join(cells)
-                     + " |")
-    text = "\n".join(lines)
+            print(f"== {name}: {info['steps']} steps in {info['train_seconds'] / 60:.1f} min, "
+                  f"{len(info['checkpoints'])} checkpoints", flush=True)
+    finally:
+        (root / "training_done").touch()
+    if worker.wait():
+        raise SystemExit(f"the evaluation worker failed (exit {worker.returncode})")
+    text = report(root, args)
     (root / "results.md").write_text(text + "\n")
     print(text)
 

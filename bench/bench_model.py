@@ -2,6 +2,7 @@
 this machine's own matmul FLOP/s (measured in the same run), and chunk latency per sampling mode.
 
     .venv/bin/python bench/bench_model.py --flavors tiny S --batch-size 8 --steps 5
+    .venv/bin/python bench/bench_model.py --flavors tiny --dim 128 --depth 4 --heads 4 --batch-size 32  # quickstart
     python bench/bench_model.py --device cuda --precision bf16 --flavors S B L --batch-size 64 --steps 20
 
 Shapes default to the MetaWorld recipe (96x96, 2 history frames, 1 future frame, 16x4 chunk,
@@ -44,7 +45,7 @@ def sync(device: str) -> None:
 
 
 def model_config(flavor: str, args) -> VidActConfig:
-    return VidActConfig(flavor=flavor, height=args.size, width=args.size, history=args.history,
+    return VidActConfig(flavor=flavor, dim=args.dim, depth=args.depth, heads=args.heads, height=args.size, width=args.size, history=args.history,
                         future_frames=args.future_frames, chunk_length=args.chunk, state_dim=4, action_dim=4,
                         frame_tokenizer=FrameTokenizerConfig(kind="patch", patch_size=args.patch))
 
@@ -99,6 +100,8 @@ def bench_flavor(flavor: str, args, peak: float) -> dict:
                 sampler.sample(one, mode)
         sync(args.device)
         latency[mode.value] = 1000 * (time.perf_counter() - t0) / args.latency_reps
+    if (args.dim, args.depth, args.heads) != (None, None, None):
+        flavor = f"{flavor} (dim {cfg.size[0]}, depth {cfg.size[1]}, heads {cfg.size[2]})"
     return dict(flavor=flavor, params=model.num_parameters(True), tokens=tokens, step_s=dt,
                 samples_s=args.batch_size / dt, tokens_s=args.batch_size * tokens / dt,
                 flops=flops, util=flops / dt / peak, mfu=flops / dt / (args.peak_tflops * 1e12) if args.peak_tflops else None,
@@ -137,6 +140,9 @@ def main() -> None:
                    help="after the table, vary one knob at a time (size, history, future_frames, chunk) "
                         "for the first flavor, e.g. --sweep size=96,192 chunk=16,64")
     p.add_argument("--patch", type=int, default=12)
+    p.add_argument("--dim", type=int, default=None, help="override the flavor's width (e.g. the quickstart: 128)")
+    p.add_argument("--depth", type=int, default=None, help="override the flavor's depth (the quickstart: 4)")
+    p.add_argument("--heads", type=int, default=None, help="override the flavor's heads (the quickstart: 4)")
     p.add_argument("--sample-steps", type=int, default=10)
     p.add_argument("--latency-reps", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -36,6 +36,11 @@ WANDB_MODES = ("offline", "online", "disabled")
 @dataclass
 class TrainConfig:
     steps: int = 1000
+    # Wall-clock budget in minutes (None: none): training stops at train.steps or when this much
+    # training time has passed, whichever comes first, and writes its final checkpoint. The time
+    # is checkpointed, so a resumed run continues the same budget. The LR schedule still spans
+    # train.steps: set steps to about what the budget allows.
+    max_minutes: Optional[float] = None
     batch_size: int = 8  # per device and micro-batch
     lr: float = 3e-4
     weight_decay: float = 0.01
@@ -73,6 +78,8 @@ class TrainConfig:
                     "devices", "num_nodes", "accumulate"):
             if getattr(self, key) < 1:
                 raise ValueError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"train.max_minutes must be > 0 (or null for no budget), got {self.max_minutes}")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:

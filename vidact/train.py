@@ -20,6 +20,7 @@ the job (``scontrol requeue``). Rerunning the same command with the same run_dir
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -70,7 +71,8 @@ def banner(cfg: RunConfig, module: VidActModule, trainer: L.Trainer, run_dir: Pa
         f"  {describe(module.model)}",
         f"  effective batch size {effective} ({cfg.train.batch_size} x {trainer.world_size} devices x "
         f"{trainer.accumulate_grad_batches} accumulation) | tokens/sample {module.tokens_per_sample} | "
-        f"steps {cfg.train.steps} | precision {trainer.precision} | data {cfg.data.kind}",
+        f"steps {cfg.train.steps}"
+        f"{f' or {cfg.train.max_minutes:g} min' if cfg.train.max_minutes else ''} | precision {trainer.precision} | data {cfg.data.kind}",
         f"  strategy {cfg.train.strategy} on {trainer.num_nodes} node(s) x {trainer.num_devices} "
         f"{resolve_accelerator(cfg.train.accelerator)} device(s) | frozen {len(module.frozen)} tensors"
         f"{' | activation checkpointing' if cfg.train.activation_checkpointing else ''}"
@@ -123,6 +125,7 @@ def train(cfg: RunConfig) -> Path:
     accelerator = resolve_accelerator(cfg.train.accelerator)
     trainer = L.Trainer(
         max_steps=cfg.train.steps, max_epochs=-1,
+        max_time=None if cfg.train.max_minutes is None else timedelta(minutes=cfg.train.max_minutes),
         accelerator=accelerator, devices=cfg.train.devices, num_nodes=cfg.train.num_nodes,
         strategy=build_strategy(cfg.train.strategy, accelerator, batch_size=cfg.train.batch_size), plugins=_plugins(),
         precision=resolve_precision(cfg.train.precision),

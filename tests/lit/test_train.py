@@ -127,3 +127,20 @@ def test_metrics_have_one_row_per_step_after_resuming_an_older_checkpoint(tmp_pa
     with open(run_dir / "metrics.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
     assert steps == [0, 1, 2, 3]
+
+
+def test_max_minutes_stops_with_a_final_checkpoint_and_resumes_the_budget(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = load(RECIPE, [*TINY, "train.steps=100000", "train.max_minutes=0.05", f"run_dir={run_dir}"])
+    train(cfg)  # 3 s of training, then a normal end
+    first = _final(run_dir)
+    assert 0 < first["global_step"] < 100000
+    assert (run_dir / "checkpoints" / f"step-{first['global_step']:08d}.ckpt").exists()
+    # The elapsed time travels in the checkpoint: resuming with the same budget trains ~nothing more.
+    train(load(RECIPE, [*TINY, "train.steps=100000", "train.max_minutes=0.05", f"run_dir={run_dir}"]))
+    assert _final(run_dir)["global_step"] - first["global_step"] <= 2
+
+
+def test_max_minutes_must_be_positive():
+    with pytest.raises(Exception, match="train.max_minutes"):
+        load(RECIPE, ["train.max_minutes=0"])
