@@ -34,10 +34,24 @@ def test_recipe_by_name_and_overrides():
     ("train.steps=0", "train.steps must be >= 1"),
     ("generative.mode_weights.polcy=1", "generative.mode_weights.polcy: unknown mode"),
     ("nonsense", "must look like key=value"),
+    ("generative.mode_weights={policy: abc}", "bad value for config key 'generative.mode_weights.policy'"),
+    ("generative.mode_weights={polcy: 1}", "generative.mode_weights.polcy: unknown mode"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load("debug_sliding_square", [override])
+
+
+def test_a_mapping_replaces_a_dict_and_a_dotted_key_changes_one_entry():
+    default = load("debug_sliding_square").generative.mode_weights
+    assert len(default) > 1
+    assert load("debug_sliding_square", ["generative.mode_weights={policy_fast: 1.0}"]).generative.mode_weights == {
+        "policy_fast": 1.0}
+    one = load("debug_sliding_square", ["generative.mode_weights.policy_fast=0.7"]).generative.mode_weights
+    assert one == {**default, "policy_fast": 0.7}
+    # Mappings for dataclass sections still merge (the other fields keep their values).
+    cfg = load("debug_sliding_square", ["model={flavor: S}"])
+    assert cfg.model.flavor == "S" and cfg.model.height == 16
 
 
 def test_bad_key_in_a_file_names_the_file(tmp_path):

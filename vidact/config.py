@@ -198,8 +198,26 @@ def load(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. model.flavor=S)")
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+        cfg = _override(cfg, item)
     return to_object(cfg)
+
+
+def _override(cfg: DictConfig, item: str) -> DictConfig:
+    """One ``key=value``: merged, except that a mapping given for a free-form dict (such as
+    ``generative.mode_weights={policy_fast: 1.0}``) replaces that dict rather than adding to it."""
+    layer, source = OmegaConf.from_dotlist([item]), f"override {item!r}"
+    key = item.split("=", 1)[0].strip()
+    value = OmegaConf.select(layer, key)
+    node = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    if not (isinstance(value, DictConfig) and isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict):
+        return _merge(cfg, layer, source)
+    cfg = cfg.copy()
+    try:
+        OmegaConf.update(cfg, key, value, merge=False)
+    except ValidationError as e:
+        raise ConfigError(f"bad value for config key '{e.full_key}' (from {source}): "
+                          f"{str(e.msg).splitlines()[0]}") from None
+    return cfg
 
 
 def to_object(cfg: DictConfig) -> RunConfig:
