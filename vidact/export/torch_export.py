@@ -134,10 +134,10 @@ def text_inputs(model, texts: list[str]) -> tuple[Tensor, Tensor]:
 
 
 def draw_action_noise(model, batch_size: int, seed: int) -> Tensor:
-    """The action noise ``Sampler.sample`` starts from for ``seed`` (it draws the video noise first)."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.randn(batch_size, model.future_tokens, model.latent_dim, generator=generator)
-    return torch.randn(batch_size, model.config.chunk_length, model.config.action_dim, generator=generator)
+    """The action noise ``Sampler.sample`` starts from for ``seed``."""
+    from vidact.generative.sample import initial_noise
+
+    return initial_noise(model, batch_size, seed)[1]
 
 
 def example_inputs(policy, seed: int = 0, task: str = "push the square to the target"

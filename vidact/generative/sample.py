@@ -21,6 +21,15 @@ from vidact.types import Batch, BatchKey
 METHODS = ("euler", "heun")
 
 
+def initial_noise(model, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """(video noise [B, Nf, Dl], action noise [B, K, A]) the sampler starts from for ``seed``. Both
+    are always drawn, in this order, so one seed gives the same action noise in every mode (policy
+    and policy_fast start from the same point, and an exported program can be fed the same noise)."""
+    generator = torch.Generator().manual_seed(seed)
+    noise_v = torch.randn(batch_size, model.future_tokens, model.latent_dim, generator=generator)
+    return noise_v, torch.randn(batch_size, model.config.chunk_length, model.config.action_dim, generator=generator)
+
+
 @dataclass
 class SamplerConfig:
     method: str = "euler"  # one of METHODS
@@ -83,11 +92,7 @@ class Sampler:
 
         B, device = batch.batch_size, batch.obs_frames.device
         dtype = next(model.backbone.parameters()).dtype
-        generator = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
-        # Both noises are always drawn, in a fixed order, so one seed gives the same action noise
-        # in every mode (policy and policy_fast start from the same point).
-        noise_v = torch.randn(B, model.future_tokens, model.latent_dim, generator=generator)
-        noise_a = torch.randn(B, model.config.chunk_length, model.config.action_dim, generator=generator)
+        noise_v, noise_a = initial_noise(model, B, cfg.seed if seed is None else seed)
 
         prefix = model.embed_prefix(batch)
         cache = model.cache_prefix(prefix)
