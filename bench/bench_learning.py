@@ -24,7 +24,8 @@ clock, start-up and checkpoint writing included):
 
 CPUs: training runs on ``--train-cpus`` (``taskset``; default CPU 0) while a second process
 (``--eval-worker``, on ``--eval-cpus``, default the other CPUs) evaluates the checkpoints of the
-methods that finished training, so evaluation never takes time from a training budget.
+methods that finished training, so evaluation never takes time from a training budget; when all
+training is done a second evaluation worker takes the training CPUs.
 
 Evaluation: ``vidact.deploy.sim``'s MetaWorld set-up (the renderer the data came from), held-out
 seeds from ``--eval-seed``, ``--max-steps`` cap. Every method's last checkpoint is evaluated on
@@ -268,14 +269,31 @@ def evaluate_checkpoint(method: str, ckpt: dict, episodes: int, root: Path, args
 
 
 def eval_worker(root: Path, args, env: dict) -> None:
+    """Evaluate pending checkpoints until training is done and nothing is left. With
+    ``--from-end`` it takes work from the other end of the list; a worker claims an item by
+    creating its folder's ``.claim`` and skips items another worker claimed or started."""
     torch.set_num_threads(1)
     while True:
         todo = pending(root, args)
-        if todo:
-            evaluate_checkpoint(*todo[0], root, args, env)
-        elif (root / "training_done").is_file():
-            return
+        if args.from_end:
+            todo = todo[::-1]
+        for item in todo:
+            folder = checkpoint_dir(root, item[0], item[1])
+            if args.from_end and folder.is_dir() and not (folder / ".claim").is_dir():
+                continue  # started by a worker that does not claim (an older run of this script)
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                (folder / ".claim").mkdir()
+            except FileExistsError:
+                continue
+            try:
+                evaluate_checkpoint(*item, root, args, env)
+            finally:
+                (folder / ".claim").rmdir()
+            break
         else:
+            if (root / "training_done").is_file() and not pending(root, args):
+                return
             time.sleep(10)
 
 
@@ -379,6 +397,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/bench_learning")
     p.add_argument("--eval-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--from-end", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     from vidact.deploy.sim import EVAL_SEED_BASE
 
@@ -393,8 +412,10 @@ def main() -> None:
         return
 
     (root / "training_done").unlink(missing_ok=True)
-    worker = subprocess.Popen([*pinned(args.eval_cpus), sys.executable, __file__, *sys.argv[1:], "--eval-worker"],
-                              env=dict(env, OMP_NUM_THREADS="1"))
+    for claim in root.glob("*/eval/*/.claim"):  # left by a killed worker
+        claim.rmdir()
+    worker_cmd = [sys.executable, __file__, *sys.argv[1:], "--eval-worker"]
+    workers = [subprocess.Popen([*pinned(args.eval_cpus), *worker_cmd], env=dict(env, OMP_NUM_THREADS="1"))]
     try:
         for name in args.methods:
             out = root / name
@@ -409,8 +430,11 @@ def main() -> None:
                   f"{len(info['checkpoints'])} checkpoints", flush=True)
     finally:
         (root / "training_done").touch()
-    if worker.wait():
-        raise SystemExit(f"the evaluation worker failed (exit {worker.returncode})")
+    if args.train_cpus:  # the training CPUs are free now: a second worker takes work from the other end
+        workers.append(subprocess.Popen([*pinned(args.train_cpus), *worker_cmd, "--from-end"],
+                                        env=dict(env, OMP_NUM_THREADS="1")))
+    if any([w.wait() for w in workers]):
+        raise SystemExit("an evaluation worker failed; see the output above")
     text = report(root, args)
     (root / "results.md").write_text(text + "\n")
     print(text)
