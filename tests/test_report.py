@@ -24,6 +24,7 @@ def test_report_from_a_real_training_run(tmp_path):
     report = write_report(run, [ev], tmp_path / "report")
     text = report.read_text()
     assert "| drawer-open-v3 | 7/10 (70%) | [40%, 89%] | 88 | policy |" in text
-    assert "episode_000.mp4" in text and "![training curves](training_curves.png)" in text
+    assert "[episode_000.mp4](../eval/episode_000.mp4)" in text  # relative: the folder can be moved
+    assert "![training curves](training_curves.png)" in text
     img = Image.open(tmp_path / "report" / "training_curves.png")
     assert img.size == (720, 360) and len(set(img.getdata())) > 2  # something was drawn

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
@@ -60,6 +61,14 @@ def plot_curves(series: dict[str, list[tuple[int, float]]], out: Path, width: in
     return out
 
 
+def _link(path: Path, out: Path) -> str:
+    """``path`` relative to the report's folder (so the folder can be moved or committed), else absolute."""
+    try:
+        return os.path.relpath(path.resolve(), out.resolve())
+    except ValueError:  # another drive
+        return str(path.resolve())
+
+
 def write_report(run_dir: str | Path, eval_dirs: list[str | Path], out: str | Path) -> Path:
     run_dir, out = Path(run_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +86,7 @@ def write_report(run_dir: str | Path, eval_dirs: list[str | Path], out: str | Pa
         videos += [(results["task"], e["video"]) for e in results["per_episode"] if e.get("video")]
     lines += ["", f"![training curves]({curves.name})" if metrics else
               "No training metrics logged (the run was shorter than train.log_every).", "", "## Rollout videos", ""]
-    lines += [f"- {task}: {Path(v).resolve()}" for task, v in videos[:20]]
+    lines += [f"- {task}: [{Path(v).name}]({_link(Path(v), out)})" for task, v in videos[:20]]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
