@@ -222,6 +222,14 @@ def checkpoint_dir(root: Path, method: str, ckpt: dict) -> Path:
     return root / method / "eval" / f"step-{ckpt['step']:08d}"
 
 
+def curve_checkpoints(info: dict, args) -> list[dict]:
+    """At most ``--curve-points`` checkpoints, evenly spaced, the last one always included."""
+    ckpts = info["checkpoints"]
+    n = min(len(ckpts), args.curve_points) if args.curve_points else len(ckpts)
+    picks = sorted({round(i * (len(ckpts) - 1) / (n - 1)) for i in range(n)}) if n > 1 else [len(ckpts) - 1]
+    return [ckpts[i] for i in picks]
+
+
 def episodes_for(info: dict, ckpt: dict, args) -> int:
     return args.eval_episodes if ckpt is info["checkpoints"][-1] else args.curve_episodes
 
@@ -235,7 +243,7 @@ def pending(root: Path, args) -> list[tuple[str, dict, int]]:
         if not done.is_file():
             continue
         info = json.loads(done.read_text())
-        for ckpt in reversed(info["checkpoints"]):
+        for ckpt in reversed(curve_checkpoints(info, args)):
             episodes = episodes_for(info, ckpt, args)
             missing = [t for t in args.tasks if not (checkpoint_dir(root, method, ckpt) / t / "results.json").is_file()]
             if episodes and missing:
@@ -353,7 +361,7 @@ def report(root: Path, args) -> str:
             cells.append(f"{results[t]['successes']}/{results[t]['episodes']} ({100 * lo:.0f}-{100 * hi:.0f}%)")
         lines.append(f"| {method} | {last['step']} steps, {last['minutes']:.1f} min | " + " | ".join(cells) + " |")
         points = []
-        for ckpt in info["checkpoints"]:
+        for ckpt in curve_checkpoints(info, args):
             if not args.curve_episodes:
                 break
             res = load_results(root, method, ckpt, args.tasks)
@@ -386,6 +394,7 @@ def main() -> None:
     p.add_argument("--diffusion-steps", type=int, default=10)
     p.add_argument("--eval-episodes", type=int, default=50, help="seeds per task for each method's last checkpoint")
     p.add_argument("--curve-episodes", type=int, default=20, help="seeds per task for earlier checkpoints (0: none)")
+    p.add_argument("--curve-points", type=int, default=5, help="checkpoints per method on the curve (0: all)")
     p.add_argument("--lerobot-eval-batch", type=int, default=25, help="environments stepped together (LeRobot)")
     p.add_argument("--eval-seed", type=int, default=None, help="first seed (default: vidact eval's held-out base)")
     p.add_argument("--max-steps", type=int, default=200)
