@@ -164,7 +164,7 @@ def evaluate_batched(policy: LeRobotPolicy, task: str, seeds: list[int], out: Pa
     environments in lock step: one batched policy call per control step; an environment that
     succeeded or ran out of steps stops stepping while the others finish."""
     from vidact.data.webvideo import write_video
-    from vidact.deploy.sim import MetaWorldEval, wilson_interval
+    from vidact.deploy.sim import MetaWorldEval, write_summary
 
     out.mkdir(parents=True, exist_ok=True)
     height, width = policy.image_size
@@ -173,10 +173,7 @@ def evaluate_batched(policy: LeRobotPolicy, task: str, seeds: list[int], out: Pa
     try:
         for first in range(0, len(seeds), batch):
             group, active = seeds[first:first + batch], envs[:len(seeds[first:first + batch])]
-            obs = []
-            for env, seed in zip(active, group):
-                env.rollout.env.seed(seed)
-                obs.append(env.rollout.env.reset()[0])
+            obs = [env.reset(seed) for env, seed in zip(active, group)]
             policy.reset()
             n = len(group)
             done, success, length, frames = [False] * n, [False] * n, [0] * n, [[] for _ in range(n)]
@@ -207,15 +204,8 @@ def evaluate_batched(policy: LeRobotPolicy, task: str, seeds: list[int], out: Pa
     finally:
         for env in envs:
             env.close()
-    n_success = sum(r["success"] for r in records)
-    summary = {"env": "metaworld", "task": task, "instruction": envs[0].description, "episodes": len(records),
-               "successes": n_success, "success_rate": n_success / len(records),
-               "wilson95": list(wilson_interval(n_success, len(records))),
-               "mean_episode_length": float(np.mean([r["length"] for r in records])), "max_steps": max_steps,
-               "seeds": [seeds[0], seeds[-1]], "mode": policy.description, "batch": batch,
-               "camera_size": [height, width], "per_episode": records}
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return write_summary(out, records, task, envs[0].description, max_steps, seeds, mode=policy.description,
+                         batch=batch, camera_size=[height, width])
 
 
 def checkpoint_dir(root: Path, method: str, ckpt: dict) -> Path:

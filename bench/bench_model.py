@@ -45,8 +45,9 @@ def sync(device: str) -> None:
 
 
 def model_config(flavor: str, args) -> VidActConfig:
-    return VidActConfig(flavor=flavor, dim=args.dim, depth=args.depth, heads=args.heads, height=args.size, width=args.size, history=args.history,
-                        future_frames=args.future_frames, chunk_length=args.chunk, state_dim=4, action_dim=4,
+    return VidActConfig(flavor=flavor, dim=args.dim, depth=args.depth, heads=args.heads, height=args.size,
+                        width=args.size, history=args.history, future_frames=args.future_frames,
+                        chunk_length=args.chunk, state_dim=4, action_dim=4,
                         frame_tokenizer=FrameTokenizerConfig(kind="patch", patch_size=args.patch))
 
 

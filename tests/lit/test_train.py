@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidact.config import REPO_ROOT, load
+from vidact.config import REPO_ROOT, ConfigError, load
 from vidact.lit.module import NonFiniteLossError
 from vidact.train import train
 
@@ -142,5 +142,5 @@ def test_max_minutes_stops_with_a_final_checkpoint_and_resumes_the_budget(tmp_pa
 
 
 def test_max_minutes_must_be_positive():
-    with pytest.raises(Exception, match="train.max_minutes"):
+    with pytest.raises(ConfigError, match="train.max_minutes must be > 0"):
         load(RECIPE, ["train.max_minutes=0"])

@@ -82,10 +82,14 @@ class MetaWorldEval:
         out["task"] = self.description
         return out
 
+    def reset(self, seed: int) -> np.ndarray:
+        """Start the episode of ``seed``; returns MetaWorld's observation vector."""
+        self.rollout.env.seed(seed)
+        return self.rollout.env.reset()[0]
+
     def episode(self, policy, seed: int, max_steps: int, record: bool) -> dict:
         env = self.rollout.env
-        env.seed(seed)
-        obs, _ = env.reset()
+        obs = self.reset(seed)
         policy.reset()
         frames, success, steps, start = [], False, 0, time.perf_counter()
         for steps in range(1, max_steps + 1):
@@ -141,15 +145,22 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
                   f"in {result['length']} steps ({result['seconds']:.1f} s)", flush=True)
     finally:
         env.close()
+    return write_summary(out, records, task, env.description, max_steps, seeds, mode=policy.mode.value,
+                         executor=type(policy.executor).__name__, sampler=vars(policy.sampler.config),
+                         camera_size=list(size))
+
+
+def write_summary(out: Path, records: list[dict], task: str, instruction: str, max_steps: int, seeds: list[int],
+                  **details) -> dict:
+    """``out/results.json``: success rate with a Wilson 95% interval, mean episode length, the
+    run's ``details`` (mode, sampler, ...) and the per-episode records; returns it."""
     n_success = sum(r["success"] for r in records)
     low, high = wilson_interval(n_success, len(records))
     summary = {
-        "env": "metaworld", "task": task, "instruction": env.description, "episodes": len(records),
+        "env": "metaworld", "task": task, "instruction": instruction, "episodes": len(records),
         "successes": n_success, "success_rate": n_success / max(len(records), 1), "wilson95": [low, high],
         "mean_episode_length": float(np.mean([r["length"] for r in records])) if records else 0.0,
-        "max_steps": max_steps, "seeds": [seeds[0], seeds[-1]] if seeds else [], "mode": policy.mode.value,
-        "executor": type(policy.executor).__name__, "sampler": vars(policy.sampler.config),
-        "camera_size": list(size), "per_episode": records,
+        "max_steps": max_steps, "seeds": [seeds[0], seeds[-1]] if seeds else [], **details, "per_episode": records,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     return summary
