@@ -36,6 +36,12 @@ def _data(args: argparse.Namespace) -> int:
     return data_main(args.args)
 
 
+def _imagine(args: argparse.Namespace) -> int:
+    from vidact.worldmodel.imagine import main as imagine_main
+
+    return imagine_main(args.args)
+
+
 def _report(args: argparse.Namespace) -> int:
     from vidact.report import write_report
 
@@ -215,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_launch)
 
+    p = sub.add_parser("imagine", help="roll the model forward as a world model from real frames; videos + metrics "
+                       "(vidact imagine --help)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_imagine)
+
     p = sub.add_parser("report", help="success rates, training curves and rollout videos on one page")
     p.add_argument("run_dir")
     p.add_argument("eval_dirs", nargs="+", help="folders written by `vidact eval`")
@@ -228,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "args"):  # forwarding commands: argparse's REMAINDER leaves a leading
+        args.args = extra + args.args    # option (`vidact data --help`) unparsed; it is theirs
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -34,6 +34,7 @@ class BatchKey(str, enum.Enum):
     FUTURE_FRAMES = "future_frames"  # [B,Tf,V,C,H,W] float in [0,1]
     FUTURE_IS_PAD = "future_is_pad"  # [B,Tf] bool, True past the episode end
     STATE = "state"  # [B,Th,S] raw proprioception
+    STATE_IS_PAD = "state_is_pad"  # optional [B,Th] bool, True where the state is unknown (masked out)
     ACTIONS = "actions"  # [B,K,A] raw actions
     ACTION_IS_PAD = "action_is_pad"  # [B,K] bool
     HAS_ACTIONS = "has_actions"  # [B] bool, False for action-free (web) video
@@ -57,6 +58,9 @@ class Batch:
     action_is_pad: Tensor | None = None
     has_actions: Tensor | None = None
     obs_is_pad: Tensor | None = None
+    # The state is unknown at these history steps (frames imagined by a world model have no
+    # proprioception; generative.state_dropout rehearses it): its tokens are masked out as keys.
+    state_is_pad: Tensor | None = None
     future_is_pad: Tensor | None = None
     text_embeddings: Tensor | None = None
     text_mask: Tensor | None = None
@@ -162,6 +166,7 @@ class BatchSpec:
             _expect(BatchKey.ACTIONS, batch.actions, (B, self.chunk_length, self.action_dim), "B,K,A")
         for key, value, shape, letters in (
             (BatchKey.OBS_IS_PAD, batch.obs_is_pad, (B, self.history), "B,Th"),
+            (BatchKey.STATE_IS_PAD, batch.state_is_pad, (B, self.history), "B,Th"),
             (BatchKey.FUTURE_IS_PAD, batch.future_is_pad, (B, self.future), "B,Tf"),
             (BatchKey.ACTION_IS_PAD, batch.action_is_pad, (B, self.chunk_length), "B,K"),
             (BatchKey.HAS_ACTIONS, batch.has_actions, (B,), "B"),

@@ -25,6 +25,8 @@ def main(argv: list[str]) -> int:
     mw.add_argument("--width", type=int, default=96)
     mw.add_argument("--seed", type=int, default=0)
     mw.add_argument("--max-steps", type=int, default=400)
+    mw.add_argument("--steps-after-success", type=int, default=0, help="keep recording N steps past the first "
+                    "success (longer held-out episodes for world-model rollouts; default: end at first success)")
     mw.add_argument("--keep-failed", action="store_true", help="also keep episodes the expert did not finish")
     mw.add_argument("--video-out", default=None, help="also write action-free mp4s + manifest.jsonl here")
     mw.add_argument("--vcodec", default="libsvtav1", help="LeRobot video codec (libsvtav1, h264, ...)")
@@ -48,7 +50,8 @@ def _metaworld(args: argparse.Namespace) -> int:
     try:
         cfg = MetaWorldGenConfig(tasks=args.tasks, episodes=args.episodes, out=args.out, cameras=args.cameras,
                                  height=args.height, width=args.width, seed=args.seed, max_steps=args.max_steps,
-                                 keep_failed=args.keep_failed, video_out=args.video_out, vcodec=args.vcodec,
+                                 keep_failed=args.keep_failed,
+                                 steps_after_success=args.steps_after_success, video_out=args.video_out, vcodec=args.vcodec,
                                  overwrite=args.overwrite)
         summary = generate(cfg)
     except (ValueError, FileExistsError, RuntimeError) as e:

@@ -47,6 +47,9 @@ class MetaWorldGenConfig:
     seed: int = 0
     max_steps: int = 400  # LeRobot's MetaworldEnv episode_length
     keep_failed: bool = False
+    # Keep recording this many steps past the first success (the expert keeps acting): longer
+    # held-out episodes for world-model rollouts (LeRobot's convention, 0, ends at first success).
+    steps_after_success: int = 0
     max_attempts_factor: int = 3  # give up on a task after episodes * factor failed rollouts
     video_out: str | None = None  # also write action-free mp4s + manifest.jsonl here
     vcodec: str = "libsvtav1"
@@ -63,6 +66,8 @@ class MetaWorldGenConfig:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
         if self.height < 8 or self.width < 8:
             raise ValueError(f"--height/--width must be >= 8, got {self.height}x{self.width}")
+        if self.steps_after_success < 0:
+            raise ValueError(f"--steps-after-success must be >= 0, got {self.steps_after_success}")
         if not self.cameras:
             raise ValueError("--cameras: at least one camera is needed")
 
@@ -108,8 +113,9 @@ class ExpertRollout:
             images.append(np.ascontiguousarray(np.flip(image, (0, 1)) if name == "corner2" else image))
         return images
 
-    def run(self, seed: int, max_steps: int) -> dict:
-        """Roll the expert out until first success or ``max_steps``; returns per-step arrays."""
+    def run(self, seed: int, max_steps: int, steps_after_success: int = 0) -> dict:
+        """Roll the expert out until first success (and ``steps_after_success`` more) or
+        ``max_steps``; returns per-step arrays."""
         self.env.seed(seed)
         obs, _ = self.env.reset()
         frames: list[list[np.ndarray]] = []
@@ -123,7 +129,8 @@ class ExpertRollout:
             obs, reward, _, truncated, info = self.env.step(action)
             rewards.append(float(reward))
             successes.append(bool(info.get("success", 0.0)))
-            if successes[-1] or truncated:
+            done_for = len(successes) - 1 - successes.index(True) if any(successes) else -1
+            if done_for >= steps_after_success or truncated:
                 break
         return {"frames": frames, "state": states, "action": actions, "reward": rewards, "success": successes}
 
@@ -170,9 +177,9 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
                                        f"attempts (max_steps={cfg.max_steps}); raise --max-steps or use --keep-failed")
                 # Seeds are disjoint across tasks so two tasks never share an initial layout draw.
                 seed = cfg.seed + 100_000 * task_number + tried
-                episode = rollout.run(seed, cfg.max_steps)
+                episode = rollout.run(seed, cfg.max_steps, cfg.steps_after_success)
                 tried += 1
-                success = episode["success"][-1]
+                success = any(episode["success"])
                 if not success and not cfg.keep_failed:
                     log.info("task %s seed %d failed after %d steps; not kept", task, seed, len(episode["action"]))
                     continue

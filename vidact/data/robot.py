@@ -244,6 +244,20 @@ class RobotDataset(Dataset):
     def episode_lengths(self) -> dict[int, int]:
         return {ep: end - start for ep, (start, end) in self._ep_rows.items()}
 
+    def episode(self, ep: int) -> dict[str, Any]:
+        """One whole episode at the model's resolution: ``frames`` [T,V,C,H,W] float in [0,1],
+        ``state`` [T,S], ``action`` [T,A], ``text`` (for world-model rollouts, ``vidact imagine``)."""
+        if ep not in self._ep_rows:
+            raise KeyError(f"dataset {self.meta.root} has no episode {ep}; it has episodes "
+                           f"{min(self._ep_rows)}..{max(self._ep_rows)} ({len(self._ep_rows)} in all)")
+        start, end = self._ep_rows[ep]
+        rows = np.arange(start, end)
+        views = [self._decode(ep, key, self._timestamp[rows]) for key in self.camera_keys]  # V x [T,C,h,w] uint8
+        frames = fit_frames(torch.stack(views, 1).flatten(0, 1), self.cfg.height, self.cfg.width, self.fit)
+        return {"frames": frames.unflatten(0, (len(rows), len(views))),
+                "state": torch.from_numpy(self._state[rows]), "action": torch.from_numpy(self._action[rows]),
+                "text": self._tasks[int(self._task_index[start])]}
+
     def columns(self) -> dict[str, np.ndarray]:
         """The raw state and action columns (for statistics)."""
         return {"state": self._state, "action": self._action}

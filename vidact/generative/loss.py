@@ -9,6 +9,7 @@ the same computation as leaving them out (what ``policy_fast`` and ``video`` do 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -55,6 +56,15 @@ def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.G
                                                                                         device=device)
     modes = draw_modes(has_actions, cfg, generator)
     drop_language = (torch.rand(B, generator=generator) < cfg.language_dropout).to(device)
+    if cfg.state_dropout > 0:  # drawn only when on, so recipes without it keep their random stream
+        drop_state = (torch.rand(B, generator=generator) < cfg.state_dropout).to(device)[:, None]
+        known = batch.state_is_pad if batch.state_is_pad is not None else torch.zeros_like(batch.obs_is_pad)
+        batch = dataclasses.replace(batch, state_is_pad=known | drop_state)
+    clean_obs = batch.obs_frames
+    if cfg.history_noise > 0:
+        std = torch.rand(B, generator=generator) * cfg.history_noise  # [B]
+        noise = _randn_like(clean_obs, generator) * std.to(device).view(B, *([1] * (clean_obs.ndim - 1)))
+        batch = dataclasses.replace(batch, obs_frames=(clean_obs + noise).clamp(0, 1))
     prefix = model.embed_prefix(batch, drop_language=drop_language)
 
     xv = x0_v = noise_v = None
@@ -89,7 +99,14 @@ def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.G
         frame_ok = ~batch.future_is_pad  # [B,Tf]
         mask = video_gen[:, None] & frame_ok.repeat_interleave(per_frame, dim=1)  # [B,Nf]
         err = (pred.video.float() - velocity_target(x0_v, noise_v).float()).pow(2).mean(-1)  # [B,Nf]
-        video_loss, n_video = _masked_mean(err, mask), int(mask.sum())
+        if cfg.video_change_weight > 0:  # a weighted mean: changed tokens count 1 + weight times
+            last = model.encode_frames(clean_obs[:, -1:]).repeat(1, model.config.future_frames, 1)
+            changed = (x0_v - last).abs().mean(-1) > cfg.video_change_threshold  # [B,Nf]
+            weight = mask.float() * (1 + cfg.video_change_weight * changed.float())
+            video_loss = (err * weight).sum() / weight.sum().clamp(min=1)
+        else:
+            video_loss = _masked_mean(err, mask)
+        n_video = int(mask.sum())
     action_loss, n_action = zero, 0
     if pred.action is not None:
         mask = action_gen[:, None] & ~batch.action_is_pad  # [B,K]

@@ -65,6 +65,21 @@ class GenerativeConfig:
     video_loss_weight: float = 1.0
     action_loss_weight: float = 1.0
     language_dropout: float = 0.1  # for classifier-free guidance
+    # Probability that a sample's state tokens are masked out (``Batch.state_is_pad``): a world
+    # model rolled out on its own imagined frames has no proprioception for them (``vidact
+    # imagine``), so it must read the arm from the frames, not from the state.
+    state_dropout: float = 0.0
+    # Extra weight on future-frame tokens that differ from the last observed frame (mean absolute
+    # change above video_change_threshold, in latent units): most tokens of a robot scene are
+    # static and a residual predictor gets them for free; the arm and the objects it moves are
+    # what a world model has to learn. Weight 1 + video_change_weight on those tokens, 1 elsewhere.
+    video_change_weight: float = 0.0
+    video_change_threshold: float = 0.02
+    # Gaussian noise on the observed frames, std drawn per sample from U(0, history_noise) (pixels
+    # in [0, 1]): a world model rolled out on its own frames reads imperfect history, so training
+    # shows it imperfect history to correct (the exposure-bias remedy of diffusion forcing /
+    # GameNGen's noise augmentation). 0: off.
+    history_noise: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -81,8 +96,13 @@ class GenerativeConfig:
                 raise ValueError(f"generative.mode_weights.{k}={w} must be >= 0")
         if sum(self.mode_weights.values()) <= 0:
             raise ValueError("generative.mode_weights must give at least one mode a positive weight")
-        if not 0 <= self.language_dropout <= 1:
-            raise ValueError(f"generative.language_dropout={self.language_dropout} must be in [0, 1]")
+        for key in ("language_dropout", "state_dropout"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ValueError(f"generative.{key}={getattr(self, key)} must be in [0, 1]")
+        if self.history_noise < 0:
+            raise ValueError(f"generative.history_noise={self.history_noise} must be >= 0")
+        if self.video_change_weight < 0 or self.video_change_threshold < 0:
+            raise ValueError("generative.video_change_weight and generative.video_change_threshold must be >= 0")
 
 
 def sample_tau(n: int, cfg: GenerativeConfig, generator: torch.Generator | None = None,

@@ -60,6 +60,12 @@ class VidActConfig:
     # to that frame's tokens (x0 mode) or subtracted from the velocity. With the zero-initialised
     # head a fresh model already "imagines" a still scene and learns only what moves.
     video_residual: bool = False
+    # Init std of the learned token-identity embeddings (positions, views, history/future time,
+    # modality). At high noise a future-frame token's content is noise; its position is all it
+    # knows of which patch it is. At 0.02 (ViT's value) that identity is swamped and a forward
+    # model ignores where things are; ~1 (DiT's fixed sin-cos amplitude) lets it learn them
+    # (docs/notes.md: sliding square, forward dynamics).
+    embedding_init_std: float = 0.02
 
     def __post_init__(self) -> None:
         self.validate()
@@ -75,6 +81,8 @@ class VidActConfig:
                      "future_frame_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.embedding_init_std <= 0:
+            raise ValueError(f"model.embedding_init_std must be > 0, got {self.embedding_init_std}")
         if self.future_frames < 0:
             raise ValueError(f"model.future_frames must be >= 0, got {self.future_frames}")
         dim, _, heads = self.size

@@ -99,7 +99,7 @@ class VidAct(nn.Module):
     def _init_weights(self) -> None:
         for p in (self.modality_emb, self.obs_pos, self.future_pos, self.view_emb, self.history_emb,
                   self.future_time_emb, self.action_pos):
-            nn.init.normal_(p, std=0.02)
+            nn.init.normal_(p, std=self.config.embedding_init_std)
         for head in (self.future_out, self.action_out):  # DiT: zero output layers
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -177,7 +177,7 @@ class VidAct(nn.Module):
         state = self.normalizer.normalize("state", batch.state)  # [B,Th,S]
         parts.append(self.state_proj(state.to(self.state_proj.weight.dtype)) + self.history_emb
                      + self.modality_emb[1])
-        valid.append(obs_valid)
+        valid.append(obs_valid if batch.state_is_pad is None else obs_valid & ~batch.state_is_pad.to(device))
         lengths[Group.STATE.value] = Th
 
         encoder = self.obs_encoder or self.frame_tokenizer
