@@ -30,11 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
 from vidact.data.robot import RobotDataset
 from vidact.generative.sample import Sampler
-from vidact.worldmodel.imagine import episode_windows, load_model
+from vidact.worldmodel.imagine import episode_windows, filmstrip, load_model
 from vidact.worldmodel.metrics import frame_metrics, psnr_of
 from vidact.worldmodel.probe import PROBE_CONFIG, ProbeConfig, StateProbe, train_probe
 from vidact.worldmodel.rollout import rollout
@@ -91,17 +89,6 @@ def score(pred: torch.Tensor, real: torch.Tensor, last: torch.Tensor, probe: Sta
     guess = probe.predict(pred.unflatten(0, (-1, views))[:, 0])
     out["hand_error_cm"] = float(((guess - hand).norm(dim=1) * 100).mean())
     return out
-
-
-def filmstrip(real, rows: dict[str, torch.Tensor], last, horizons_k: list[int], windows: list[int]) -> Image.Image:
-    """Per window one block: a row per source (real first), columns last observed + each horizon."""
-    lines = []
-    for b in windows:
-        lines.append(torch.cat([last[b, 0, 0]] + [real[b, k, 0] for k in horizons_k], -1))
-        for x in rows.values():
-            lines.append(torch.cat([last[b, 0, 0]] + [x[b, k, 0] for k in horizons_k], -1))
-    img = torch.cat(lines, -2).clamp(0, 1)
-    return Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
 
 
 def main() -> None:
@@ -189,7 +176,8 @@ def main() -> None:
          "sampler_steps": args.steps, "seed": args.seed, "probe": probe_eval,
          "windows_per_task": {t: windows.start.text.count(t) for t in tasks}, "results": results}, indent=2))
     picks = [windows.start.text.index(t) for t in tasks]  # the first window of each task
-    filmstrip(windows.real, imagined_rows, last, ks, picks).save(out / "filmstrip.png")
+    sequences = [windows.real[:, :, 0]] + [x[:, :, 0] for x in imagined_rows.values()]
+    filmstrip(last[:, 0, 0], sequences, ks, picks).save(out / "filmstrip.png")
     log(f"wrote {out / 'table.md'}, results.json and filmstrip.png (rows per window: real, "
         + ", ".join(imagined_rows) + f"; columns: last observed, then {args.horizons} steps ahead)")
 

@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="success rates, training curves and rollout videos on one page")
     p.add_argument("run_dir")
-    p.add_argument("eval_dirs", nargs="+", help="folders written by `vidact eval`")
+    p.add_argument("eval_dirs", nargs="+", help="folders written by `vidact eval` or `vidact imagine`")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_report)
 

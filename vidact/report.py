@@ -10,6 +10,7 @@ import math
 import os
 from pathlib import Path
 
+IMAGINE_METRICS = "metrics.json"  # vidact.worldmodel.imagine's output (no Lightning import here)
 COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
 
 
@@ -76,8 +77,11 @@ def write_report(run_dir: str | Path, eval_dirs: list[str | Path], out: str | Pa
     curves = plot_curves(metrics, out / "training_curves.png")
     lines = [f"# vidact report: {run_dir.name}", "", "| task | success | Wilson 95% CI | mean length | mode |",
              "|---|---:|---|---:|---|"]
-    videos = []
+    videos, imagined = [], []
     for d in map(Path, eval_dirs):
+        if (d / IMAGINE_METRICS).is_file() and not (d / "results.json").is_file():
+            imagined.append(d)  # written by `vidact imagine`
+            continue
         results = json.loads((d / "results.json").read_text())
         low, high = results["wilson95"]
         lines.append(f"| {results['task']} | {results['successes']}/{results['episodes']} "
@@ -87,6 +91,32 @@ def write_report(run_dir: str | Path, eval_dirs: list[str | Path], out: str | Pa
     lines += ["", f"![training curves]({curves.name})" if metrics else
               "No training metrics logged (the run was shorter than train.log_every).", "", "## Rollout videos", ""]
     lines += [f"- {task}: [{Path(v).name}]({_link(Path(v), out)})" for task, v in videos[:20]]
+    for d in imagined:
+        lines += imagined_section(d, out)
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def imagined_section(folder: Path, out: Path) -> list[str]:
+    """A ``vidact imagine`` folder: error per step ahead (mean over episodes) beside copying the
+    last observed frame, the filmstrip and the side-by-side videos."""
+    report = json.loads((folder / IMAGINE_METRICS).read_text())
+    by_ahead: dict[int, list[dict]] = {}
+    for episode in report["episodes"]:
+        for step in episode["steps"]:
+            by_ahead.setdefault(step["ahead"], []).append(step)
+    lines = ["", f"## Imagined futures ({report['actions']} actions, {len(report['episodes'])} episodes)", "",
+             "| steps ahead | MSE | copy-last MSE | PSNR dB | copy-last PSNR dB | SSIM | copy-last SSIM |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for ahead, steps in sorted(by_ahead.items()):
+        mean = {k: sum(s[k] for s in steps) / len(steps) for k in ("model_mse", "copy_last_mse", "model_psnr",
+                                                                     "copy_last_psnr", "model_ssim", "copy_last_ssim")}
+        lines.append(f"| {ahead} | {mean['model_mse']:.4f} | {mean['copy_last_mse']:.4f} | {mean['model_psnr']:.1f} | "
+                     f"{mean['copy_last_psnr']:.1f} | {mean['model_ssim']:.3f} | {mean['copy_last_ssim']:.3f} |")
+    if (folder / "filmstrip.png").is_file():
+        lines += ["", f"![imagined vs real]({_link(folder / 'filmstrip.png', out)})",
+                  "", "Rows per episode: real, imagined; columns: the start frame, then each frame step."]
+    lines += [""] + [f"- episode {e['episode']}: [{e['video']}]({_link(folder / e['video'], out)})"
+                     for e in report["episodes"][:20]]
+    return lines

@@ -1,8 +1,8 @@
 """``vidact imagine RUN_OR_BUNDLE --dataset DIR --horizon H --out DIR``: roll the model forward
 from real starting frames of (held-out) episodes and compare what it imagines with what happened.
 
-Writes ``OUT/<episode>.mp4`` (real | imagined | absolute error, one frame per model frame step)
-and ``OUT/metrics.json`` (per episode and frame step: MSE, PSNR, SSIM, moving-pixel MSE, beside
+Writes ``OUT/<episode>.mp4`` (real | imagined | absolute error, one frame per model frame step),
+``OUT/filmstrip.png`` (the first episodes, real over imagined) and ``OUT/metrics.json`` (per episode and frame step: MSE, PSNR, SSIM, moving-pixel MSE, beside
 copying the last observed frame). ``--policy`` rolls the model's own actions instead of the
 recorded ones (closed loop inside the model).
 """
@@ -23,6 +23,7 @@ from vidact.worldmodel.metrics import frame_metrics
 from vidact.worldmodel.rollout import RolloutError, RolloutStart, frames_per_call, rollout
 
 VIDEO_FPS = 4
+FILMSTRIP = "filmstrip.png"  # rows per episode: real, imagined; columns: start, then each frame step
 MIN_TILE = 192  # small frames are scaled up (nearest) to at least this height in the videos
 
 
@@ -121,6 +122,18 @@ def side_by_side(first: Tensor, real: Tensor, imagined: Tensor) -> np.ndarray:
     return np.stack(out)
 
 
+def filmstrip(last: Tensor, sequences: list[Tensor], columns: list[int], windows: list[int]):
+    """A PIL image: per window a block of rows, one per sequence (real first), each row the last
+    observed frame then the frames at grid indices ``columns``. last [B,C,H,W]; sequences [B,T,C,H,W]."""
+    from PIL import Image
+
+    rows = [torch.cat([last[b]] + [seq[b, k] for k in columns], -1) for b in windows for seq in sequences]
+    img = torch.cat(rows, -2).clamp(0, 1)
+    if img.shape[0] == 1:
+        img = img.expand(3, -1, -1)
+    return Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vidact imagine", description=__doc__.splitlines()[0])
     p.add_argument("model", help="policy bundle, run directory or checkpoint")
@@ -171,7 +184,7 @@ def _imagine(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     s = model.config.future_frame_stride
-    records = []
+    records, shown = [], []  # shown: (real, imagined, last) of the first episodes, for the filmstrip
     B = len(windows.episodes)
     from tqdm import tqdm
 
@@ -182,6 +195,7 @@ def _imagine(args: argparse.Namespace) -> int:
         result = rollout(sampler, start, args.horizon, None if args.policy else windows.actions[idx], seed=args.seed,
                          progress=True)
         real, last = windows.real[idx], start.frames[:, -1]
+        shown += [(real[b, :, 0], result.frames[b, :, 0], last[b, 0]) for b in range(min(4 - len(shown), len(real)))]
         for b in range(real.shape[0]):
             ep, t0 = windows.episodes[lo + b], windows.t0[lo + b]
             imag = result.frames[b]
@@ -201,6 +215,8 @@ def _imagine(args: argparse.Namespace) -> int:
               "actions": "policy" if args.policy else "recorded", "seed": args.seed, "sampler_steps": sampler_cfg.steps,
               "at_horizon": summary, "episodes": records}
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    real, imag, last = (torch.stack(x) for x in zip(*shown))
+    filmstrip(last, [real, imag], list(range(real.shape[1])), list(range(len(shown)))).save(out / FILMSTRIP)
     print(f"vidact imagine: {len(records)} episode(s), {args.horizon} steps ahead: model MSE "
           f"{summary['model_mse']:.4f} PSNR {summary['model_psnr']:.1f} dB SSIM {summary['model_ssim']:.3f}; "
           f"copy-last MSE {summary['copy_last_mse']:.4f} PSNR {summary['copy_last_psnr']:.1f} dB "
