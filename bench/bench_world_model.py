@@ -23,6 +23,7 @@ with shuffled actions, at each horizon) to ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -103,6 +104,9 @@ def main() -> None:
     p.add_argument("--horizons", type=int, nargs="+", default=[8, 32, 64])
     p.add_argument("--every", type=int, default=16, help="control steps between window starts in an episode")
     p.add_argument("--steps", type=int, default=10, help="sampler steps")
+    p.add_argument("--action-guidance", type=float, nargs="+", default=[1.0],
+                   help="classifier-free guidance weights on the actions to try (1: none; needs a model that "
+                        "learned video mode on robot samples)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
@@ -143,20 +147,22 @@ def main() -> None:
         for name, pred in (("copy last observed frame", last_k), ("mean future frame", mean_k),
                            ("real future frame", real_k)):
             results[name][h] = score(pred, real_k, last_k, probe, hand[:, k], V)
-    for label, (model, sampler_cfg) in zip(labels, models):
-        sampler_cfg.steps = args.steps
-        sampler = Sampler(model.eval(), sampler_cfg)
-        for variant, acts in (("", windows.actions), (", shuffled actions", shuffled)):
-            t = time.time()
-            imagined = rollout(sampler, windows.start, H, acts, seed=args.seed, progress=True)
-            name = f"{label}{variant}"
-            log(f"{name}: {imagined.calls} calls in {time.time() - t:.0f} s")
-            results[name] = {h: score(frames_at(imagined.frames, k), frames_at(windows.real, k), frames_at(last, 0),
-                                      probe, hand[:, k], V) for h, k in zip(args.horizons, ks)}
-            imagined_rows[name] = imagined.frames
-        for h in args.horizons:
-            true, wrong = results[label][h]["hand_error_cm"], results[f"{label}, shuffled actions"][h]["hand_error_cm"]
-            results[label][h]["shuffled_over_true_hand_error"] = wrong / max(true, 1e-9)
+    for model_label, (model, sampler_cfg) in zip(labels, models):
+        for w in args.action_guidance:
+            label = model_label if w == 1 else f"{model_label}, action guidance {w:g}"
+            sampler = Sampler(model.eval(), dataclasses.replace(sampler_cfg, steps=args.steps, action_guidance=w))
+            for variant, acts in (("", windows.actions), (", shuffled actions", shuffled)):
+                t = time.time()
+                imagined = rollout(sampler, windows.start, H, acts, seed=args.seed, progress=True)
+                name = f"{label}{variant}"
+                log(f"{name}: {imagined.calls} calls in {time.time() - t:.0f} s")
+                results[name] = {h: score(frames_at(imagined.frames, k), frames_at(windows.real, k),
+                                          frames_at(last, 0), probe, hand[:, k], V) for h, k in zip(args.horizons, ks)}
+                imagined_rows[name] = imagined.frames
+            for h in args.horizons:
+                true = results[label][h]["hand_error_cm"]
+                wrong = results[f"{label}, shuffled actions"][h]["hand_error_cm"]
+                results[label][h]["shuffled_over_true_hand_error"] = wrong / max(true, 1e-9)
 
     lines = [f"{B} windows, {len(set(windows.episodes))} held-out episodes of {len(tasks)} tasks, {args.steps} "
              f"sampler steps, seed {args.seed}; state probe on held-out real frames: "

@@ -159,3 +159,19 @@ def test_trained_model_is_worse_with_shuffled_actions():
     # Measured (seed 0): true 0.074, shuffled 0.096, copy 0.095.
     assert true_err < 0.9 * copy_err, (true_err, copy_err)
     assert wrong_err > 1.15 * true_err, (true_err, wrong_err)
+
+
+def test_action_guidance_interpolates_between_video_and_forward_dynamics(tiny_model):
+    from vidact.data.fake import fake_batch
+
+    batch = fake_batch(tiny_model.config, batch_size=2, seed=4)
+    plain = Sampler(tiny_model, SamplerConfig(steps=3)).forward_dynamics(batch, seed=1).future_latents
+    same = Sampler(tiny_model, SamplerConfig(steps=3, action_guidance=1.0)).forward_dynamics(batch, seed=1)
+    assert torch.equal(plain, same.future_latents)
+    # Weight 0 keeps only the branch without actions: exactly video mode from the same noise.
+    none = Sampler(tiny_model, SamplerConfig(steps=3, action_guidance=0.0)).forward_dynamics(batch, seed=1)
+    video = Sampler(tiny_model, SamplerConfig(steps=3)).video(batch, seed=1)
+    assert torch.allclose(none.future_latents, video.future_latents, atol=1e-5)
+    assert not torch.allclose(plain, video.future_latents, atol=1e-3)
+    pushed = Sampler(tiny_model, SamplerConfig(steps=3, action_guidance=3.0)).forward_dynamics(batch, seed=1)
+    assert not torch.allclose(pushed.future_latents, plain, atol=1e-3)

@@ -36,6 +36,11 @@ class SamplerConfig:
     steps: int = 10
     guidance_scale: float = 1.0  # 1 = no classifier-free guidance; > 1 pushes toward the instruction
     shift: float = 1.0  # > 1 spends more steps at high noise
+    # forward_dynamics only: classifier-free guidance on the given actions, v = v_without + w (v_with -
+    # v_without), the unconditional branch being the same frames with the actions dropped (``video``
+    # mode, which the model learns when generative.mode_weights gives it weight on robot samples).
+    # > 1 pushes the imagined video toward what these actions do (against "different actions, same video").
+    action_guidance: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -109,10 +114,15 @@ class Sampler:
                            if roles.action == Role.GIVEN else None),
               Role.DROPPED: None}[roles.action]
 
+        action_guidance = cfg.action_guidance if mode == Mode.FORWARD_DYNAMICS else 1.0
+
         def velocity(xv: Tensor | None, xa: Tensor | None, t: float) -> Prediction:
             tau_v = torch.full((B,), t if roles.video == Role.GENERATED else 0.0, device=device)
             tau_a = torch.full((B,), t if roles.action == Role.GENERATED else 0.0, device=device)
             pred = model.forward_cached(cache, xv, xa, tau_v, tau_a)
+            if action_guidance != 1.0:
+                without = model.forward_cached(cache, xv, None, tau_v, tau_a).video
+                pred = Prediction(without + action_guidance * (pred.video - without), pred.action)
             if uncond is None:
                 return pred
             pu = model.forward_cached(uncond, xv, xa, tau_v, tau_a)
