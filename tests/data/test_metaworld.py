@@ -46,6 +46,23 @@ def test_generation_is_seeded_and_reproducible(metaworld_dataset, tmp_path):
     np.testing.assert_array_equal(np.stack(first["observation.state"]), np.stack(again["observation.state"]))
 
 
+def test_steps_after_success_extends_the_same_episode(metaworld_dataset, tmp_path):
+    """--steps-after-success N: the expert goes on N steps past its first success (long held-out
+    episodes for world-model rollouts); the episode up to the success is the one recorded without it."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out = tmp_path / "longer"
+    assert main(["metaworld", "--tasks", "button-press-topdown-v3", "--episodes", "1", "--out", str(out),
+                 "--height", "32", "--width", "32", "--seed", "3", "--steps-after-success", "5"]) == 0
+    short = LeRobotDataset("local/a", root=metaworld_dataset, episodes=[0]).hf_dataset.with_format("numpy")
+    longer = LeRobotDataset("local/b", root=out).hf_dataset.with_format("numpy")
+    n = len(short["action"])
+    assert len(longer["action"]) == n + 5
+    np.testing.assert_array_equal(np.stack(longer["action"])[:n], np.stack(short["action"]))
+    success = np.stack(longer["next.success"]).ravel()
+    assert not success[: n - 1].any() and success[n - 1]
+
+
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["metaworld", "--tasks", "no-such-task-v3", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
     assert "unknown MetaWorld task(s) ['no-such-task-v3']" in capsys.readouterr().err
