@@ -58,3 +58,11 @@ def fit_frames(frames: Tensor, height: int, width: int, mode: str = "resize",
 def _resize(frames: Tensor, height: int, width: int) -> Tensor:
     out = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     return out.clamp_(0.0, 1.0)  # bilinear with antialias can overshoot slightly
+
+
+def frame_to_uint8(frame: Tensor) -> np.ndarray:
+    """[C,H,W] in [0,1] -> [H,W,3] uint8 for pictures and videos (grey for one channel)."""
+    x = frame.detach().float().clamp(0, 1).cpu()
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    return (x[:3].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from PIL import Image, ImageDraw
 
+from vidact.data.transforms import frame_to_uint8
 from vidact.generative.sample import Sampler, SamplerConfig
 from vidact.generative.schedule import Mode
 from vidact.lit.strategy import deepspeed_zero_stage, gathered
@@ -54,22 +55,14 @@ def pick(batch: Batch, n: int) -> Batch:
     return Batch(**out)
 
 
-def _to_uint8(frame: torch.Tensor) -> np.ndarray:
-    """[C,H,W] in [0,1] -> [H,W,3] uint8 (grey for one channel)."""
-    x = frame.detach().float().clamp(0, 1).cpu()
-    if x.shape[0] == 1:
-        x = x.expand(3, -1, -1)
-    return (x[:3].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-
-
 def frames_grid(obs: torch.Tensor, real: torch.Tensor | None, predicted: torch.Tensor | None) -> Image.Image:
     """obs [B,Th,V,C,H,W], real / predicted [B,Tf,V,C,H,W] -> one image, a row per sample."""
     rows = []
     for b in range(obs.shape[0]):
-        tiles = [_to_uint8(obs[b, -1, 0])]
+        tiles = [frame_to_uint8(obs[b, -1, 0])]
         for video in (real, predicted):
             if video is not None:
-                tiles += [_to_uint8(video[b, t, 0]) for t in range(video.shape[1])]
+                tiles += [frame_to_uint8(video[b, t, 0]) for t in range(video.shape[1])]
         gap = np.full((tiles[0].shape[0], 2, 3), 255, np.uint8)
         rows.append(np.concatenate([x for tile in tiles for x in (tile, gap)][:-1], axis=1))
     gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
@@ -118,10 +111,10 @@ def video_frames(obs: torch.Tensor, real: torch.Tensor | None, predicted: torch.
         rows = []
         for b in range(B):
             if t < Th:
-                left = right = _to_uint8(obs[b, t, 0])
+                left = right = frame_to_uint8(obs[b, t, 0])
             else:
-                right = _to_uint8(predicted[b, t - Th, 0])
-                left = _to_uint8(real[b, t - Th, 0]) if real is not None else np.zeros_like(right)
+                right = frame_to_uint8(predicted[b, t - Th, 0])
+                left = frame_to_uint8(real[b, t - Th, 0]) if real is not None else np.zeros_like(right)
             gap = np.full((left.shape[0], 2, 3), 255, np.uint8)
             rows.append(np.concatenate([left, gap, right], axis=1))
         gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)

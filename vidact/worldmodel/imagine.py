@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vidact.data.transforms import frame_to_uint8
 from vidact.worldmodel.metrics import frame_metrics
 from vidact.worldmodel.rollout import RolloutError, RolloutStart, frames_per_call, rollout
 
@@ -100,11 +101,9 @@ def episode_windows(dataset, episodes: list[int], horizon: int, start: int | Non
     return Windows(start_, torch.stack(reals), torch.stack(acts), torch.stack(fstate), eps, t0s)
 
 
-def _tile(frame: np.ndarray) -> np.ndarray:
-    """[C,H,W] float -> [h,w,3] uint8, scaled up by an integer factor to at least MIN_TILE high."""
-    img = (np.clip(frame, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, 2)
+def _tile(frame: Tensor) -> np.ndarray:
+    """[C,H,W] in [0,1] -> [h,w,3] uint8, scaled up by an integer factor to at least MIN_TILE high."""
+    img = frame_to_uint8(frame)
     k = max(1, -(-MIN_TILE // img.shape[0]))
     return img.repeat(k, 0).repeat(k, 1)
 
@@ -116,8 +115,8 @@ def side_by_side(first: Tensor, real: Tensor, imagined: Tensor) -> np.ndarray:
     for t in range(real.shape[0] + 1):
         r = first if t == 0 else real[t - 1]
         m = first if t == 0 else imagined[t - 1]
-        rows = [np.concatenate([_tile(r[v].numpy()), _tile(m[v].numpy()),
-                                _tile(((r[v] - m[v]).abs() * 3).numpy())], 1) for v in range(r.shape[0])]
+        rows = [np.concatenate([_tile(r[v]), _tile(m[v]), _tile((r[v] - m[v]).abs() * 3)], 1)
+                for v in range(r.shape[0])]
         out.append(np.concatenate(rows, 0))
     return np.stack(out)
 
