@@ -16,9 +16,34 @@ if ((${#need_apt[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-PYTHON="${PYTHON:-python3}"
+# LeRobot 0.6 needs Python >= 3.12: take $PYTHON if set, else the first of python3, python3.12,
+# python3.13 on PATH, else pyenv's installed versions, that is 3.12 or 3.13.
+py_ok() { "$1" -c 'import sys; sys.exit(not (3, 12) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null; }
+find_python() {
+    local c
+    if [ -n "${PYTHON:-}" ]; then
+        py_ok "$PYTHON" && { echo "$PYTHON"; return; }
+        echo "[setup] PYTHON=$PYTHON is not Python 3.12 or 3.13" >&2; return 1
+    fi
+    for c in python3 python3.12 python3.13; do
+        command -v "$c" >/dev/null && py_ok "$c" && { command -v "$c"; return; }
+    done
+    local root="${PYENV_ROOT:-$HOME/.pyenv}"
+    for c in "$root"/versions/3.12*/bin/python3 "$root"/versions/3.13*/bin/python3; do
+        [ -x "$c" ] && py_ok "$c" && { echo "$c"; return; }
+    done
+    echo "[setup] vidact needs Python 3.12 or 3.13 (LeRobot 0.6): install one (e.g. 'pyenv install 3.12', or your distribution's python3.12 with venv) or set PYTHON=/path/to/python3.12" >&2
+    return 1
+}
+
+# A .venv made by an older set-up (Python 3.11, LeRobot 0.4) is replaced.
+if [ -x .venv/bin/python ] && ! py_ok .venv/bin/python; then
+    echo "[setup] replacing .venv ($(.venv/bin/python --version 2>&1)): vidact now needs Python >= 3.12"
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-    echo "[setup] creating .venv with $($PYTHON --version)"
+    PYTHON="$(find_python)"
+    echo "[setup] creating .venv with $("$PYTHON" --version) ($PYTHON)"
     "$PYTHON" -m venv .venv
 fi
 

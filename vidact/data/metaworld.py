@@ -154,6 +154,7 @@ def dataset_features(cfg: MetaWorldGenConfig) -> dict:
 
 def generate(cfg: MetaWorldGenConfig) -> dict:
     """Write the dataset to ``cfg.out``; returns a summary (episodes kept / tried per task)."""
+    from lerobot.configs.video import RGBEncoderConfig
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     out = Path(cfg.out)
@@ -163,7 +164,7 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
         shutil.rmtree(out)
     dataset = LeRobotDataset.create(repo_id=f"vidact/metaworld_{'_'.join(cfg.tasks)}"[:96], fps=FPS,
                                     features=dataset_features(cfg), root=out, robot_type="sawyer",
-                                    use_videos=True, vcodec=cfg.vcodec)
+                                    use_videos=True, rgb_encoder=RGBEncoderConfig(vcodec=cfg.vcodec))
     video_writer = ActionFreeVideoWriter(Path(cfg.video_out)) if cfg.video_out else None
     summary: dict[str, dict[str, int]] = {}
     progress = tqdm(total=cfg.episodes * len(cfg.tasks), desc="metaworld episodes", unit="ep")

@@ -144,6 +144,8 @@ def make_robot(config):
     except ModuleNotFoundError as e:
         raise DriveError(f"{config.type}: needs the Python package {e.name!r}, which is not installed (LeRobot's "
                          "extras, e.g. pip install 'lerobot[feetech]' for SO-100/SO-101)") from None
+    except ImportError as e:  # LeRobot >= 0.5 checks its extras itself and says which one to install
+        raise DriveError(f"{config.type}: needs a package that is not installed: {e}") from None
     except Exception as e:
         raise DriveError(f"{config.type}: could not create the robot: {type(e).__name__}: {e}") from None
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
+import string
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
@@ -68,9 +70,8 @@ def wandb_logger(cfg, run_dir: Path):
     if id_file.is_file():
         run_id = id_file.read_text().strip()
     else:
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        # wandb's own id format (8 lowercase alphanumerics); wandb 0.31 no longer exports generate_id.
+        run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
         if rank_zero_only.rank == 0:
             tmp = id_file.with_name(f".{WANDB_ID_FILE}.tmp")
             tmp.write_text(run_id)
