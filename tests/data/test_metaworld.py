@@ -63,6 +63,38 @@ def test_steps_after_success_extends_the_same_episode(metaworld_dataset, tmp_pat
     assert not success[: n - 1].any() and success[n - 1]
 
 
+def test_lerobot_camera_records_what_lerobot_eval_shows_the_policy(tmp_path):
+    """--camera lerobot: the recorded frame is LeRobot's env observation for the same seed (what
+    lerobot-eval hands a policy), resized as the policy resizes it, up to the video codec; the
+    fast default rendering is visibly another image (other lighting, black sky)."""
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.envs.metaworld import MetaworldEnv
+
+    from vidact.data.transforms import fit_frames
+
+    def first_frame(camera: str) -> torch.Tensor:
+        out = tmp_path / camera
+        assert main(["metaworld", "--tasks", "button-press-topdown-v3", "--episodes", "1", "--out", str(out),
+                     "--height", "48", "--width", "48", "--seed", "3", "--max-steps", "4", "--keep-failed",
+                     "--camera", camera]) == 0
+        return LeRobotDataset("local/c", root=out)[0]["observation.image"]
+
+    env = MetaworldEnv("button-press-topdown-v3", obs_type="pixels_agent_pos")
+    try:
+        pixels = env.reset(seed=3)[0]["pixels"]  # 480x480 uint8, as lerobot-eval renders it
+    finally:
+        env.close()
+    assert pixels.shape == (480, 480, 3)
+    seen = fit_frames(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 255, 48, 48, "resize")[0]
+    lerobot_error = (first_frame("lerobot") - seen).abs().mean().item()
+    vidact_error = (first_frame("vidact") - seen).abs().mean().item()
+    assert lerobot_error < 8 / 255, lerobot_error  # measured 3.7/255: the video codec (AV1, crf 30)
+    assert vidact_error > 20 / 255, vidact_error
+    assert main(["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(tmp_path / "x"),
+                 "--camera", "lerobot", "--cameras", "corner2", "topview"]) == 2
+
+
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["metaworld", "--tasks", "no-such-task-v3", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
     assert "unknown MetaWorld task(s) ['no-such-task-v3']" in capsys.readouterr().err

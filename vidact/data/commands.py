@@ -21,6 +21,10 @@ def main(argv: list[str]) -> int:
     mw.add_argument("--episodes", type=int, required=True, help="episodes to keep per task")
     mw.add_argument("--out", required=True, help="dataset folder to create")
     mw.add_argument("--cameras", nargs="+", default=["corner2"], help="first one is stored as observation.image")
+    mw.add_argument("--camera", choices=["vidact", "lerobot"], default="vidact",
+                    help="vidact: fast renderer (shadows/reflections/skybox off; evaluate with vidact eval); "
+                    "lerobot: exactly the image lerobot-eval gives a policy (LeRobot's env at 480x480, "
+                    "resized as the policy resizes it; ~9x slower to render)")
     mw.add_argument("--height", type=int, default=96)
     mw.add_argument("--width", type=int, default=96)
     mw.add_argument("--seed", type=int, default=0)
@@ -49,6 +53,7 @@ def _metaworld(args: argparse.Namespace) -> int:
 
     try:
         cfg = MetaWorldGenConfig(tasks=args.tasks, episodes=args.episodes, out=args.out, cameras=args.cameras,
+                                 camera=args.camera,
                                  height=args.height, width=args.width, seed=args.seed, max_steps=args.max_steps,
                                  keep_failed=args.keep_failed,
                                  steps_after_success=args.steps_after_success, video_out=args.video_out, vcodec=args.vcodec,

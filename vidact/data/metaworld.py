@@ -8,8 +8,17 @@ Conventions follow LeRobot's MetaWorld env (``lerobot/envs/metaworld.py``, what 
 - the first camera is stored as ``observation.image`` (the key LeRobot maps the env's pixels to),
   further cameras as ``observation.images.<camera>``.
 
-Rendering uses a ``mujoco.Renderer`` with shadows, reflections and skybox off: ~5x faster than
-the default scene on CPU (EGL). The lighting therefore differs from what ``lerobot-eval`` renders.
+Two renderings (``--camera``):
+- ``vidact`` (default): a ``mujoco.Renderer`` at the dataset's size with shadows, reflections and
+  skybox off, ~10x faster on CPU (EGL: ~18 ms a 96x96 frame against ~170 ms). Same camera, pose
+  and layout as LeRobot's env, but other lighting and a black background: a policy trained on it
+  is evaluated with ``vidact eval``, which renders the same way.
+- ``lerobot``: the image LeRobot's ``MetaworldEnv`` hands a policy under ``lerobot-eval`` (its own
+  env class and renderer: 480x480, default lighting), downscaled to the dataset's size with the
+  resize the policy applies to that 480x480 image (``fit_frames``, antialiased bilinear), so the
+  training frames are the policy's evaluation inputs up to the video codec. A frame costs a
+  480x480 render. A bundle trained on it scores alike under ``lerobot-eval`` and ``vidact eval``
+  (which renders this way for such bundles).
 
 Reproducibility: MetaWorld's ``reset(seed=...)`` ignores its seed and draws object positions
 from the global numpy RNG unless ``seeded_rand_vec`` is set, so each episode seeds the env's
@@ -32,6 +41,8 @@ log = logging.getLogger(__name__)
 FPS = 80  # LeRobot's MetaworldEnv config runs at 80 fps
 CORNER2_POSITION = (0.75, 0.075, 0.7)  # LeRobot's moved corner2 camera (https://arxiv.org/pdf/2206.14244)
 PRIMARY_IMAGE_KEY = "observation.image"
+CAMERA_MODES = ("vidact", "lerobot")
+LEROBOT_IMAGE_SIZE = 480  # LeRobot's MetaworldEnv observation_height/width
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 
@@ -42,6 +53,7 @@ class MetaWorldGenConfig:
     episodes: int  # successful episodes per task (or recorded ones with keep_failed)
     out: str
     cameras: list[str] = field(default_factory=lambda: ["corner2"])
+    camera: str = "vidact"  # rendering: vidact (fast) or lerobot (what lerobot-eval shows a policy)
     height: int = 96
     width: int = 96
     seed: int = 0
@@ -70,6 +82,11 @@ class MetaWorldGenConfig:
             raise ValueError(f"--steps-after-success must be >= 0, got {self.steps_after_success}")
         if not self.cameras:
             raise ValueError("--cameras: at least one camera is needed")
+        if self.camera not in CAMERA_MODES:
+            raise ValueError(f"--camera must be one of {CAMERA_MODES}, got {self.camera!r}")
+        if self.camera == "lerobot" and self.cameras != ["corner2"]:
+            raise ValueError(f"--camera lerobot renders the one camera lerobot-eval shows (corner2); "
+                             f"got --cameras {self.cameras}")
 
 
 def image_key(camera_index: int, camera: str) -> str:
@@ -77,20 +94,32 @@ def image_key(camera_index: int, camera: str) -> str:
 
 
 class ExpertRollout:
-    """One MetaWorld task with its scripted expert and a fast offscreen renderer."""
+    """One MetaWorld task with its scripted expert and an offscreen renderer (``camera``: see the
+    module docstring)."""
 
-    def __init__(self, task: str, cameras: list[str], height: int, width: int):
+    def __init__(self, task: str, cameras: list[str], height: int, width: int, camera: str = "vidact"):
         import metaworld
         import mujoco
         from lerobot.envs.metaworld import TASK_DESCRIPTIONS, TASK_POLICY_MAPPING
 
         self.task, self.description = task, TASK_DESCRIPTIONS[task]
+        self.policy = TASK_POLICY_MAPPING[task]()
+        self.size = (height, width)
+        self.lerobot_env = None
+        if camera == "lerobot":
+            from lerobot.envs.metaworld import MetaworldEnv
+
+            # LeRobot builds its MetaWorld env lazily in _ensure_env (moved corner2, seeded layouts);
+            # building it here the same way makes the scene, the renderer and the images LeRobot's.
+            self.lerobot_env = MetaworldEnv(task, obs_type="pixels_agent_pos")  # corner2, as lerobot-eval
+            self.lerobot_env._ensure_env()
+            self.env, self.cameras, self.renderer = self.lerobot_env._env, list(cameras), None
+            return
         mt1 = metaworld.MT1(task, seed=42)  # LeRobot's choice; the per-episode seed randomizes positions
         self.env = mt1.train_classes[task]()
         self.env.set_task(mt1.train_tasks[0])
         self.env._freeze_rand_vec = False
         self.env.seeded_rand_vec = True
-        self.policy = TASK_POLICY_MAPPING[task]()
         names = [mujoco.mj_id2name(self.env.model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self.env.model.ncam)]
         missing = [c for c in cameras if c not in names]
         if missing:
@@ -104,7 +133,17 @@ class ExpertRollout:
                      mujoco.mjtRndFlag.mjRND_SKYBOX):
             self.renderer.scene.flags[flag] = False
 
+    def reset(self, seed: int) -> np.ndarray:
+        """Start the episode of ``seed`` (the layout LeRobot's env draws for the same seed); returns
+        MetaWorld's raw observation vector."""
+        self.env.seed(seed)
+        if self.lerobot_env is not None:  # exactly LeRobot's MetaworldEnv.reset
+            return self.env.reset(seed=seed)[0]
+        return self.env.reset()[0]
+
     def render(self) -> list[np.ndarray]:
+        if self.lerobot_env is not None:
+            return [self._lerobot_image()]
         images = []
         for name, cam in zip(self.cameras, self.camera_ids):
             self.renderer.update_scene(self.env.data, camera=cam)
@@ -113,11 +152,23 @@ class ExpertRollout:
             images.append(np.ascontiguousarray(np.flip(image, (0, 1)) if name == "corner2" else image))
         return images
 
+    def _lerobot_image(self) -> np.ndarray:
+        """LeRobot's observation image (480x480, flipped as LeRobot does), resized to ``size`` the
+        way the policy resizes it."""
+        image = np.ascontiguousarray(self.lerobot_env.render())
+        if image.shape[:2] == self.size:
+            return image
+        import torch
+
+        from vidact.data.transforms import fit_frames, frame_to_uint8
+
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+        return frame_to_uint8(fit_frames(x, *self.size, mode="resize")[0])
+
     def run(self, seed: int, max_steps: int, steps_after_success: int = 0) -> dict:
         """Roll the expert out until first success (and ``steps_after_success`` more) or
         ``max_steps``; returns per-step arrays."""
-        self.env.seed(seed)
-        obs, _ = self.env.reset()
+        obs = self.reset(seed)
         frames: list[list[np.ndarray]] = []
         states, actions, rewards, successes = [], [], [], []
         for _ in range(max_steps):
@@ -135,7 +186,8 @@ class ExpertRollout:
         return {"frames": frames, "state": states, "action": actions, "reward": rewards, "success": successes}
 
     def close(self) -> None:
-        self.renderer.close()
+        if self.renderer is not None:
+            self.renderer.close()
         self.env.close()
 
 
@@ -169,7 +221,7 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
     summary: dict[str, dict[str, int]] = {}
     progress = tqdm(total=cfg.episodes * len(cfg.tasks), desc="metaworld episodes", unit="ep")
     for task_number, task in enumerate(cfg.tasks):
-        rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width)
+        rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width, cfg.camera)
         kept = tried = 0
         try:
             while kept < cfg.episodes:

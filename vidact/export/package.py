@@ -62,6 +62,17 @@ def camera_info(cfg) -> tuple[list[str], list[list[int]] | None, dict | None]:
     return keys, None, None
 
 
+def camera_rendering(cfg) -> str | None:
+    """How ``vidact data metaworld`` rendered the run's first LeRobot dataset (``vidact`` or
+    ``lerobot``, its ``--camera``), so ``vidact eval`` renders the same way; None when the data
+    did not come from that generator."""
+    for source in (s for s in cfg.data.sources if s.kind == "lerobot"):
+        meta = Path(source.path) / "meta" / "vidact_generation.json"
+        if meta.is_file():
+            return json.loads(meta.read_text())["config"].get("camera", "vidact")
+    return None
+
+
 def action_bounds(cfg, dataset_action_stats: dict | None, dim: int) -> dict[str, list[float]] | None:
     """Per-dimension [min, max] of the training actions: from a stats file (data.stats=file) or the
     LeRobot dataset's ``meta/stats.json``; None when the data carries none (generated toy data)."""
@@ -157,7 +168,8 @@ def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_step
         "action": {"key": ACTION_KEY, "dim": cfg.model.action_dim,
                    "bounds": action_bounds(cfg, dataset_action_stats, cfg.model.action_dim)},
         "state": {"key": STATE_KEY, "dim": cfg.model.state_dim},
-        "cameras": {"keys": keys, "recorded_size": sizes, "model_size": [cfg.model.height, cfg.model.width]},
+        "cameras": {"keys": keys, "recorded_size": sizes, "model_size": [cfg.model.height, cfg.model.width],
+                    "rendering": camera_rendering(cfg)},
         "text_encoder": {"kind": text.kind, "path": text.path, "max_length": text.max_length,
                          "weights_in_bundle": text.kind != "none"},
         "normalization": {"mode": cfg.model.normalization,
