@@ -75,15 +75,24 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from vidact.deploy.policy import ObservationError, UnsafeActionError
     from vidact.deploy.sim import main as eval_main
 
-    return eval_main(args)
+    try:
+        return eval_main(args)
+    except (ObservationError, UnsafeActionError) as e:
+        print(f"vidact eval: error: {e}", file=sys.stderr)
+        return 1
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from vidact.deploy.server import main as serve_main
+    from vidact.deploy.server import ServeError, main as serve_main
 
-    return serve_main(args)
+    try:
+        return serve_main(args)
+    except ServeError as e:
+        print(f"vidact serve: error: {e}", file=sys.stderr)
+        return 2
 
 
 def _drive(args: argparse.Namespace) -> int:
@@ -95,6 +104,29 @@ def _drive(args: argparse.Namespace) -> int:
     except (DriveError, ObservationError) as e:
         print(f"vidact drive: error: {e}", file=sys.stderr)
         return 2
+
+
+def _limit(text: str) -> float:
+    """A positive number, or 'off' (infinity: no limit)."""
+    value = float("inf") if text.lower() == "off" else float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+_limit.__name__ = "positive number or 'off'"  # argparse's "invalid ... value" message
+
+
+def _add_observation_checks(p: argparse.ArgumentParser, age_help: str | None) -> None:
+    """--max-state-deviation (and --max-observation-age): vidact.deploy.policy.ObservationChecks.from_args.
+    Defaults are the library's (not imported here: --help must not import torch)."""
+    p.add_argument("--max-state-deviation", type=_limit, default=None, metavar="N",
+                   help="refuse a state more than N training standard deviations from the mean (half q01..q99 "
+                        "ranges from their midpoint for quantile-normalized bundles) in any dimension; 'off' "
+                        "disables (default 10). NaN/inf values, wrong camera channels and a wrong state size are "
+                        "always refused")
+    if age_help:
+        p.add_argument("--max-observation-age", type=_limit, default=None, metavar="SECONDS", help=age_help)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,16 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=0, help="rtc: steps cross-faded from the old chunk to the new")
     p.add_argument("--ensemble-coeff", type=float, default=0.01, help="temporal_ensemble: weight exp(-coeff * i)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
+    _add_observation_checks(p, age_help=None)
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("serve", help="serve a bundle over websocket + msgpack (openpi protocol)")
+    p = sub.add_parser("serve", help="serve a bundle over websocket + msgpack (openpi protocol)",
+                       description="Each connection is its own episode. Errors in a request are answered with a "
+                                   "one-line text message (openpi's clients raise it); tracebacks stay in this log.")
     p.add_argument("bundle")
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only; "
+                   "0.0.0.0 listens on every interface and prints a warning)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--mode", default=None, choices=["policy_fast", "policy"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
+    p.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
+                   help="close connections that send larger messages (default: 4x the largest observation the "
+                        "bundle expects, float32 cameras at their recorded size, at least 1 MiB)")
+    p.add_argument("--token", default=None, help="shared secret clients must send as 'Authorization: Api-Key TOKEN' "
+                   "(openpi-client: api_key=TOKEN); default $VIDACT_SERVE_TOKEN, which keeps it out of `ps`")
+    _add_observation_checks(p, age_help="refuse requests whose 'capture_time' (client's time.time() at capture; "
+                                        "clocks must agree) is older than this, or that lack it (default: no check)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("drive", passthrough="--robot.", help="drive a LeRobot robot (or metaworld_sim) with a bundle",
@@ -215,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble-coeff", type=float, default=0.01, help="temporal_ensemble: weight exp(-coeff * i)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
+    p.add_argument("--max-bad-observations", type=int, default=0, metavar="N",
+                   help="refused observations in a row to ride out by holding (sending nothing) before stopping "
+                        "(default 0: the first refused observation stops the robot)")
+    _add_observation_checks(p, age_help="refuse an observation whose read started more than this many seconds "
+                                        "before it reached the policy (a stalled camera or bus; default: no check)")
     p.set_defaults(func=_drive)
 
     p = sub.add_parser("launch", help="submit a recipe to a cluster (vidact launch slurm --help)", add_help=False)

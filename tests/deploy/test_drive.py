@@ -181,3 +181,102 @@ def test_ctrl_c_stops_disconnects_and_still_writes_the_summary(metaworld_bundle,
     assert "(interrupted)" in stdout and "Traceback" not in stderr and "disconnect failed" not in stdout
     with av.open(str(video)) as container:
         assert sum(1 for _ in container.decode(video=0)) >= 1
+
+
+# ---------------------------------------------------------------------- refused observations (issue 16)
+
+
+class ScriptedRobot:
+    """A LeRobot-shaped robot (16x16 grey camera 'cam', state 'x', 'y') whose state at step i is
+    ``states[i]``; it records every action it is sent."""
+
+    name = "scripted"
+
+    def __init__(self, states, read_delay_s: float = 0.0):
+        self.states, self.read_delay_s = list(states), read_delay_s
+        self.observation_features = {"x": float, "y": float, "cam": (16, 16, 1)}
+        self.action_features = {"ax": float, "ay": float}
+        self.reads, self.sent = 0, []
+
+    def get_observation(self):
+        import time
+
+        time.sleep(self.read_delay_s)
+        x, y = self.states[min(self.reads, len(self.states) - 1)]
+        self.reads += 1
+        return {"x": x, "y": y, "cam": np.full((16, 16, 1), 100, np.uint8)}
+
+    def send_action(self, action):
+        self.sent.append((self.reads - 1, action))
+        return action
+
+
+def drive_scripted(bundle, states, max_bad=0, read_delay_s=0.0, checks=None):
+    from vidact.deploy.drive import drive
+    from vidact.deploy.policy import Policy
+
+    policy = Policy.from_pretrained(bundle, checks=checks)
+    robot = ScriptedRobot(states, read_delay_s)
+    obs_map = ObservationMap.build(policy, robot.observation_features, "move left")
+    summary = drive(policy, robot, obs_map, ["ax", "ay"], fps=200, steps=len(states), log_every=0,
+                    max_bad_observations=max_bad)
+    return robot, summary
+
+
+NAN = (float("nan"), 0.0)
+
+
+def test_a_refused_observation_stops_before_anything_is_sent(bundle):
+    robot, s = drive_scripted(bundle, [(0.5, 0.5)] * 3 + [NAN] + [(0.5, 0.5)] * 3)
+    assert [step for step, _ in robot.sent] == [0, 1, 2]  # nothing from the NaN step on
+    assert robot.reads == 4 and s["steps"] == 3 and s["refused_observations"] == 1 and s["held_steps"] == 0
+    assert s["stopped"].startswith("observation refused at step 3:") and "NaN" in s["stopped"]
+    assert all(np.isfinite(list(a.values())).all() for _, a in robot.sent)
+
+
+def test_max_bad_observations_holds_then_stops(bundle):
+    # Two bad steps in a row are ridden out (nothing sent, the robot holds); three stop the loop.
+    states = [(0.5, 0.5), NAN, NAN, (0.5, 0.5), (0.5, 0.5), NAN, NAN, NAN, (0.5, 0.5)]
+    robot, s = drive_scripted(bundle, states, max_bad=2)
+    assert [step for step, _ in robot.sent] == [0, 3, 4]
+    assert s["held_steps"] == 4 and s["refused_observations"] == 5 and s["stopped"].startswith("observation "
+                                                                                                "refused at step 7")
+    robot, s = drive_scripted(bundle, states[:5], max_bad=2)
+    assert s["stopped"] is None and s["steps"] == 5 and s["held_steps"] == 2 and len(robot.sent) == 3
+
+
+def test_stale_observations_are_refused(bundle):
+    from vidact.deploy.policy import ObservationChecks
+
+    robot, s = drive_scripted(bundle, [(0.5, 0.5)] * 2, read_delay_s=0.05, checks=ObservationChecks(max_age_s=0.02))
+    assert robot.sent == [] and "s old; the limit is 0.02 s" in s["stopped"]
+    robot, s = drive_scripted(bundle, [(0.5, 0.5)] * 2, read_delay_s=0.0, checks=ObservationChecks(max_age_s=1.0))
+    assert len(robot.sent) == 2 and s["stopped"] is None
+
+
+def test_unsafe_actions_stop_the_loop(bundle):
+    import torch
+
+    from vidact.deploy.drive import drive
+    from vidact.deploy.policy import Policy
+
+    policy = Policy.from_pretrained(bundle)
+    with torch.no_grad():
+        policy.model.action_out.bias.fill_(float("inf"))
+    robot = ScriptedRobot([(0.5, 0.5)] * 3)
+    s = drive(policy, robot, ObservationMap.build(policy, robot.observation_features, ""), ["ax", "ay"], fps=200,
+              steps=3, log_every=0)
+    assert robot.sent == [] and "NaN or infinite actions" in s["stopped"]
+
+
+def test_drive_cli_stops_and_disconnects_on_a_refused_observation(metaworld_bundle, tmp_path):
+    # A deviation limit no real state meets: the first observation is refused; exit 1, one line, no traceback.
+    summary_path = tmp_path / "summary.json"
+    out = run_cli(str(metaworld_bundle), "--robot.type=metaworld_sim", "--steps", "5", "--fps", "20",
+                  "--threads", "1", "--max-state-deviation", "0.001", "--json", str(summary_path))
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "vidact drive: error: stopped: observation refused at step 0: observation 'observation.state'" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "disconnect failed" not in out.stdout and "refused observations: 1 (0 held)" in out.stdout
+    s = json.loads(summary_path.read_text())
+    assert s["steps"] == 0 and s["refused_observations"] == 1 and s["stopped"].startswith("observation refused")

@@ -99,3 +99,102 @@ def test_select_action_open_loop_uses_n_action_steps(bundle):
     policy._predict = lambda *a, **k: calls.append(1) or original(*a, **k)
     chunk_actions = [policy.select_action(obs()) for _ in range(5)]
     assert len(calls) == 3 and chunk_actions[0].shape == (2,)
+
+
+# ---------------------------------------------------------------------- refused observations (issue 16)
+
+
+def with_state_stats(policy: Policy, std=(1.0, 0.1)) -> Policy:
+    """The debug bundle was trained without statistics; give it some (mean 0, ``std``)."""
+    policy.model.normalizer.set_stats({"state": {"mean": [0.0, 0.0], "std": list(std)},
+                                       "action": {"mean": [0.0, 0.0], "std": [1.0, 1.0]}})
+    return policy
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({**obs(), "observation.state": np.array([np.nan, 0.0])}, ["observation.state", "NaN"]),
+    ({**obs(), "observation.state": np.array([0.0, np.inf])}, ["observation.state", "dims [1]"]),
+    ({**obs(), "observation.state": np.array([0.0, 5.0])}, ["dim 1 = 5", "50 standard deviations", "limit 10"]),
+    ({**obs(), "observation.image": np.full((1, 16, 16), np.nan, np.float32)}, ["observation.image", "NaN"]),
+    ({**obs(), "observation.image": np.full((1, 16, 16), -0.5, np.float32)}, ["observation.image", "[0,1]"]),
+    ({**obs(), "observation.image": np.zeros((16, 16, 1), np.int32)}, ["observation.image", "int32"]),
+    ({**obs(), "observation.state": [[1.0], [1.0, 2.0]]}, ["observation.state", "numeric"]),
+    ({**obs(), "task": 3}, ["task", "int"]),
+])
+def test_refused_observations_leave_the_episode_unchanged(bundle, bad, words):
+    policy = with_state_stats(Policy.from_pretrained(bundle))
+    fresh = with_state_stats(Policy.from_pretrained(bundle))
+    with pytest.raises(ObservationError) as err:
+        policy.check_observation(bad)
+    with pytest.raises(ObservationError):
+        policy.select_action(bad)
+    message = str(err.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    # Nothing entered the history or advanced the seed: the next good step is the episode's first.
+    assert np.array_equal(policy.predict_chunk(obs()).actions, fresh.predict_chunk(obs()).actions)
+
+
+def test_state_deviation_is_measured_in_the_bundles_normalization(bundle):
+    from vidact.deploy import ObservationChecks
+
+    policy = with_state_stats(Policy.from_pretrained(bundle), std=(1.0, 0.01))
+    policy.check_observation(obs(state=(5.0, 0.09)))  # 5 and 9 standard deviations: inside the default 10
+    with pytest.raises(ObservationError, match="dim 0 = 11 is 11 standard deviations"):
+        policy.check_observation(obs(state=(11.0, 0.0)))
+    policy.checks = ObservationChecks(max_state_deviation=3)
+    with pytest.raises(ObservationError, match=r"dim 1 .* \(limit 3:"):
+        policy.check_observation(obs(state=(0.0, 0.05)))
+    policy.checks = ObservationChecks(max_state_deviation=None)  # off; NaN is still refused
+    policy.check_observation(obs(state=(1e6, 1e6)))
+    with pytest.raises(ObservationError, match="NaN"):
+        policy.check_observation(obs(state=(np.nan, 0.0)))
+    # Quantile normalization: units of half the q01..q99 range, from its midpoint.
+    policy.checks = ObservationChecks()
+    policy.model.normalizer.mode = "quantile"
+    policy.model.normalizer.set_stats({"state": {"q01": [-1.0, 0.0], "q99": [1.0, 2.0]},
+                                       "action": {"q01": [-1.0, -1.0], "q99": [1.0, 1.0]}})
+    policy.check_observation(obs(state=(9.0, 1.0)))
+    with pytest.raises(ObservationError, match="dim 1 = 12 is 11 half q01..q99 ranges"):
+        policy.check_observation(obs(state=(0.0, 12.0)))
+    # A bundle trained without statistics has nothing to measure against: only finiteness.
+    Policy.from_pretrained(bundle).check_observation(obs(state=(1e6, -1e6)))
+
+
+def test_observation_age_limit(bundle):
+    import time
+
+    from vidact.deploy import ObservationChecks
+
+    policy = Policy.from_pretrained(bundle, checks=ObservationChecks(max_age_s=0.5))
+    policy.check_observation({**obs(), "capture_time": time.time() - 0.1})
+    for observation, words in [(obs(), "no 'capture_time'"), ({**obs(), "capture_time": time.time() - 3}, "3 s old"),
+                               ({**obs(), "capture_time": time.time() + 3}, "in the future"),
+                               ({**obs(), "capture_time": "now"}, "seconds since the epoch")]:
+        with pytest.raises(ObservationError, match=words):
+            policy.check_observation(observation)
+    Policy.from_pretrained(bundle).check_observation({**obs(), "capture_time": 0.0})  # no limit: not read
+    with pytest.raises(ValueError, match="max_age_s must be > 0"):
+        ObservationChecks(max_age_s=0)
+
+
+def test_non_finite_actions_are_never_returned(bundle):
+    from vidact.deploy import UnsafeActionError
+
+    policy = Policy.from_pretrained(bundle)
+    with torch.no_grad():
+        policy.model.action_out.bias.fill_(float("nan"))
+    with pytest.raises(UnsafeActionError, match="NaN or infinite actions"):
+        policy.predict_chunk(obs())
+    with pytest.raises(UnsafeActionError):
+        policy.select_action(obs())
+
+
+def test_sessions_keep_their_own_episode(bundle):
+    policy = Policy.from_pretrained(bundle, n_action_steps=2)
+    first = policy.predict_chunk(obs()).actions
+    session = policy.session()
+    assert session.model is policy.model and session.executor is not policy.executor
+    assert np.array_equal(session.predict_chunk(obs()).actions, first)  # its own seed counter, from 0
+    session.select_action(obs())
+    assert len(session.executor.queue) == 1 and len(policy.executor.queue) == 0
+    assert not np.allclose(policy.predict_chunk(obs()).actions, first)  # the original's episode went on

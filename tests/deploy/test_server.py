@@ -1,5 +1,5 @@
 """`vidact serve`: websocket + msgpack (openpi protocol) round trip, errors, reset; openpi's own
-client when installed."""
+client when installed. Concurrency, malformed requests, tokens: test_server_safety.py."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def test_bad_observation_returns_the_error_text(server):
     with PolicyClient("127.0.0.1", server.port) as client:
         with pytest.raises(RuntimeError, match="observation.state"):
             client.infer({"observation.image": obs()["observation.image"], "task": "x"})
+        assert client.infer(obs())["actions"].shape == (4, 2)  # the connection stays open
 
 
 def test_openpi_client_talks_to_vidact_serve(server):
@@ -58,6 +59,7 @@ def test_openpi_client_talks_to_vidact_serve(server):
 
 
 def test_vidact_serve_command(bundle):
+    import os
     import socket
     import subprocess
     import sys
@@ -65,14 +67,20 @@ def test_vidact_serve_command(bundle):
     with socket.socket() as s:  # a free port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "vidact.cli", "serve", str(bundle), "--host", "127.0.0.1",
-                             "--port", str(port), "--mode", "policy", "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The default host (127.0.0.1), a token from the environment, a message cap.
+    env = {**os.environ, "VIDACT_SERVE_TOKEN": "s3cret"}
+    proc = subprocess.Popen([sys.executable, "-m", "vidact.cli", "serve", str(bundle), "--port", str(port),
+                             "--mode", "policy", "--threads", "1", "--max-message-bytes", "50000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        with PolicyClient("127.0.0.1", port, timeout_s=60) as client:
-            assert client.metadata["mode"] == "policy"
+        with PolicyClient("127.0.0.1", port, timeout_s=60, token="s3cret") as client:
+            assert client.metadata["mode"] == "policy" and client.metadata["max_message_bytes"] == 50000
             out = client.infer(obs())
             assert out["actions"].shape == (4, 2) and out["future_frames"].shape == (1, 1, 1, 16, 16)
+            with pytest.raises(RuntimeError, match="refused observation.*NaN"):
+                client.infer({**obs(), "observation.state": np.array([np.nan, 0.0], np.float32)})
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        output = proc.communicate(timeout=30)[0]
+    assert f"on ws://127.0.0.1:{port}" in output and "token required" in output, output
+    assert "warning" not in output and "Traceback" not in output, output

@@ -57,7 +57,10 @@ def test_eval_refuses_training_seeds(metaworld_bundle, tmp_path):
 
 def test_policy_history_is_strided_and_padded(metaworld_bundle):
     """history=2, stride 2: the model sees steps t-2 and t; before step 2 the old one is padded."""
-    policy = Policy.from_pretrained(metaworld_bundle)
+    from vidact.deploy import ObservationChecks
+
+    # States 0..3 are tens of training standard deviations away: the deviation check is off here.
+    policy = Policy.from_pretrained(metaworld_bundle, checks=ObservationChecks(max_state_deviation=None))
     seen = []
 
     class Seen(Exception):
@@ -85,3 +88,13 @@ def test_eval_with_real_time_chunking_and_delay(metaworld_bundle, tmp_path):
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     assert results["executor"] == "RealTimeChunking" and "video" not in results["per_episode"][0]
+
+
+def test_eval_stops_with_one_line_on_a_refused_observation(metaworld_bundle, tmp_path, capsys):
+    # A deviation limit no real state meets: the first observation is refused.
+    rc = main(["eval", str(metaworld_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "3",
+               "--out", str(tmp_path / "refused"), "--max-state-deviation", "0.001"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith(f"vidact eval: error: seed {EVAL_SEED_BASE}, step 1: observation "
+                                      "'observation.state' dim"), err
+    assert "(limit 0.001: --max-state-deviation)" in err and len(err.strip().splitlines()) == 1

@@ -6,7 +6,7 @@
 """
 
 from vidact.deploy.executors import OpenLoop, RealTimeChunking, TemporalEnsemble, build_executor
-from vidact.deploy.policy import Chunk, ObservationError, Policy
+from vidact.deploy.policy import Chunk, ObservationChecks, ObservationError, Policy, UnsafeActionError
 
-__all__ = ["Policy", "Chunk", "ObservationError", "OpenLoop", "TemporalEnsemble", "RealTimeChunking",
-           "build_executor"]
+__all__ = ["Policy", "Chunk", "ObservationChecks", "ObservationError", "UnsafeActionError", "OpenLoop",
+           "TemporalEnsemble", "RealTimeChunking", "build_executor"]

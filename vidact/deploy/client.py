@@ -4,15 +4,19 @@ to openpi servers.
 
 Protocol (openpi ``WebsocketPolicyServer``): on connect the server sends its metadata; then each
 binary message is an observation dict and the reply is ``{"actions": [K,A], "server_timing":
-{...}}``; a text reply is a server-side error (traceback). vidact adds one message,
-``{"reset": True}``, to start a new episode (the server keeps the observation history).
-Arrays travel as ``{"__ndarray__": True, "data", "dtype", "shape"}`` maps (openpi's
+{...}}``; a text reply is a server-side error (``vidact serve`` sends a one-line message, openpi a
+traceback), which clients raise. vidact adds one message, ``{"reset": True}``, to start a new
+episode (the server keeps the observation history, one per connection). A server started with a
+token expects ``Authorization: Api-Key TOKEN`` on the websocket handshake (openpi-client's
+``api_key``). Arrays travel as ``{"__ndarray__": True, "data", "dtype", "shape"}`` maps (openpi's
 ``msgpack_numpy``), never pickle.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import os
 import time
 from typing import Any, Callable
 
@@ -31,11 +35,28 @@ def pack_array(obj: Any) -> Any:
     return obj
 
 
+TOKEN_ENV = "VIDACT_SERVE_TOKEN"  # the shared secret of `vidact serve --token`, for server and client
+NUMERIC_KINDS = "biuf"  # bool, int, uint, float: no objects, void or complex from the wire
+
+
 def unpack_array(obj: dict) -> Any:
+    """The inverse of ``pack_array``; a map that does not describe a numeric array raises ValueError."""
     if b"__ndarray__" in obj:
-        return np.ndarray(buffer=obj[b"data"], dtype=np.dtype(obj[b"dtype"]), shape=obj[b"shape"])
+        try:
+            dtype, shape, data = np.dtype(obj[b"dtype"]), tuple(obj[b"shape"]), obj[b"data"]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"malformed array: {e}") from None
+        if dtype.kind not in NUMERIC_KINDS:
+            raise ValueError(f"unsupported array dtype {dtype}")
+        if not all(isinstance(n, int) and n >= 0 for n in shape) or not isinstance(data, bytes) \
+                or len(data) != math.prod(shape) * dtype.itemsize:
+            raise ValueError(f"malformed array: shape {list(shape)} of {dtype} in {len(data)} bytes")
+        return np.ndarray(buffer=data, dtype=dtype, shape=shape)
     if b"__npgeneric__" in obj:
-        return np.dtype(obj[b"dtype"]).type(obj[b"data"])
+        dtype = np.dtype(obj[b"dtype"])
+        if dtype.kind not in NUMERIC_KINDS:
+            raise ValueError(f"unsupported scalar dtype {dtype}")
+        return dtype.type(obj[b"data"])
     return obj
 
 
@@ -51,19 +72,27 @@ def unpackb(data: bytes) -> Any:
     return msgpack.unpackb(data, object_hook=unpack_array)
 
 
+class PolicyServerError(RuntimeError):
+    """The server's one-line reply to a request it refused or failed."""
+
+
 class PolicyClient:
     """``infer(observation) -> {"actions": [K,A], ...}``; ``select_action`` runs a chunk executor
-    on the client side (open loop over the server's ``n_action_steps`` by default)."""
+    on the client side (open loop over the server's ``n_action_steps`` by default). ``token``
+    (default: ``$VIDACT_SERVE_TOKEN``) is sent as ``Authorization: Api-Key TOKEN``."""
 
     def __init__(self, host: str = "localhost", port: int = 8000, executor: Executor | None = None,
-                 timeout_s: float = 30.0):
+                 timeout_s: float = 30.0, token: str | None = None):
         from websockets.sync.client import connect
 
         uri = host if host.startswith("ws") else f"ws://{host}:{port}"
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        headers = {"Authorization": f"Api-Key {token}"} if token else None
         deadline = time.monotonic() + timeout_s
         while True:  # the server may still be loading the model
             try:
-                self._ws = connect(uri, compression=None, max_size=None, open_timeout=timeout_s)
+                self._ws = connect(uri, compression=None, max_size=None, open_timeout=timeout_s,
+                                   additional_headers=headers)
                 break
             except (ConnectionRefusedError, OSError):
                 if time.monotonic() > deadline:
@@ -73,18 +102,18 @@ class PolicyClient:
         K = int(self.metadata.get("chunk_length", 1))
         self.executor = executor or OpenLoop(K, int(self.metadata.get("n_action_steps", K)))
 
-    def infer(self, observation: dict) -> dict:
-        self._ws.send(packb(observation))
+    def _request(self, message: dict) -> dict:
+        self._ws.send(packb(message))
         reply = self._ws.recv()
         if isinstance(reply, str):
-            raise RuntimeError(f"policy server error:\n{reply}")
+            raise PolicyServerError(f"policy server: {reply}")
         return unpackb(reply)
 
+    def infer(self, observation: dict) -> dict:
+        return self._request(observation)
+
     def reset(self) -> None:
-        self._ws.send(packb({"reset": True}))
-        reply = self._ws.recv()
-        if isinstance(reply, str):
-            raise RuntimeError(f"policy server error:\n{reply}")
+        self._request({"reset": True})
         self.executor.reset()
 
     def select_action(self, observation: dict) -> np.ndarray:

@@ -27,12 +27,21 @@ renders for the bundle (``observation.image`` <- ``corner2``, at the recorded si
 The loop is synchronous: the robot holds its last command while a chunk is inferred (that step
 is counted late when inference takes longer than the period). Ctrl-C stops the loop; the robot
 is always disconnected, the video and the summary are still written.
+
+Refused observations (issue 16; ``vidact.deploy.policy.ObservationChecks``: NaN/inf, a state far
+from the training statistics, an observation older than ``--max-observation-age`` measured from
+the start of its read): nothing is sent that step, so the robot holds its last command; after
+more than ``--max-bad-observations`` in a row (default 0: the first) the loop stops, the robot is
+disconnected and ``vidact drive`` exits 1 with the reason. Non-finite actions from the model are
+never sent either: the loop stops at once. A refused step leaves the policy's history unchanged;
+held steps count toward ``--steps``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,14 +223,23 @@ class ObservationMap:
                 raise DriveError(f"--state-keys: {len(state_keys)} keys for a {dim}-dim policy state")
         return cls(cameras, policy.state_key, list(state_keys), task)
 
-    def __call__(self, robot_obs: Mapping[str, Any]) -> dict[str, Any]:
+    def __call__(self, robot_obs: Mapping[str, Any], capture_time: float | None = None) -> dict[str, Any]:
+        """``capture_time``: ``time.time()`` when the read started, for the policy's age check."""
+        from vidact.deploy.policy import CAPTURE_TIME_KEY, ObservationError
+
         missing = [k for k in (*self.cameras.values(), *self.state) if k not in robot_obs]
         if missing:
             raise DriveError(f"robot observation is missing {missing} (mapped to {self.describe()}); "
                              f"it has {list(robot_obs)}")
         out: dict[str, Any] = {key: np.asarray(robot_obs[src]) for key, src in self.cameras.items()}
-        out[self.state_key] = np.asarray([float(robot_obs[k]) for k in self.state], np.float32)
+        try:
+            out[self.state_key] = np.asarray([float(robot_obs[k]) for k in self.state], np.float32)
+        except (TypeError, ValueError):
+            bad = {k: robot_obs[k] for k in self.state if not isinstance(robot_obs[k], (int, float, np.number))}
+            raise ObservationError(f"robot observation {bad} is not a number") from None
         out["task"] = self.task
+        if capture_time is not None:
+            out[CAPTURE_TIME_KEY] = capture_time
         return out
 
     def describe(self) -> str:
@@ -259,25 +277,48 @@ def _sleep_until(deadline: float) -> None:
 
 def drive(policy, robot, obs_map: ObservationMap, act_keys: list[str], fps: float, steps: int | None = None,
           seconds: float | None = None, record_key: str | None = None, stop_on_success: bool = False,
-          log_every: float = 5.0) -> dict:
-    """Run the control loop on a connected robot; returns the summary (``frames`` when recording)."""
+          log_every: float = 5.0, max_bad_observations: int = 0) -> dict:
+    """Run the control loop on a connected robot; returns the summary (``frames`` when recording).
+    ``summary["stopped"]`` is the reason when a refused observation or unsafe actions ended it."""
+    from vidact.deploy.policy import ObservationError, UnsafeActionError
+
     if fps <= 0:
         raise DriveError(f"--fps must be > 0, got {fps}")
     if steps is None and seconds is None:
         raise DriveError("give --steps N or --seconds S (Ctrl-C also stops)")
+    if max_bad_observations < 0:
+        raise DriveError(f"--max-bad-observations must be >= 0, got {max_bad_observations}")
     period = 1.0 / fps
     policy.reset()
     frames, latencies, step_times = [], [], []
-    n = late = 0
-    interrupted = False
+    n = late = held = refused = bad_in_a_row = 0
+    interrupted, stopped = False, None
     start = time.perf_counter()
     last_log = start
     try:
         while (steps is None or n < steps) and (seconds is None or time.perf_counter() - start < seconds):
             tick = time.perf_counter()
+            captured = time.time()
             raw = robot.get_observation()
             before = policy.last_chunk
-            action = np.asarray(policy.select_action(obs_map(raw)), np.float32).reshape(-1)
+            try:
+                action = np.asarray(policy.select_action(obs_map(raw, captured)), np.float32).reshape(-1)
+            except ObservationError as e:
+                refused += 1
+                bad_in_a_row += 1
+                if bad_in_a_row > max_bad_observations:
+                    stopped = f"observation refused at step {n}: {e}"
+                    break
+                print(f"step {n}: observation refused ({bad_in_a_row} in a row, {max_bad_observations} tolerated), "
+                      f"holding: {e}", flush=True)
+                held += 1  # nothing sent: the robot holds its last command for this period
+                n += 1
+                _sleep_until(tick + period)
+                continue
+            except UnsafeActionError as e:
+                stopped = f"step {n}: {e}"
+                break
+            bad_in_a_row = 0
             if policy.last_chunk is not before:
                 latencies.append(policy.last_chunk.latency_s)
             robot.send_action({k: float(v) for k, v in zip(act_keys, action)})
@@ -307,6 +348,7 @@ def drive(policy, robot, obs_map: ObservationMap, act_keys: list[str], fps: floa
         "step_time_max_s": float(np.max(step_times)) if step_times else None,
         "executor": type(policy.executor).__name__, "mode": policy.mode.value,
         "mapping": obs_map.describe(), "actions": act_keys,
+        "refused_observations": refused, "held_steps": held, "stopped": stopped,
     }
     if hasattr(robot, "success"):  # simulated robots know whether the task was solved
         summary.update(success=bool(robot.success), first_success_step=getattr(robot, "first_success_step", None),
@@ -321,6 +363,8 @@ def format_summary(s: dict) -> str:
              + (" (interrupted)" if s["interrupted"] else ""),
              f"  chunks: {s['chunks']}, latency mean {(s['chunk_latency_mean_s'] or 0) * 1e3:.0f} ms, max "
              f"{(s['chunk_latency_max_s'] or 0) * 1e3:.0f} ms ({s['executor']}, {s['mode']})"]
+    if s.get("refused_observations"):
+        lines.append(f"  refused observations: {s['refused_observations']} ({s['held_steps']} held)")
     if "success" in s:
         when = f" at step {s['first_success_step']}" if s["success"] else ""
         lines.append(f"  {s['task']}: success {'yes' if s['success'] else 'no'}{when}")
@@ -344,7 +388,7 @@ def _keys(text: str | None) -> list[str] | None:
 
 
 def main(args) -> int:
-    from vidact.deploy.policy import Policy
+    from vidact.deploy.policy import ObservationChecks, Policy
     from vidact.deploy.sim import set_threads
 
     if args.fps <= 0:
@@ -360,8 +404,11 @@ def main(args) -> int:
                                "delay": None if args.delay == "auto" else int(args.delay), "fps": args.fps},
                        "temporal_ensemble": {"coeff": args.ensemble_coeff}}.get(args.executor, {})
     kwargs = {"n_action_steps": args.n_action_steps} if args.n_action_steps else {}
+    if args.max_bad_observations < 0:
+        raise DriveError(f"--max-bad-observations must be >= 0, got {args.max_bad_observations}")
     policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.sampler_steps, device=args.device,
-                                    executor=args.executor, executor_kwargs=executor_kwargs, **kwargs)
+                                    executor=args.executor, executor_kwargs=executor_kwargs,
+                                    checks=ObservationChecks.from_args(args), **kwargs)
     camera_map = _pairs(args.camera, "--camera")
     if config.type == "metaworld_sim":  # render what `vidact eval` renders for this bundle
         from vidact.deploy.sim import camera_name
@@ -389,7 +436,8 @@ def main(args) -> int:
         print(f"vidact drive: {config.type} at {args.fps:g} Hz; {obs_map.describe()}; actions -> "
               f"[{', '.join(act_keys)}]; task {obs_map.task!r}", flush=True)
         summary = drive(policy, robot, obs_map, act_keys, args.fps, steps=args.steps, seconds=args.seconds,
-                        record_key=record_key, stop_on_success=args.stop_on_success)
+                        record_key=record_key, stop_on_success=args.stop_on_success,
+                        max_bad_observations=args.max_bad_observations)
     finally:
         try:
             robot.disconnect()
@@ -404,4 +452,7 @@ def main(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2))
     print(format_summary(summary), flush=True)
+    if summary["stopped"]:  # the robot was stopped and disconnected; say why on one line
+        print(f"vidact drive: error: stopped: {summary['stopped']}", file=sys.stderr, flush=True)
+        return 1
     return 130 if summary["interrupted"] else 0

@@ -14,11 +14,20 @@ episode.
 
 ``predict_chunk`` returns a whole action chunk (and, in ``policy`` mode, the imagined future
 frames); ``select_action`` returns one action through a chunk executor (``executors.py``).
+
+Safety (issue 16): every observation is checked before it reaches the model (``ObservationChecks``:
+finite values, the model's channel count and state size, a state near the training statistics,
+optionally its age); a refused one raises ``ObservationError`` and leaves the episode state as it
+was. Actions are clipped to the bundle's bounds, and non-finite ones raise ``UnsafeActionError``
+instead of being returned. ``check_observation`` runs the checks alone.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +46,57 @@ from vidact.models import VidAct, VidActConfig
 from vidact.types import Batch
 
 TASK_KEY = "task"
+# Optional: time.time() when the observation was captured; read when ObservationChecks.max_age_s is set.
+CAPTURE_TIME_KEY = "capture_time"
 MODULE_PREFIX = "model."
+# 10 training standard deviations: a Gaussian never gets there, while a state in the wrong units
+# (degrees for radians, mm for m) or a garbage reading lands far beyond it. A MetaWorld bundle
+# trained on one demonstration saw at most 4.5 on random-action rollouts of held-out seeds.
+DEFAULT_MAX_STATE_DEVIATION = 10.0
 
 
 class ObservationError(ValueError):
-    """A malformed observation; the message names the key and the expected shape."""
+    """A refused observation (malformed, non-finite, out of distribution, stale); the one-line
+    message names the key and what was expected."""
+
+
+class UnsafeActionError(RuntimeError):
+    """The model produced non-finite actions; they are never returned."""
+
+
+@dataclass
+class ObservationChecks:
+    """What an observation must satisfy before it reaches the model, beyond its keys and shapes.
+
+    ``max_state_deviation``: each state dimension may lie at most this many units from the
+    training centre, in the bundle's own normalization: standard deviations from the mean
+    (``mean_std``) or half q01..q99 ranges from their midpoint (``quantile``); that is,
+    ``|normalized state| <= max_state_deviation``. Default 10 (``DEFAULT_MAX_STATE_DEVIATION``);
+    None turns it off. Bundles trained without statistics skip it (their normalization is the
+    identity). A dimension constant in training has scale 1, so it is measured in raw units.
+    ``max_age_s``: when set, an observation must carry ``capture_time`` (``time.time()`` when it
+    was captured, on a clock shared with this process) and be at most this old.
+    Non-finite values, a camera with the wrong number of channels and a state of the wrong size
+    are always refused.
+    """
+
+    max_state_deviation: float | None = DEFAULT_MAX_STATE_DEVIATION
+    max_age_s: float | None = None
+
+    @classmethod
+    def from_args(cls, args) -> "ObservationChecks":
+        """From ``vidact eval|serve|drive``'s ``--max-state-deviation`` (None: the default, inf: off)
+        and ``--max-observation-age``."""
+        deviation = getattr(args, "max_state_deviation", None)
+        age = getattr(args, "max_observation_age", None)
+        return cls(DEFAULT_MAX_STATE_DEVIATION if deviation is None else None if math.isinf(deviation) else deviation,
+                   None if age is None or math.isinf(age) else age)
+
+    def __post_init__(self):
+        for name in ("max_state_deviation", "max_age_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or None to turn the check off), got {value}")
 
 
 @dataclass
@@ -54,7 +109,7 @@ class Chunk:
 class Policy:
     def __init__(self, model: VidAct, sampler: SamplerConfig, info: dict[str, Any], mode: Mode | str = Mode.POLICY_FAST,
                  n_action_steps: int | None = None, executor: str | Executor = "open_loop",
-                 executor_kwargs: Mapping[str, Any] | None = None):
+                 executor_kwargs: Mapping[str, Any] | None = None, checks: ObservationChecks | None = None):
         self.model = model.eval()
         self.config: VidActConfig = model.config
         self.sampler = Sampler(model, sampler)
@@ -75,6 +130,7 @@ class Policy:
                 kwargs.setdefault("n_action_steps", self.n_action_steps)
             executor = build_executor(executor, self.config.chunk_length, **kwargs)
         self.executor = executor
+        self.checks = checks or ObservationChecks()
         self.last_chunk: Chunk | None = None
         self.reset()
 
@@ -116,6 +172,15 @@ class Policy:
 
     # ------------------------------------------------------------------ episode state
 
+    def session(self) -> "Policy":
+        """A policy sharing this one's network, sampler and settings, with its own episode state
+        (observation history, executor, seed counter): ``vidact serve`` keeps one per connection."""
+        other = copy.copy(self)
+        other.executor = copy.deepcopy(self.executor)
+        other.last_chunk = None
+        other.reset()
+        return other
+
     def reset(self) -> None:
         """Start a new episode: forget the observation history, the executor's queue, the seed counter."""
         # History frames are future_frame_stride control steps apart (vidact.data.robot.window_offsets),
@@ -127,13 +192,21 @@ class Policy:
 
     # ------------------------------------------------------------------ observations
 
-    def _frames(self, key: str, value: Any, batched: bool | None) -> tuple[torch.Tensor, bool]:
-        """-> [B,C,H,W] float in [0,1] at the model's resolution."""
+    def check_observation(self, observation: Mapping[str, Any]) -> None:
+        """Raise ``ObservationError`` if ``predict_chunk`` / ``select_action`` would refuse
+        ``observation``; changes nothing (no history, no seed)."""
+        self._checked(observation)
+
+    def _frames(self, key: str, value: Any) -> tuple[torch.Tensor, bool]:
+        """-> ([B,C,H,W] float in [0,1] at the model's resolution, whether the input was batched)."""
         c = self.config
         want = f"[H,W,{c.channels}] uint8 or [{c.channels},H,W] float in [0,1] (optionally with a leading batch dim)"
         x = _as_tensor(key, value, want)
-        if x.ndim not in (3, 4):
+        if x.ndim not in (3, 4) or 0 in x.shape:
             raise ObservationError(f"observation '{key}': expected {want}, got shape {list(x.shape)}")
+        if x.dtype != torch.uint8 and not x.is_floating_point():
+            dtype = str(x.dtype).removeprefix("torch.")
+            raise ObservationError(f"observation '{key}': expected {want}, got dtype {dtype}")
         is_batched = x.ndim == 4
         if not is_batched:
             x = x[None]
@@ -141,11 +214,61 @@ class Policy:
         if hwc and (not chw or x.dtype == torch.uint8):
             x = x.permute(0, 3, 1, 2)
         elif not chw:
-            raise ObservationError(f"observation '{key}': expected {want}, got shape {list(value.shape)}")
-        if x.is_floating_point() and x.numel() and float(x.max()) > 1.0 + 1e-3:
-            raise ObservationError(f"observation '{key}': float images must be in [0,1] (got max {float(x.max()):.1f}); "
-                                   "pass uint8 for 0-255 values")
+            raise ObservationError(f"observation '{key}': the model takes {c.channels}-channel images, {want}; "
+                                   f"got shape {list(x.shape[1:] if not is_batched else x.shape)}")
+        if x.is_floating_point():
+            if not bool(torch.isfinite(x).all()):
+                raise ObservationError(f"observation '{key}': the image holds NaN or infinite values")
+            low, high = float(x.min()), float(x.max())
+            if low < -1e-3 or high > 1.0 + 1e-3:
+                raise ObservationError(f"observation '{key}': float images must be in [0,1] (got values in "
+                                       f"[{low:.1f}, {high:.1f}]); pass uint8 for 0-255 values")
         return fit_frames(x.contiguous().cpu(), c.height, c.width, "resize"), is_batched
+
+    def _state(self, value: Any) -> torch.Tensor:
+        """-> [S] or [B,S] float, finite and near the training statistics (``ObservationChecks``)."""
+        c, key = self.config, self.state_key
+        state = _as_tensor(key, value, f"[{c.state_dim}] or [B,{c.state_dim}]").float().cpu()
+        if state.shape[-1:] != (c.state_dim,) or state.ndim not in (1, 2) or state.numel() == 0:
+            raise ObservationError(f"observation '{key}': expected shape [{c.state_dim}] or [B,{c.state_dim}], "
+                                   f"got {list(state.shape)}")
+        bad = ~torch.isfinite(state)
+        if bool(bad.any()):
+            dims = sorted({int(i) for i in bad.nonzero()[:, -1]})
+            raise ObservationError(f"observation '{key}': dims {dims} are NaN or infinite")
+        limit = self.checks.max_state_deviation
+        normalizer = self.model.normalizer
+        if limit is not None and bool(normalizer.has_stats):
+            offset, scale = normalizer.state_offset.float().cpu(), normalizer.state_scale.float().cpu()
+            deviation = ((state - offset) / scale).abs()  # [(B,)S], in the model's normalized units
+            if float(deviation.max()) > limit:
+                flat = int(deviation.argmax())
+                dim = flat % c.state_dim
+                unit = ("standard deviations from the training mean" if normalizer.mode == "mean_std"
+                        else "half q01..q99 ranges from their midpoint")
+                raise ObservationError(
+                    f"observation '{key}' dim {dim} = {float(state.flatten()[flat]):.4g} is "
+                    f"{float(deviation.flatten()[flat]):.3g} {unit} {float(offset[dim]):.4g} (limit {limit:g}: "
+                    "--max-state-deviation); wrong units or calibration?")
+        return state
+
+    def _check_age(self, observation: Mapping[str, Any]) -> None:
+        limit = self.checks.max_age_s
+        if limit is None:
+            return
+        if CAPTURE_TIME_KEY not in observation:
+            raise ObservationError(f"observation has no '{CAPTURE_TIME_KEY}' (time.time() when it was captured), "
+                                   f"needed for the age limit of {limit:g} s")
+        try:
+            captured = float(np.asarray(observation[CAPTURE_TIME_KEY]).reshape(-1).max())
+        except (TypeError, ValueError):
+            raise ObservationError(f"observation '{CAPTURE_TIME_KEY}': expected seconds since the epoch "
+                                   f"(time.time()), got {type(observation[CAPTURE_TIME_KEY]).__name__}") from None
+        age = time.time() - captured
+        if not math.isfinite(age) or abs(age) > limit:
+            when = "old" if age >= 0 else "in the future (clocks differ?)"
+            raise ObservationError(f"observation is {abs(age):.3g} s {when}; the limit is {limit:g} s "
+                                   "(--max-observation-age)")
 
     def _parse(self, observation: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[str], bool]:
         if not isinstance(observation, Mapping):
@@ -156,36 +279,47 @@ class Policy:
             raise ObservationError(f"observation is missing {missing}; this policy expects cameras {self.camera_keys} "
                                    f"(each [H,W,{c.channels}] uint8 or [{c.channels},H,W] float), "
                                    f"'{self.state_key}' [{c.state_dim}] and '{TASK_KEY}' (instruction string)")
+        self._check_age(observation)
         views, flags = [], set()
         for key in self.camera_keys:
-            frames, batched = self._frames(key, observation[key], None)
+            frames, batched = self._frames(key, observation[key])
             views.append(frames)
             flags.add(batched)
-        frames = torch.stack(views, 1)  # [B,V,C,H,W]
-        state = _as_tensor(self.state_key, observation[self.state_key], f"[{c.state_dim}] or [B,{c.state_dim}]").float()
-        if state.shape[-1:] != (c.state_dim,) or state.ndim not in (1, 2):
-            raise ObservationError(f"observation '{self.state_key}': expected shape [{c.state_dim}] or "
-                                   f"[B,{c.state_dim}], got {list(state.shape)}")
+        state = self._state(observation[self.state_key])
         flags.add(state.ndim == 2)
         if len(flags) > 1:
             raise ObservationError("observation mixes batched and unbatched entries: give every camera and "
                                    f"'{self.state_key}' a leading batch dim, or none")
         batched = flags.pop()
+        sizes = [v.shape[0] for v in views]
+        if len(set(sizes)) > 1:
+            raise ObservationError(f"cameras {self.camera_keys} have different batch sizes {sizes}")
+        frames = torch.stack(views, 1)  # [B,V,C,H,W]
         state = state if batched else state[None]
         B = frames.shape[0]
         if state.shape[0] != B:
             raise ObservationError(f"observation '{self.state_key}': batch {state.shape[0]} but cameras have batch {B}")
         task = observation.get(TASK_KEY, "")
-        texts = [task] * B if isinstance(task, str) else [str(t) for t in task]
+        if isinstance(task, str):
+            texts = [task] * B
+        elif isinstance(task, (list, tuple)) and all(isinstance(t, str) for t in task):
+            texts = list(task)
+        else:
+            raise ObservationError(f"observation '{TASK_KEY}': expected an instruction string (or a list of B), "
+                                   f"got {type(task).__name__}")
         if len(texts) != B:
             raise ObservationError(f"observation '{TASK_KEY}': {len(texts)} instructions for a batch of {B}")
-        return frames, state.cpu(), texts, batched
+        return frames, state, texts, batched
 
-    def _batch(self, observation: Mapping[str, Any]) -> tuple[Batch, bool]:
+    def _checked(self, observation: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[str], bool]:
         frames, state, texts, batched = self._parse(observation)
         if self._history and self._history[-1][0].shape[0] != frames.shape[0]:
             raise ObservationError(f"batch size changed from {self._history[-1][0].shape[0]} to {frames.shape[0]} "
                                    "within an episode; call reset() first")
+        return frames, state, texts, batched
+
+    def _batch(self, observation: Mapping[str, Any]) -> tuple[Batch, bool]:
+        frames, state, texts, batched = self._checked(observation)  # a refused observation changes nothing
         self._history.append((frames, state))
         have = len(self._history)
         # Before the episode had enough steps: the first observation, marked padded (LeRobot clamps
@@ -201,6 +335,7 @@ class Policy:
     # ------------------------------------------------------------------ acting
 
     def clip(self, actions: np.ndarray) -> np.ndarray:
+        """Clip to the bundle's per-dimension action bounds (the training actions' [min, max])."""
         if self.action_low is None:
             return actions
         return np.clip(actions, self.action_low, self.action_high)
@@ -212,14 +347,16 @@ class Policy:
 
     @torch.no_grad()
     def _predict(self, batch: Batch, batched: bool, seed: int | None = None) -> Chunk:
-        import time
-
         seed = self.sampler.config.seed + self._calls if seed is None else seed
         self._calls += 1
         start = time.perf_counter()
         out = self.sampler.sample(batch, self.mode, seed=seed)
         latency = time.perf_counter() - start
-        actions = self.clip(out.actions.float().cpu().numpy())
+        actions = out.actions.float().cpu().numpy()
+        if not np.isfinite(actions).all():
+            raise UnsafeActionError(f"the model produced NaN or infinite actions (seed {seed}); none were returned. "
+                                    "Are the bundle's weights intact?")
+        actions = self.clip(actions)
         frames = out.future_frames.float().cpu().numpy() if out.future_frames is not None else None
         if not batched:
             actions = actions[0]
@@ -235,15 +372,21 @@ class Policy:
             chunk = self._predict(batch, batched)
             return chunk.actions if not batched else chunk.actions.swapaxes(0, 1)  # time first: [K,(B,)A]
 
-        return self.executor.act(infer)
+        # Executors blend clipped chunks (convex combinations stay in the box); clip again anyway,
+        # so no executor can ever send an action outside the bounds.
+        return self.clip(self.executor.act(infer))
 
 
 def _as_tensor(key: str, value: Any, want: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, np.ndarray):
-        # Arrays decoded from msgpack are read-only views of the message; torch wants its own memory.
-        return torch.from_numpy(np.array(value, copy=not value.flags.writeable or not value.flags.c_contiguous))
-    if isinstance(value, (list, tuple)):
-        return torch.as_tensor(np.asarray(value, dtype=np.float32))
+    try:
+        if isinstance(value, torch.Tensor):
+            return value.detach()
+        if isinstance(value, np.ndarray):
+            # Arrays decoded from msgpack are read-only views of the message; torch wants its own memory.
+            return torch.from_numpy(np.array(value, copy=not value.flags.writeable or not value.flags.c_contiguous))
+        if isinstance(value, (list, tuple)):
+            return torch.as_tensor(np.asarray(value, dtype=np.float32))
+    except (TypeError, ValueError):  # ragged lists, strings, object arrays
+        raise ObservationError(f"observation '{key}': expected a numeric array {want}, got a {type(value).__name__} "
+                               "that is not one") from None
     raise ObservationError(f"observation '{key}': expected an array {want}, got {type(value).__name__}")

@@ -10,6 +10,9 @@ Seeds are held out: evaluation episode i uses seed ``EVAL_SEED_BASE + i``, far a
 generator's ``seed + 100_000 * task_index + attempt``; when the bundle's training dataset says how
 it was generated, the two ranges are checked to be disjoint.
 
+An observation the policy refuses (``vidact.deploy.policy.ObservationChecks``: non-finite, far
+from the training statistics, ...) ends the evaluation with a one-line error naming seed and step.
+
 Writes ``results.json`` (success rate with a Wilson 95% interval, mean episode length, per-episode
 records) and one mp4 per recorded episode (in ``policy`` mode, the imagined future frame is shown
 beside the camera).
@@ -88,13 +91,18 @@ class MetaWorldEval:
         return self.rollout.env.reset()[0]
 
     def episode(self, policy, seed: int, max_steps: int, record: bool) -> dict:
+        from vidact.deploy.policy import ObservationError
+
         env = self.rollout.env
         obs = self.reset(seed)
         policy.reset()
         frames, success, steps, start = [], False, 0, time.perf_counter()
         for steps in range(1, max_steps + 1):
             images = self.rollout.render()
-            action = policy.select_action(self.observation(obs, images))
+            try:
+                action = policy.select_action(self.observation(obs, images))
+            except ObservationError as e:
+                raise ObservationError(f"seed {seed}, step {steps}: {e}") from None
             if record:
                 frames.append(self._frame(policy, images[0]))
             obs, _, _, truncated, info = env.step(np.clip(np.asarray(action, np.float32), -1.0, 1.0))
@@ -175,7 +183,7 @@ def set_threads(threads: int | None) -> None:
 
 
 def main(args) -> int:
-    from vidact.deploy.policy import Policy
+    from vidact.deploy.policy import ObservationChecks, Policy
 
     set_threads(args.threads)
     kwargs = {}
@@ -185,7 +193,7 @@ def main(args) -> int:
                                "overlap": args.overlap},
                        "temporal_ensemble": {"coeff": args.ensemble_coeff}}.get(args.executor, {})
     policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, executor=args.executor,
-                                    executor_kwargs=executor_kwargs, **kwargs)
+                                    executor_kwargs=executor_kwargs, checks=ObservationChecks.from_args(args), **kwargs)
     summary = evaluate(policy, args.task, args.episodes, args.out, seed=args.seed, max_steps=args.max_steps,
                        videos=args.videos, dataset_paths=policy.info.get("source", {}).get("datasets"))
     low, high = summary["wilson95"]
