@@ -95,6 +95,31 @@ def test_lerobot_camera_records_what_lerobot_eval_shows_the_policy(tmp_path):
                  "--camera", "lerobot", "--cameras", "corner2", "topview"]) == 2
 
 
+def test_parallel_generation_writes_the_one_process_dataset(tmp_path):
+    """--workers 2: one process per task, joined by LeRobot's aggregate_datasets, gives the episodes
+    (seeds, actions, states, tasks, order) of a one-process run, and one video manifest."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    def generate(workers: int) -> LeRobotDataset:
+        out = tmp_path / f"w{workers}"
+        assert main(["metaworld", "--tasks", "button-press-topdown-v3", "reach-v3", "--episodes", "1",
+                     "--out", str(out), "--height", "32", "--width", "32", "--seed", "3", "--workers", str(workers),
+                     "--video-out", str(tmp_path / f"videos{workers}")]) == 0
+        return LeRobotDataset("local/p", root=out)
+
+    one, two = generate(1), generate(2)
+    assert two.meta.total_episodes == 2 and not (tmp_path / "w2.parts").exists()
+    assert list(two.meta.tasks.index) == list(one.meta.tasks.index)
+    a, b = (ds.hf_dataset.with_format("numpy") for ds in (one, two))
+    for key in ("action", "observation.state", "episode_index", "task_index"):
+        np.testing.assert_array_equal(np.stack(a[key]), np.stack(b[key]))
+    last = two.meta.episodes[1]["dataset_to_index"] - 1
+    assert two[last]["observation.image"].shape == (3, 32, 32) and two[last]["next.success"].item()
+    assert (tmp_path / "videos2" / "manifest.jsonl").read_text() == (tmp_path / "videos1" / "manifest.jsonl").read_text()
+    assert json.loads((tmp_path / "w2" / "meta" / "vidact_generation.json").read_text())["summary"] == \
+        json.loads((tmp_path / "w1" / "meta" / "vidact_generation.json").read_text())["summary"]
+
+
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert main(["metaworld", "--tasks", "no-such-task-v3", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
     assert "unknown MetaWorld task(s) ['no-such-task-v3']" in capsys.readouterr().err

@@ -34,6 +34,9 @@ def main(argv: list[str]) -> int:
     mw.add_argument("--keep-failed", action="store_true", help="also keep episodes the expert did not finish")
     mw.add_argument("--video-out", default=None, help="also write action-free mp4s + manifest.jsonl here")
     mw.add_argument("--vcodec", default="libsvtav1", help="LeRobot video codec (libsvtav1, h264, ...)")
+    mw.add_argument("--workers", type=int, default=None, help="processes generating tasks in parallel, one task "
+                    "at a time each, joined with LeRobot's aggregate_datasets; an interrupted run resumes "
+                    "(default: one per CPU core, at most one per task)")
     mw.add_argument("--overwrite", action="store_true")
 
     ins = sub.add_parser("inspect", help="summarize a LeRobot dataset; non-zero exit if it is malformed")
@@ -49,7 +52,7 @@ def main(argv: list[str]) -> int:
 
 
 def _metaworld(args: argparse.Namespace) -> int:
-    from vidact.data.metaworld import MetaWorldGenConfig, generate
+    from vidact.data.metaworld import MetaWorldGenConfig, generate, generate_parallel
 
     try:
         cfg = MetaWorldGenConfig(tasks=args.tasks, episodes=args.episodes, out=args.out, cameras=args.cameras,
@@ -58,7 +61,10 @@ def _metaworld(args: argparse.Namespace) -> int:
                                  keep_failed=args.keep_failed,
                                  steps_after_success=args.steps_after_success, video_out=args.video_out, vcodec=args.vcodec,
                                  overwrite=args.overwrite)
-        summary = generate(cfg)
+        workers = args.workers or min(os.cpu_count() or 1, len(cfg.tasks))
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        summary = generate(cfg) if workers == 1 or len(cfg.tasks) == 1 else generate_parallel(cfg, workers)
     except (ValueError, FileExistsError, RuntimeError) as e:
         print(f"vidact data metaworld: error: {e}", file=sys.stderr)
         return 2

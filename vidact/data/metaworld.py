@@ -66,6 +66,10 @@ class MetaWorldGenConfig:
     video_out: str | None = None  # also write action-free mp4s + manifest.jsonl here
     vcodec: str = "libsvtav1"
     overwrite: bool = False
+    # Position of tasks[0] in the whole task list (a part written by generate_parallel): seeds are
+    # those of the one-process run.
+    task_number_offset: int = 0
+    manifest_name: str = "manifest.jsonl"  # of the action-free videos in video_out
 
     def __post_init__(self) -> None:
         from lerobot.envs.metaworld import TASK_DESCRIPTIONS
@@ -217,10 +221,11 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
     dataset = LeRobotDataset.create(repo_id=f"vidact/metaworld_{'_'.join(cfg.tasks)}"[:96], fps=FPS,
                                     features=dataset_features(cfg), root=out, robot_type="sawyer",
                                     use_videos=True, rgb_encoder=RGBEncoderConfig(vcodec=cfg.vcodec))
-    video_writer = ActionFreeVideoWriter(Path(cfg.video_out)) if cfg.video_out else None
+    video_writer = ActionFreeVideoWriter(Path(cfg.video_out), cfg.manifest_name) if cfg.video_out else None
     summary: dict[str, dict[str, int]] = {}
-    progress = tqdm(total=cfg.episodes * len(cfg.tasks), desc="metaworld episodes", unit="ep")
-    for task_number, task in enumerate(cfg.tasks):
+    desc = cfg.tasks[0] if len(cfg.tasks) == 1 else "metaworld episodes"
+    progress = tqdm(total=cfg.episodes * len(cfg.tasks), desc=desc, unit="ep")
+    for task_number, task in enumerate(cfg.tasks, start=cfg.task_number_offset):
         rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width, cfg.camera)
         kept = tried = 0
         try:
@@ -253,6 +258,58 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
     return summary
 
 
+def generate_parallel(cfg: MetaWorldGenConfig, workers: int) -> dict:
+    """``generate`` with the tasks spread over ``workers`` processes: each task is written as its own
+    part under ``OUT.parts/`` (with the seeds of a one-process run), then LeRobot's
+    ``aggregate_datasets`` joins the parts in task order into ``cfg.out``. An interrupted run
+    resumes: a finished part made with the same settings is kept."""
+    import dataclasses
+    import multiprocessing
+
+    from concurrent.futures import ProcessPoolExecutor
+    from lerobot.datasets import aggregate_datasets
+
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it")
+    parts_root = out.with_name(out.name + ".parts")
+    parts = [dataclasses.replace(cfg, tasks=[task], out=str(parts_root / f"{i:03d}_{task}"), task_number_offset=i,
+                                 overwrite=True, manifest_name=f"manifest.{i:03d}.jsonl")
+             for i, task in enumerate(cfg.tasks)]
+    todo = [part for part in parts if not _finished(part)]
+    if len(todo) < len(parts):
+        log.info("resuming: %d of %d tasks already generated in %s", len(parts) - len(todo), len(parts), parts_root)
+    # spawn: a forked MuJoCo/EGL context is not safe to render from.
+    with ProcessPoolExecutor(min(workers, len(todo)) or 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(generate, todo))
+    if out.exists():
+        shutil.rmtree(out)
+    aggregate_datasets([f"local/part{i}" for i in range(len(parts))], f"vidact/metaworld_{'_'.join(cfg.tasks)}"[:96],
+                       roots=[Path(part.out) for part in parts], aggr_root=out)
+    summary = {}
+    for part in parts:
+        summary.update(json.loads((Path(part.out) / "meta" / "vidact_generation.json").read_text())["summary"])
+    if cfg.video_out:  # one manifest, in task order
+        video_out = Path(cfg.video_out)
+        lines = [(video_out / part.manifest_name).read_text() for part in parts]
+        (video_out / cfg.manifest_name).write_text("".join(lines))
+        for part in parts:
+            (video_out / part.manifest_name).unlink()
+    (out / "meta" / "vidact_generation.json").write_text(json.dumps(
+        {"generator": "vidact data metaworld", "config": vars(cfg), "workers": workers, "summary": summary},
+        indent=2, default=str))
+    shutil.rmtree(parts_root)
+    return summary
+
+
+def _finished(part: MetaWorldGenConfig) -> bool:
+    """A part that ``generate`` completed with these settings."""
+    meta = Path(part.out) / "meta" / "vidact_generation.json"
+    if not meta.is_file():
+        return False
+    return json.loads(meta.read_text())["config"] == json.loads(json.dumps(vars(part), default=str))
+
+
 def _write_episode(dataset, cfg: MetaWorldGenConfig, description: str, episode: dict) -> None:
     for t in range(len(episode["action"])):
         frame = {image_key(i, cam): episode["frames"][t][i] for i, cam in enumerate(cfg.cameras)}
@@ -269,12 +326,12 @@ class ActionFreeVideoWriter:
     """Writes each episode's primary camera as an H.264 mp4 plus a ``manifest.jsonl`` entry, the
     web-video format :mod:`vidact.data.webvideo` reads (for video-pretraining experiments)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, manifest_name: str = "manifest.jsonl"):
         from vidact.data.webvideo import write_video  # the one mp4 writer vidact has
 
         self.root, self._write_video = root, write_video
         root.mkdir(parents=True, exist_ok=True)
-        self.manifest = open(root / "manifest.jsonl", "w")
+        self.manifest = open(root / manifest_name, "w")
 
     def write(self, frames: list[list[np.ndarray]], caption: str, name: str) -> None:
         path = self.root / f"{name}.mp4"
