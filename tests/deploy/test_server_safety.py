@@ -22,6 +22,16 @@ from vidact.generative.sample import SamplerConfig
 INFO = {"action": {"bounds": {"low": [-1.5, -1.5], "high": [1.5, 1.5]}}}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: two per op spin against other processes on a busy 2-core box (measured here
+    under a concurrent test run: 2.6 s per 7 ms inference; BENCHMARKS.md, Latency)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model():
     """sliding-square shapes (16x16 grey camera, 2-d state and action, K=4), history 2 at stride 1;
@@ -84,7 +94,7 @@ def test_eight_concurrent_clients_each_get_their_own_episode(server, model):
 
     got: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
     errors: list[BaseException] = []
-    barrier = threading.Barrier(n_clients, timeout=60)
+    barrier = threading.Barrier(n_clients, timeout=300)  # generous: a loaded CI box
 
     def client(i: int) -> None:
         try:
@@ -102,7 +112,7 @@ def test_eight_concurrent_clients_each_get_their_own_episode(server, model):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=500)
     assert not errors, errors
     for i in range(n_clients):
         assert len(got[i]) == n_steps
@@ -121,7 +131,7 @@ class Raw:
 
     def ask(self, frame: bytes | str):
         self.ws.send(frame)
-        reply = self.ws.recv(timeout=30)
+        reply = self.ws.recv(timeout=120)
         return reply if isinstance(reply, str) else unpackb(reply)
 
     def close(self):

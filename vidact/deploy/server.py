@@ -211,6 +211,8 @@ def main(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    if args.max_message_bytes is not None and args.max_message_bytes < 1:
+        raise ServeError(f"--max-message-bytes must be >= 1, got {args.max_message_bytes}")
     set_threads(args.threads)
     token = args.token or os.environ.get(TOKEN_ENV) or None
     checks = ObservationChecks.from_args(args)
