@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
     p.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
                    help="close connections that send larger messages (default: 4x the largest observation the "
-                        "bundle expects, float32 cameras at their recorded size, at least 1 MiB)")
+                        "bundle expects, float32 cameras at their recorded size, at least 4 MiB)")
     p.add_argument("--token", default=None, help="shared secret clients must send as 'Authorization: Api-Key TOKEN' "
                    "(openpi-client: api_key=TOKEN); default $VIDACT_SERVE_TOKEN, which keeps it out of `ps`")
     _add_observation_checks(p, age_help="refuse requests whose 'capture_time' (client's time.time() at capture; "

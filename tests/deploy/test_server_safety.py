@@ -224,9 +224,10 @@ def test_oversized_messages_close_the_connection_and_the_server_keeps_serving(mo
 
 def test_default_message_cap_is_sized_from_the_bundle(model):
     policy = make_policy(model)
-    assert default_max_message_bytes(policy) == MIN_MESSAGE_BYTES  # 16x16 grey: far below the 1 MiB floor
-    policy.info = {"cameras": {"keys": ["observation.image"], "recorded_size": [[480, 640]]}}
-    one_frame = 4 * 1 * 480 * 640  # float32 [C,H,W] at the recorded size
+    assert default_max_message_bytes(policy) == MIN_MESSAGE_BYTES  # 16x16 grey: far below the floor
+    assert MIN_MESSAGE_BYTES > len(packb({**good(0), "observation.image": np.zeros((3, 480, 640), np.float32)}))
+    policy.info = {"cameras": {"keys": ["observation.image"], "recorded_size": [[720, 1280]]}}
+    one_frame = 4 * 1 * 720 * 1280  # float32 [C,H,W] at the recorded size
     assert 4 * one_frame < default_max_message_bytes(policy) < 4 * one_frame + 100_000
 
 

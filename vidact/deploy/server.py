@@ -40,11 +40,12 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # The observation as float32 [C,H,W] per camera (4x the uint8 size), batched up to 4, plus slack
-# for msgpack framing and the instruction; never below 1 MiB (a 480x640 uint8 camera, the usual
-# webcam, fits whatever the bundle's own size).
+# for msgpack framing and the instruction; never below 4 MiB, so one 480x640 RGB camera sent as
+# LeRobot's float32 in [0,1] (3.7 MB; lerobot-eval's MetaWorld frames are 480x480) fits whatever
+# size the bundle itself was trained at (the policy resizes).
 MESSAGE_MARGIN = 4
 MESSAGE_SLACK_BYTES = 64 * 1024
-MIN_MESSAGE_BYTES = 1 << 20
+MIN_MESSAGE_BYTES = 4 << 20
 MAX_ERROR_CHARS = 500
 
 
