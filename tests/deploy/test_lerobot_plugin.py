@@ -4,6 +4,11 @@ processor pipelines from the bundle) and acts on LeRobot-shaped MetaWorld observ
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,3 +56,40 @@ def test_lerobot_factory_loads_bundle_and_acts(metaworld_bundle):
     assert (action.numpy() >= low - 1e-6).all() and (action.numpy() <= high + 1e-6).all()
     chunk = policy.predict_action_chunk(pre(obs))
     assert tuple(chunk.shape) == (2, 4, 4)
+
+
+# lerobot-eval's entry point (what the `lerobot-eval` console script runs), with one change: LeRobot
+# 0.6.1's MetaworldEnv fixes every episode at 500 steps (it ignores --env.episode_length), too long
+# for a test, so episodes are capped at 6 steps.
+LEROBOT_EVAL_SHORT = """
+import sys
+import lerobot.envs.metaworld as metaworld
+init = metaworld.MetaworldEnv.__init__
+def short(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self._max_episode_steps = 6
+metaworld.MetaworldEnv.__init__ = short
+from lerobot.scripts.lerobot_eval import main
+sys.argv[0] = "lerobot-eval"
+sys.exit(main())
+"""
+
+
+def test_lerobot_eval_runs_the_bundle_in_metaworld(metaworld_bundle, tmp_path):
+    """LeRobot's own evaluation (its MetaWorld env, vector env, rollout loop and metrics) with
+    `--policy.path=BUNDLE`, the vidact type found through the installed plugin distribution."""
+    try:
+        importlib.metadata.distribution("lerobot_policy_vidact")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("pip install --no-deps -e vidact/deploy/lerobot_plugin/package to enable lerobot-eval")
+    cmd = [sys.executable, "-c", LEROBOT_EVAL_SHORT, f"--policy.path={metaworld_bundle}", "--policy.device=cpu",
+           # One training episode: its state std is tiny, so held-out layouts lie beyond the default 10.
+           "--policy.max_state_deviation=1000", "--env.type=metaworld", "--env.task=button-press-topdown-v3",
+           "--eval.n_episodes=2", "--eval.batch_size=2", "--eval.use_async_envs=false", "--seed=1000000000",
+           f"--output_dir={tmp_path / 'eval'}"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL="egl", OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Imported third-party plugin: lerobot_policy_vidact" in proc.stderr + proc.stdout
+    info = json.loads((tmp_path / "eval" / "eval_info.json").read_text())
+    assert info["overall"]["n_episodes"] == 2, info["overall"]

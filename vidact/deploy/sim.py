@@ -1,10 +1,11 @@
 """``vidact eval BUNDLE --env metaworld --task T --episodes N --out DIR``: closed-loop rollouts.
 
 Observations are rendered exactly as ``vidact data metaworld`` recorded the training data (same
-``ExpertRollout`` scene set-up: moved ``corner2`` camera, flip on both axes, shadows/reflections/
-skybox off, state = first 4 obs dims, LeRobot's task description), at the resolution the data was
-recorded at; the policy resizes to its own. Episodes end at first success or ``max_steps``
-(LeRobot's MetaWorld: 400).
+``ExpertRollout`` scene set-up: moved ``corner2`` camera, flip on both axes, state = first 4 obs
+dims, LeRobot's task description). Data rendered with ``--camera vidact`` (shadows/reflections/
+skybox off) is rendered so again at the resolution it was recorded at; ``--camera lerobot`` data is
+rendered as ``lerobot-eval`` does (LeRobot's env, 480x480). The policy resizes to its own size.
+Episodes end at first success or ``max_steps`` (LeRobot's MetaWorld: 400).
 
 Seeds are held out: evaluation episode i uses seed ``EVAL_SEED_BASE + i``, far above the
 generator's ``seed + 100_000 * task_index + attempt``; when the bundle's training dataset says how
@@ -72,11 +73,11 @@ def to_uint8_hwc(frame: np.ndarray, height: int) -> np.ndarray:
 
 
 class MetaWorldEval:
-    def __init__(self, task: str, camera_keys: list[str], height: int, width: int):
+    def __init__(self, task: str, camera_keys: list[str], height: int, width: int, camera: str = "vidact"):
         from vidact.data.metaworld import ExpertRollout  # the renderer the training data came from
 
         self.camera_keys = camera_keys
-        self.rollout = ExpertRollout(task, [camera_name(k) for k in camera_keys], height, width)
+        self.rollout = ExpertRollout(task, [camera_name(k) for k in camera_keys], height, width, camera)
         self.description = self.rollout.description
 
     def observation(self, obs: np.ndarray, images: list[np.ndarray]) -> dict:
@@ -87,8 +88,7 @@ class MetaWorldEval:
 
     def reset(self, seed: int) -> np.ndarray:
         """Start the episode of ``seed``; returns MetaWorld's observation vector."""
-        self.rollout.env.seed(seed)
-        return self.rollout.env.reset()[0]
+        return self.rollout.reset(seed)
 
     def episode(self, policy, seed: int, max_steps: int, record: bool) -> dict:
         from vidact.deploy.policy import ObservationError
@@ -139,7 +139,12 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
                              f"[{low}, {high}); pick --seed outside that range")
     cams = policy.info.get("cameras", {})
     size = (cams.get("recorded_size") or [cams.get("model_size") or [policy.config.height, policy.config.width]])[0]
-    env = MetaWorldEval(task, policy.camera_keys, int(size[0]), int(size[1]))
+    rendering = cams.get("rendering") or "vidact"
+    if rendering == "lerobot":  # what lerobot-eval hands the policy; it resizes as for training
+        from vidact.data.metaworld import LEROBOT_IMAGE_SIZE
+
+        size = [LEROBOT_IMAGE_SIZE, LEROBOT_IMAGE_SIZE]
+    env = MetaWorldEval(task, policy.camera_keys, int(size[0]), int(size[1]), rendering)
     records = []
     try:
         for i, s in enumerate(seeds):
@@ -155,7 +160,7 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
         env.close()
     return write_summary(out, records, task, env.description, max_steps, seeds, mode=policy.mode.value,
                          executor=type(policy.executor).__name__, sampler=vars(policy.sampler.config),
-                         camera_size=list(size))
+                         camera_size=list(size), rendering=rendering)
 
 
 def write_summary(out: Path, records: list[dict], task: str, instruction: str, max_steps: int, seeds: list[int],

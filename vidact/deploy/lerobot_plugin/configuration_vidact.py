@@ -19,6 +19,10 @@ class VidActConfig(PreTrainedConfig):
     sampler: dict[str, Any] = field(default_factory=dict)  # vidact.generative.sample.SamplerConfig
     mode: str = "policy_fast"
     n_action_steps: int = 8
+    # Observation safety (vidact.deploy.policy.ObservationChecks): a state dimension further than this
+    # from the training centre, in training standard deviations, is refused; null turns it off
+    # (e.g. `lerobot-eval --policy.max_state_deviation=null`).
+    max_state_deviation: float | None = 10.0
     # Normalization happens inside the network (its buffers); LeRobot's processors must not redo it.
     normalization_mapping: dict[str, NormalizationMode] = field(default_factory=dict)
 

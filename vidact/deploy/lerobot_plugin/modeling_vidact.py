@@ -16,7 +16,7 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor
 
 from vidact.deploy.lerobot_plugin.configuration_vidact import VidActConfig
-from vidact.deploy.policy import Policy
+from vidact.deploy.policy import ObservationChecks, Policy
 from vidact.export.package import POLICY_INFO_NAME
 from vidact.generative.sample import SamplerConfig
 from vidact.models import VidAct
@@ -47,7 +47,8 @@ class VidActPolicy(PreTrainedPolicy):
     def deploy(self) -> Policy:
         if self._deploy is None:
             self._deploy = Policy(self.model, SamplerConfig(**self.config.sampler), self.info, self.config.mode,
-                                  n_action_steps=self.config.n_action_steps)
+                                  n_action_steps=self.config.n_action_steps,
+                                  checks=ObservationChecks(max_state_deviation=self.config.max_state_deviation))
         return self._deploy
 
     def get_optim_params(self) -> dict:
