@@ -77,14 +77,16 @@ sys.exit(main())
 
 def test_lerobot_eval_runs_the_bundle_in_metaworld(metaworld_bundle, tmp_path):
     """LeRobot's own evaluation (its MetaWorld env, vector env, rollout loop and metrics) with
-    `--policy.path=BUNDLE`, the vidact type found through the installed plugin distribution."""
+    `--policy.path=BUNDLE`, the vidact type found through the installed plugin distribution, in
+    `policy` mode with the imagined frames saved as LeRobot's predicted video."""
     try:
         importlib.metadata.distribution("lerobot_policy_vidact")
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("pip install --no-deps -e vidact/deploy/lerobot_plugin/package to enable lerobot-eval")
     cmd = [sys.executable, "-c", LEROBOT_EVAL_SHORT, f"--policy.path={metaworld_bundle}", "--policy.device=cpu",
            # One training episode: its state std is tiny, so held-out layouts lie beyond the default 10.
-           "--policy.max_state_deviation=1000", "--env.type=metaworld", "--env.task=button-press-topdown-v3",
+           "--policy.max_state_deviation=1000", "--policy.mode=policy", "--policy.save_predicted_video=true",
+           "--env.type=metaworld", "--env.task=button-press-topdown-v3",
            "--eval.n_episodes=2", "--eval.batch_size=2", "--eval.use_async_envs=false", "--seed=1000000000",
            f"--output_dir={tmp_path / 'eval'}"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL="egl", OMP_NUM_THREADS="1")
@@ -93,3 +95,9 @@ def test_lerobot_eval_runs_the_bundle_in_metaworld(metaworld_bundle, tmp_path):
     assert "Imported third-party plugin: lerobot_policy_vidact" in proc.stderr + proc.stdout
     info = json.loads((tmp_path / "eval" / "eval_info.json").read_text())
     assert info["overall"]["n_episodes"] == 2, info["overall"]
+    # The imagined frames (policy mode) through LeRobot's world-model video hook: both envs side by side.
+    from torchcodec.decoders import VideoDecoder
+
+    (predicted,) = info["overall"]["predicted_video_paths"]
+    frames = VideoDecoder(predicted)[:]
+    assert frames.shape[0] >= 3 and tuple(frames.shape[1:]) == (3, 32, 64), frames.shape

@@ -1,6 +1,6 @@
 """LeRobot policy plugin: ``lerobot-eval --policy.path=BUNDLE`` loads a vidact bundle.
 
-LeRobot 0.4.4 finds third-party policies by distribution name (``lerobot_policy_*``, imported by
+LeRobot (0.4.4 to 0.6.1) finds third-party policies by distribution name (``lerobot_policy_*``, imported by
 ``lerobot.utils.import_utils.register_third_party_plugins`` at the start of ``lerobot-eval`` and
 ``lerobot-record``), then resolves a registered config class ``<Name>Config`` in a module named
 ``configuration_*`` to ``<Name>Policy`` in the sibling ``modeling_*`` module and to

@@ -23,6 +23,9 @@ class VidActConfig(PreTrainedConfig):
     # from the training centre, in training standard deviations, is refused; null turns it off
     # (e.g. `lerobot-eval --policy.max_state_deviation=null`).
     max_state_deviation: float | None = 10.0
+    # lerobot-eval writes the imagined future frames (mode `policy`) as videos/pred_episode_N.mp4
+    # beside its rollout videos (its world-model hook: last_predicted_latents / decode_predicted_latents).
+    save_predicted_video: bool = False
     # Normalization happens inside the network (its buffers); LeRobot's processors must not redo it.
     normalization_mapping: dict[str, NormalizationMode] = field(default_factory=dict)
 
@@ -30,6 +33,8 @@ class VidActConfig(PreTrainedConfig):
         super().__post_init__()
         if self.mode not in ("policy", "policy_fast"):
             raise ValueError(f"vidact policy mode must be 'policy' or 'policy_fast', got {self.mode!r}")
+        if self.save_predicted_video and self.mode != "policy":
+            raise ValueError("save_predicted_video needs mode 'policy' (policy_fast imagines no frames)")
 
     @property
     def observation_delta_indices(self) -> None:
