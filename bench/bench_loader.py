@@ -3,7 +3,7 @@
 Both read the same LeRobot v3.0 dataset with the same ``delta_timestamps`` (derived from one
 VidActConfig), through a shuffled DataLoader with the same seed, batch size and worker count:
 - ``lerobot``: ``LeRobotDataset.__getitem__`` + default collate (a fresh decoder cache per worker,
-  without which LeRobot 0.4.4 fails with forked workers);
+  without which LeRobot's module-global cache fails in forked workers);
 - ``vidact``: ``vidact.data.robot.RobotDataset`` (reader="vidact") + ``Batch.collate``.
 
     MUJOCO_GL=egl HF_HUB_OFFLINE=1 python bench/bench_loader.py --workers 0 2

@@ -99,3 +99,33 @@ def test_eval_stops_with_one_line_on_a_refused_observation(metaworld_bundle, tmp
     assert rc == 1 and err.startswith(f"vidact eval: error: seed {EVAL_SEED_BASE}, step 1: observation "
                                       "'observation.state' dim"), err
     assert "(limit 0.001: --max-state-deviation)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_of_a_lerobot_rendered_bundle_renders_as_lerobot_eval(metaworld_bundle, tmp_path):
+    """A bundle whose data came from `vidact data metaworld --camera lerobot` is shown LeRobot's own
+    480x480 env image, as under lerobot-eval, with the layout lerobot-eval draws for the seed."""
+    import shutil
+
+    from lerobot.envs.metaworld import MetaworldEnv
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(metaworld_bundle, bundle)
+    info = json.loads((bundle / "vidact_policy.json").read_text())
+    info["cameras"]["rendering"] = "lerobot"
+    (bundle / "vidact_policy.json").write_text(json.dumps(info))
+    policy = Policy.from_pretrained(bundle)
+    results = evaluate(policy, TASK, 1, tmp_path / "eval", max_steps=2, videos=0)
+    assert results["rendering"] == "lerobot" and results["camera_size"] == [480, 480]
+
+    from vidact.deploy.sim import MetaWorldEval
+
+    ours = MetaWorldEval(TASK, ["observation.image"], 480, 480, "lerobot")
+    theirs = MetaworldEnv(TASK, obs_type="pixels_agent_pos")
+    try:
+        state = ours.reset(EVAL_SEED_BASE + 7)[:4]
+        observation = theirs.reset(seed=EVAL_SEED_BASE + 7)[0]
+        np.testing.assert_array_equal(state, observation["agent_pos"])
+        np.testing.assert_array_equal(ours.rollout.render()[0], observation["pixels"])
+    finally:
+        ours.close()
+        theirs.close()

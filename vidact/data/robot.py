@@ -57,7 +57,7 @@ def delta_timestamps(cfg: VidActConfig, fps: int, camera_keys: list[str], state_
 
 
 def lerobot_worker_init_fn(worker_id: int) -> None:
-    """Give each DataLoader worker a fresh LeRobot decoder cache: LeRobot 0.4.4 keeps one
+    """Give each DataLoader worker a fresh LeRobot decoder cache: LeRobot (0.4.4, 0.6.1) keeps one
     module-global cache, and decoders inherited through fork fail ("Could not push packet")."""
     from lerobot.datasets import video_utils
 
