@@ -19,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from vidact.data.config import DataConfig
+from vidact.data.info import DATA_SHAPE_KEYS, fit_model_to_data
+from vidact.errors import ConfigError
 from vidact.generative.sample import SamplerConfig
 from vidact.generative.schedule import GenerativeConfig
 from vidact.models.configuration import VidActConfig
@@ -123,10 +125,6 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
 
-class ConfigError(ValueError):
-    """A config problem, phrased with the key's dotted path and where it came from."""
-
-
 def schema() -> DictConfig:
     return OmegaConf.structured(RunConfig)
 
@@ -185,8 +183,13 @@ def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Any, str]]:
 
 
 def load(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Recipe (plus its includes) + ``key=value`` overrides -> a validated :class:`RunConfig`."""
+    """Recipe (plus its includes) + ``key=value`` overrides -> a validated :class:`RunConfig`.
+
+    The model sizes a LeRobot dataset determines (``model.views``, ``state_dim``, ``action_dim``;
+    ``vidact.data.info.DATA_SHAPE_KEYS``) are taken from the run's datasets when no layer sets
+    them, and checked against the datasets when one does."""
     cfg = schema()
+    where: dict[str, str] = {}  # data-shape key -> the layer that set it last
     if recipe is not None:
         path = Path(recipe)
         if not path.exists() and (RECIPES_DIR / path).exists():
@@ -195,11 +198,19 @@ def load(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...
             path = RECIPES_DIR / f"{path}.yaml"
         for layer, source in _layers(path):
             cfg = _merge(cfg, layer, source)
+            where.update(_data_shape_keys(layer, f"set in {source}"))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. model.flavor=S)")
         cfg = _override(cfg, item)
-    return to_object(cfg)
+        where.update(_data_shape_keys(OmegaConf.from_dotlist([item]), f"override {item!r}"))
+    run = to_object(cfg)
+    fit_model_to_data(run, where)
+    return run
+
+
+def _data_shape_keys(layer: DictConfig, source: str) -> dict[str, str]:
+    return {key: source for key in DATA_SHAPE_KEYS if OmegaConf.select(layer, key, default=None) is not None}
 
 
 def _override(cfg: DictConfig, item: str) -> DictConfig:

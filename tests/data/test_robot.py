@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from vidact.data.normalize import compute_stats, dataset_stats, load_stats, save_stats
 from vidact.data.robot import RobotDataset, delta_timestamps, lerobot_worker_init_fn
+from vidact.errors import ConfigError
 from vidact.models.configuration import VidActConfig
 from vidact.tokenizers.action import Normalizer
 from vidact.types import Batch, BatchSpec
@@ -100,12 +101,14 @@ def test_metaworld_dataset_loads_as_model_batches(metaworld_dataset):
 
 
 def test_config_mismatches_name_the_problem(synthetic_dataset, tmp_path):
-    with pytest.raises(ValueError, match="model.views=1 but the dataset gives 2 camera"):
+    with pytest.raises(ConfigError, match="model.views=1 but dataset .* gives 2 camera"):
         RobotDataset(synthetic_dataset, synth_cfg(views=1))
-    with pytest.raises(ValueError, match="model.state_dim=4 .* 'observation.state' has 3 dims"):
+    with pytest.raises(ConfigError, match="model.state_dim=4 but dataset .* 'observation.state' of 3 dims"):
         RobotDataset(synthetic_dataset, synth_cfg(state_dim=4), camera_keys=CAMS)
-    with pytest.raises(KeyError, match="no feature.*observation.images.c"):
+    with pytest.raises(ConfigError, match="no feature.*observation.images.c"):
         RobotDataset(synthetic_dataset, synth_cfg(views=1), camera_keys=["observation.images.c"])
+    with pytest.raises(ConfigError, match="camera_fit names .*observation.images.c"):
+        RobotDataset(synthetic_dataset, synth_cfg(), camera_keys=CAMS, camera_fit={"observation.images.c": "resize"})
     with pytest.raises(FileNotFoundError, match="meta/info.json is missing"):
         RobotDataset(tmp_path, synth_cfg())
     with pytest.raises(ValueError, match="data.reader"):

@@ -7,7 +7,7 @@ Every error names the key, e.g. ``data.sources[1].weight``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 DATA_KINDS = ("fake", "sliding_square", "lerobot", "webvideo", "mixture")
 SOURCE_KINDS = ("lerobot", "webvideo")
@@ -26,13 +26,16 @@ class SourceConfig:
     name: Optional[str] = None  # label in logs and batch.source; default: the folder/file name
     # lerobot
     repo_id: Optional[str] = None
-    camera_keys: List[str] = field(default_factory=list)  # empty: all of the dataset's cameras, sorted
+    camera_keys: List[str] = field(default_factory=list)  # empty: all of the dataset's cameras, in its order
     state_key: str = "observation.state"
     action_key: str = "action"
     episodes: Optional[List[int]] = None
     # webvideo
     fps: float = 10.0  # clips are resampled to this rate before future_frame_stride spacing
     fit: str = ""  # one of FIT_MODES; empty: "resize" for lerobot, "center_crop" for webvideo
+    # lerobot: a fit mode per camera, overriding ``fit`` (e.g. {observation.images.wrist: center_crop});
+    # each camera is fitted to the model's frame size on its own, whatever its resolution.
+    camera_fit: Dict[str, str] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         if self.kind not in SOURCE_KINDS:
@@ -45,6 +48,11 @@ class SourceConfig:
             raise ValueError(f"{key}.fps must be > 0, got {self.fps}")
         if self.fit and self.fit not in FIT_MODES:
             raise ValueError(f"{key}.fit={self.fit!r} is not one of {list(FIT_MODES)}")
+        for camera, mode in self.camera_fit.items():
+            if mode not in FIT_MODES:
+                raise ValueError(f"{key}.camera_fit[{camera!r}]={mode!r} is not one of {list(FIT_MODES)}")
+        if self.camera_fit and self.kind != "lerobot":
+            raise ValueError(f"{key}.camera_fit is for LeRobot datasets (cameras); use {key}.fit for web video")
 
     @property
     def fit_mode(self) -> str:

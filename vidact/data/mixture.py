@@ -165,7 +165,7 @@ def robot_frame_keys(dataset, idx: int) -> list[list[str]]:
     ep = int(dataset._episode[int(idx)])
     start = dataset._ep_rows[ep][0]
     root = str(dataset.meta.root)
-    return [[f"robot|{dataset.name}|{root}|ep={ep}|frame={int(r) - start}|{cam}|{dataset.fit}"
+    return [[f"robot|{dataset.name}|{root}|ep={ep}|frame={int(r) - start}|{cam}|{dataset.camera_fit[cam]}"
              for cam in dataset.camera_keys] for r in rows.tolist()]
 
 
@@ -219,7 +219,7 @@ def build_sources(data_cfg, model_cfg) -> tuple[list[Dataset], list[str], list[f
         if s.kind == "lerobot":
             ds = RobotDataset(s.path, model_cfg, repo_id=s.repo_id, camera_keys=list(s.camera_keys) or None,
                               state_key=s.state_key, action_key=s.action_key, episodes=s.episodes,
-                              reader=data_cfg.reader, fit=s.fit_mode, name=name)
+                              reader=data_cfg.reader, fit=s.fit_mode, camera_fit=s.camera_fit, name=name)
         else:
             ds = WebVideoDataset.from_source(s.path, model_cfg, fps=s.fps, fit=s.fit_mode, seed=data_cfg.seed,
                                              name=name)

@@ -13,6 +13,11 @@ metadata, the episode table and the parquet columns. Two readers produce the sam
   cache. It avoids LeRobot's per-item arrow row conversions and episode-table lookups.
 - ``reader="lerobot"``: LeRobot's ``__getitem__``, converted. The reference the fast reader is
   tested against and benchmarked against (``bench/bench_loader.py``).
+
+Cameras may differ in resolution and aspect ratio: each one is fitted to the model's frame size on
+its own (``fit``, and ``camera_fit`` for cameras fitted otherwise) before the views are stacked. The dataset must hold
+what the model config reads (``vidact.data.info.check_source``); a recipe that leaves the sizes
+unset gets them from the data (``vidact.data.info.fit_model_to_data``).
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vidact.data.info import DatasetInfo, check_source
 from vidact.data.transforms import fit_frames
 from vidact.models.configuration import VidActConfig
 from vidact.types import BatchKey
@@ -65,25 +71,29 @@ def lerobot_worker_init_fn(worker_id: int) -> None:
 
 
 class RobotDataset(Dataset):
-    """A LeRobot v3.0 dataset on disk, as windows for ``model_cfg``; yields batch dicts."""
+    """A LeRobot v3.0 dataset on disk, as windows for ``model_cfg``; yields batch dicts.
+
+    ``fit``: how frames reach the model's size (``vidact.data.transforms.FIT_MODES``);
+    ``camera_fit``: ``{camera key: mode}`` for cameras fitted otherwise."""
 
     def __init__(self, root: str | Path, model_cfg: VidActConfig, *, repo_id: str | None = None,
                  camera_keys: list[str] | None = None, state_key: str = "observation.state",
                  action_key: str = "action", episodes: list[int] | None = None, reader: str = "vidact",
-                 fit: str = "resize", name: str | None = None, tolerance_s: float = 1e-4):
+                 fit: str = "resize", camera_fit: Mapping[str, str] | None = None, name: str | None = None,
+                 tolerance_s: float = 1e-4):
         from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
         if reader not in READERS:
             raise ValueError(f"data.reader={reader!r} is not one of {list(READERS)}")
         root = Path(root)
-        if not (root / "meta" / "info.json").is_file():
-            raise FileNotFoundError(f"{root} is not a LeRobot dataset: meta/info.json is missing")
+        info = DatasetInfo.read(root)
         repo_id = repo_id or f"local/{root.name}"
-        meta = LeRobotDatasetMetadata(repo_id, root=root)
-        self.cfg, self.reader, self.fit, self.name = model_cfg, reader, fit, name or root.name
+        self.cfg, self.reader, self.name = model_cfg, reader, name or root.name
         self.state_key, self.action_key = state_key, action_key
-        self.camera_keys = list(camera_keys) if camera_keys else list(meta.camera_keys)
-        self._check_features(meta)
+        self.camera_keys = list(camera_keys) if camera_keys else info.camera_keys
+        check_source(model_cfg, info, self.camera_keys, state_key, action_key, camera_fit=camera_fit)
+        self.camera_fit = {k: (camera_fit or {}).get(k, fit) for k in self.camera_keys}  # each camera's mode
+        meta = LeRobotDatasetMetadata(repo_id, root=root)
         self.delta_timestamps = delta_timestamps(model_cfg, meta.fps, self.camera_keys, state_key, action_key)
         self.lerobot = LeRobotDataset(repo_id, root=root, episodes=episodes, delta_timestamps=self.delta_timestamps,
                                       tolerance_s=tolerance_s, video_backend="torchcodec")
@@ -92,24 +102,6 @@ class RobotDataset(Dataset):
         self._load_columns()
         self._decoders: dict[str, Any] = {}
         self._decoders_pid = os.getpid()
-
-    def _check_features(self, meta) -> None:
-        cfg, feats = self.cfg, meta.features
-        missing = [k for k in (self.state_key, self.action_key, *self.camera_keys) if k not in feats]
-        if missing:
-            raise KeyError(f"dataset {meta.root} has no feature(s) {missing}; it has {sorted(feats)}")
-        if len(self.camera_keys) != cfg.views:
-            raise ValueError(f"model.views={cfg.views} but the dataset gives {len(self.camera_keys)} camera(s) "
-                             f"{self.camera_keys}; set data.camera_keys to choose {cfg.views}")
-        for key, want, cfg_key in ((self.state_key, cfg.state_dim, "model.state_dim"),
-                                   (self.action_key, cfg.action_dim, "model.action_dim")):
-            got = int(np.prod(feats[key]["shape"]))
-            if got != want:
-                raise ValueError(f"{cfg_key}={want} but dataset feature '{key}' has {got} dims")
-        not_video = [k for k in self.camera_keys if feats[k]["dtype"] != "video"]
-        if not_video:
-            raise ValueError(f"camera feature(s) {not_video} are stored as images, not video; vidact reads "
-                             "video-encoded LeRobot datasets")
 
     def _load_columns(self) -> None:
         """Hold the small per-frame columns as numpy: state/action/indices are a few floats per
@@ -165,9 +157,8 @@ class RobotDataset(Dataset):
         act_rows, act_pad = self._window(idx, o["actions"])
         frame_rows, _ = self._window(idx, np.concatenate([o["history"], o["future"]]))
         ep = int(self._episode[idx])
-        views = [self._decode(ep, key, self._timestamp[frame_rows]).numpy() for key in self.camera_keys]
-        frames = torch.from_numpy(np.stack(views, axis=1))  # [Th+Tf,V,C,H,W] uint8 (numpy: see to_float01)
-        sample = self._sample(frames, torch.from_numpy(self._state[hist_rows]), torch.from_numpy(self._action[act_rows]),
+        views = [self._decode(ep, key, self._timestamp[frame_rows]) for key in self.camera_keys]  # V x [T,C,h,w]
+        sample = self._sample(views, torch.from_numpy(self._state[hist_rows]), torch.from_numpy(self._action[act_rows]),
                               torch.from_numpy(act_pad), self._tasks[int(self._task_index[idx])])
         sample[BatchKey.OBS_IS_PAD.value] = torch.from_numpy(hist_pad)
         if self.cfg.future_frames:
@@ -205,12 +196,16 @@ class RobotDataset(Dataset):
 
     # -- shared by both readers --------------------------------------------------------------
 
-    def _sample(self, frames: torch.Tensor, state: torch.Tensor, actions: torch.Tensor, action_is_pad: torch.Tensor,
-                text: str) -> dict[str, Any]:
-        """frames [Th+Tf,V,C,h,w] at any resolution -> the batch dict for one sample."""
-        T, V = frames.shape[:2]
-        frames = fit_frames(frames.flatten(0, 1), self.cfg.height, self.cfg.width, self.fit)
-        frames = frames.unflatten(0, (T, V))  # [Th+Tf,V,C,H,W]
+    def fit_views(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """One [T,C,h,w] per camera, each at its own resolution -> [T,V,C,H,W] float in [0,1]."""
+        c = self.cfg
+        return torch.stack([fit_frames(v, c.height, c.width, self.camera_fit[key])
+                            for key, v in zip(self.camera_keys, views)], dim=1)
+
+    def _sample(self, views: list[torch.Tensor], state: torch.Tensor, actions: torch.Tensor,
+                action_is_pad: torch.Tensor, text: str) -> dict[str, Any]:
+        """views: one [Th+Tf,C,h,w] per camera, at any resolution -> the batch dict for one sample."""
+        frames = self.fit_views(views)  # [Th+Tf,V,C,H,W]
         Th = self.cfg.history
         sample = {
             BatchKey.OBS_FRAMES.value: frames[:Th],
@@ -227,8 +222,8 @@ class RobotDataset(Dataset):
 
     def from_lerobot_item(self, item: dict[str, Any]) -> dict[str, Any]:
         """Convert one ``LeRobotDataset.__getitem__`` result (with our delta_timestamps)."""
-        frames = torch.stack([item[k] for k in self.camera_keys], dim=1)  # [Th+Tf,V,C,h,w] float
-        sample = self._sample(frames, item[self.state_key], item[self.action_key], item[f"{self.action_key}_is_pad"],
+        views = [item[k] for k in self.camera_keys]  # V x [Th+Tf,C,h,w] float
+        sample = self._sample(views, item[self.state_key], item[self.action_key], item[f"{self.action_key}_is_pad"],
                               item["task"])
         pad = item[f"{self.camera_keys[0]}_is_pad"]
         sample[BatchKey.OBS_IS_PAD.value] = pad[: self.cfg.history].bool()
@@ -253,8 +248,7 @@ class RobotDataset(Dataset):
         start, end = self._ep_rows[ep]
         rows = np.arange(start, end)
         views = [self._decode(ep, key, self._timestamp[rows]) for key in self.camera_keys]  # V x [T,C,h,w] uint8
-        frames = fit_frames(torch.stack(views, 1).flatten(0, 1), self.cfg.height, self.cfg.width, self.fit)
-        return {"frames": frames.unflatten(0, (len(rows), len(views))),
+        return {"frames": self.fit_views(views),
                 "state": torch.from_numpy(self._state[rows]), "action": torch.from_numpy(self._action[rows]),
                 "text": self._tasks[int(self._task_index[start])]}
 

@@ -6,8 +6,9 @@ Observations are LeRobot dicts, one step at a time, batched or not:
      "observation.state": [S] (or [B,S]),
      "task": "instruction" (or a list of B instructions)}
 
-Cameras are resized to the model's resolution with the same antialiased bilinear resize the
-training loader uses (``vidact.data.transforms.fit_frames``). The policy keeps the last ``Th``
+Each camera is fitted to the model's resolution as the training loader fitted it
+(``vidact.data.transforms.fit_frames``, the bundle's ``cameras.fit``; resize by default), whatever
+its resolution and aspect ratio. The policy keeps the last ``Th``
 observations itself; before ``Th`` steps have been seen the missing history is marked padded,
 as the training loader marks the steps before an episode's start. ``reset()`` starts a new
 episode.
@@ -119,6 +120,7 @@ class Policy:
         self.info = info
         cams = info.get("cameras", {})
         self.camera_keys: list[str] = list(cams.get("keys") or ["observation.image"])
+        self.camera_fit: dict[str, str] = {k: (cams.get("fit") or {}).get(k, "resize") for k in self.camera_keys}
         self.state_key: str = info.get("state", {}).get("key", "observation.state")
         bounds = info.get("action", {}).get("bounds")
         self.action_low = np.asarray(bounds["low"], np.float32) if bounds else None
@@ -223,7 +225,7 @@ class Policy:
             if low < -1e-3 or high > 1.0 + 1e-3:
                 raise ObservationError(f"observation '{key}': float images must be in [0,1] (got values in "
                                        f"[{low:.1f}, {high:.1f}]); pass uint8 for 0-255 values")
-        return fit_frames(x.contiguous().cpu(), c.height, c.width, "resize"), is_batched
+        return fit_frames(x.contiguous().cpu(), c.height, c.width, self.camera_fit[key]), is_batched
 
     def _state(self, value: Any) -> torch.Tensor:
         """-> [S] or [B,S] float, finite and near the training statistics (``ObservationChecks``)."""

@@ -7,8 +7,9 @@
                               wrapper holds the network in); normalization stats are buffers inside
       policy_preprocessor.json, policy_postprocessor.json   LeRobot's processor pipelines (rename +
                               device only), for lerobot-eval through vidact.deploy.lerobot_plugin
-      vidact_policy.json     action space (dim, bounds), text encoder reference, camera keys and the
-                              camera resolution the data was recorded at, provenance
+      vidact_policy.json     action space (dim, bounds), text encoder reference, camera keys, the
+                              camera resolution the data was recorded at and how each camera is
+                              fitted to the model's size, provenance
       policy_fast.pt2, vidact_policy_fast.json   only with format="torch_export" (--format
                               torch_export): vidact.export.torch_export
 
@@ -41,25 +42,29 @@ STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 
 
-def camera_info(cfg) -> tuple[list[str], list[list[int]] | None, dict | None]:
-    """(camera keys, their recorded [H,W] sizes or None, action stats {min,max} or None) from the
-    run's data config: LeRobot datasets name their cameras in ``meta/info.json``."""
+def camera_info(cfg) -> tuple[list[str], list[list[int]] | None, dict[str, str], dict | None]:
+    """(camera keys, their recorded [H,W] sizes or None, each camera's fit mode at deployment,
+    action stats {min,max} or None) from the run's data config: LeRobot datasets name their
+    cameras in ``meta/info.json``. A camera trained on random crops is center-cropped when deployed."""
+    from vidact.data.info import DatasetInfo
+
     views = cfg.model.views
     sources = [s for s in cfg.data.sources if s.kind == "lerobot"]
     for source in sources:
-        info_path = Path(source.path) / "meta" / "info.json"
-        if not info_path.is_file():
+        try:
+            info = DatasetInfo.read(source.path)
+        except FileNotFoundError:
             continue
-        features = json.loads(info_path.read_text())["features"]
-        keys = list(source.camera_keys) or [k for k, f in features.items() if f["dtype"] in ("video", "image")]
-        sizes = [list(features[k]["shape"][:2]) for k in keys]
+        keys = (list(source.camera_keys) or info.camera_keys)[:views]
+        sizes = [list(info.camera_size(k)[:2]) for k in keys]
+        fits = {k: source.camera_fit.get(k, source.fit_mode).replace("random_crop", "center_crop") for k in keys}
         stats = None
         stats_path = Path(source.path) / "meta" / "stats.json"
         if stats_path.is_file():
             stats = json.loads(stats_path.read_text()).get(source.action_key)
-        return keys[:views], sizes[:views], stats
+        return keys, sizes, fits, stats
     keys = [PRIMARY_IMAGE_KEY] if views == 1 else [f"observation.images.view{i}" for i in range(views)]
-    return keys, None, None
+    return keys, None, {k: "resize" for k in keys}, None
 
 
 def camera_rendering(cfg) -> str | None:
@@ -157,7 +162,7 @@ def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_
 def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_steps: int) -> None:
     from safetensors.torch import save_file
 
-    keys, sizes, dataset_action_stats = camera_info(cfg)
+    keys, sizes, fits, dataset_action_stats = camera_info(cfg)
     # Clone: safetensors refuses tensors sharing storage (T5 ties its input embeddings).
     save_file({MODULE_PREFIX + k: v.clone() for k, v in merged.state_dict.items()}, str(out / WEIGHTS_NAME),
               metadata={"format": "pt", "vidact_bundle": str(BUNDLE_FORMAT)})
@@ -169,7 +174,7 @@ def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_step
                    "bounds": action_bounds(cfg, dataset_action_stats, cfg.model.action_dim)},
         "state": {"key": STATE_KEY, "dim": cfg.model.state_dim},
         "cameras": {"keys": keys, "recorded_size": sizes, "model_size": [cfg.model.height, cfg.model.width],
-                    "rendering": camera_rendering(cfg)},
+                    "fit": fits, "rendering": camera_rendering(cfg)},
         "text_encoder": {"kind": text.kind, "path": text.path, "max_length": text.max_length,
                          "weights_in_bundle": text.kind != "none"},
         "normalization": {"mode": cfg.model.normalization,
