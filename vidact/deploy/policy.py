@@ -40,7 +40,7 @@ import torch
 from vidact.data.robot import window_offsets
 from vidact.data.transforms import fit_frames
 from vidact.deploy.executors import Executor, build_executor
-from vidact.export.package import CONFIG_NAME, POLICY_INFO_NAME, POLICY_TYPE, WEIGHTS_NAME
+from vidact.export.package import CONFIG_NAME, POLICY_INFO_NAME, POLICY_TYPE, WEIGHTS_NAME, network_config
 from vidact.generative.sample import Sampler, SamplerConfig
 from vidact.generative.schedule import Mode
 from vidact.models import VidAct, VidActConfig
@@ -159,7 +159,9 @@ class Policy:
             sampler["steps"] = steps
         if seed is not None:
             sampler["seed"] = seed
-        model = VidAct(VidActConfig.from_dict(config["vidact"]))
+        # The text encoder / VAE definitions come from the bundle's own folders, their weights
+        # with the rest below: nothing is read from where the model was trained.
+        model = VidAct(network_config(path, config["vidact"], info), component_weights=False)
         weights = load_file(str(path / WEIGHTS_NAME))
         weights = {k[len(MODULE_PREFIX):] if k.startswith(MODULE_PREFIX) else k: v for k, v in weights.items()}
         model.load_state_dict(weights, strict=True)

@@ -9,16 +9,23 @@
                               device only), for lerobot-eval through vidact.deploy.lerobot_plugin
       vidact_policy.json     action space (dim, bounds), text encoder reference, camera keys, the
                               camera resolution the data was recorded at and how each camera is
-                              fitted to the model's size, provenance
+                              fitted to the model's size, the component folders, provenance
+      text_encoder/          a t5/clip/siglip text encoder's config and tokenizer files
+      vae/config.json        a VAE frame tokenizer's config (model.frame_tokenizer.vae_path)
       policy_fast.pt2, vidact_policy_fast.json   only with format="torch_export" (--format
                               torch_export): vidact.export.torch_export
 
-Everything ``vidact.deploy.policy.Policy`` needs is in these three files: no Lightning, no
-omegaconf, no training config at load time.
+Everything ``vidact.deploy.policy.Policy`` needs is in the bundle: no Lightning, no omegaconf, no
+training config, and nothing from the training machine's folders at load time. The pretrained
+components' weights are in ``model.safetensors`` with the rest; their definitions (config,
+tokenizer) in the folders above, which ``config.json`` names relative to the bundle
+(:func:`network_config` resolves them).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -35,11 +42,13 @@ CONFIG_NAME = "config.json"  # LeRobot's names (lerobot.utils.constants)
 WEIGHTS_NAME = "model.safetensors"
 POLICY_INFO_NAME = "vidact_policy.json"
 POLICY_TYPE = "vidact"
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: pretrained components' definitions inside the bundle (COMPONENT_DIRS)
 FORMATS = ("bundle", "torch_export")  # torch_export: the bundle + policy_fast.pt2
 PRIMARY_IMAGE_KEY = "observation.image"  # LeRobot's key for a single-camera env (MetaWorld, PushT)
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
+TEXT_ENCODER_DIR = "text_encoder"
+VAE_DIR = "vae"
 
 
 def camera_info(cfg) -> tuple[list[str], list[list[int]] | None, dict[str, str], dict | None]:
@@ -112,6 +121,43 @@ def lerobot_config(cfg, camera_keys: list[str], mode: str, n_action_steps: int) 
     }
 
 
+def write_components(out: Path, model_cfg):
+    """Write the definitions of the model's pretrained components (their weights are in the state
+    dict) into the bundle ``out``. Returns the model config pointing at them, relative to the
+    bundle, and ``{component: folder}`` for ``vidact_policy.json``'s ``components``."""
+    from vidact.tokenizers.text import save_text_encoder_files
+    from vidact.tokenizers.video import save_vae_config
+
+    model_cfg = copy.deepcopy(model_cfg)
+    folders: dict[str, str] = {}
+    text = model_cfg.text_encoder
+    if text.kind in ("t5", "clip", "siglip"):
+        save_text_encoder_files(text, out / TEXT_ENCODER_DIR)
+        text.path = folders["text_encoder"] = TEXT_ENCODER_DIR
+    frames = model_cfg.frame_tokenizer
+    if frames.kind == "vae" and frames.vae_path:
+        save_vae_config(frames, out / VAE_DIR)
+        frames.vae_path = folders["vae"] = VAE_DIR
+    if model_cfg.obs_encoder.kind == "timm":
+        model_cfg.obs_encoder.weights_path = None  # the architecture is timm_name; the weights are in the state dict
+    return model_cfg, folders
+
+
+def network_config(bundle: str | Path, network: dict[str, Any], info: dict[str, Any]):
+    """The bundle's ``VidActConfig`` (``config.json``'s ``vidact``) with the component folders its
+    ``vidact_policy.json`` lists resolved inside the bundle; build it with
+    ``VidAct(config, component_weights=False)``."""
+    from vidact.models.configuration import VidActConfig
+
+    cfg = VidActConfig.from_dict(network)
+    folders = info.get("components") or {}
+    if "text_encoder" in folders:
+        cfg.text_encoder.path = str(Path(bundle) / folders["text_encoder"])
+    if "vae" in folders:
+        cfg.frame_tokenizer.vae_path = str(Path(bundle) / folders["vae"])
+    return cfg
+
+
 def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_fast",
             n_action_steps: int | None = None, prefer_ema: bool = True, config_path: str | Path | None = None,
             overwrite: bool = False, format: str = "bundle", log=print) -> Path:
@@ -166,8 +212,10 @@ def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_step
     # Clone: safetensors refuses tensors sharing storage (T5 ties its input embeddings).
     save_file({MODULE_PREFIX + k: v.clone() for k, v in merged.state_dict.items()}, str(out / WEIGHTS_NAME),
               metadata={"format": "pt", "vidact_bundle": str(BUNDLE_FORMAT)})
-    (out / CONFIG_NAME).write_text(json.dumps(lerobot_config(cfg, keys, mode, n_action_steps), indent=2))
-    text = cfg.model.text_encoder
+    bundle_model, folders = write_components(out, cfg.model)
+    bundle_cfg = dataclasses.replace(cfg, model=bundle_model)
+    (out / CONFIG_NAME).write_text(json.dumps(lerobot_config(bundle_cfg, keys, mode, n_action_steps), indent=2))
+    text = bundle_model.text_encoder
     info = {
         "format": BUNDLE_FORMAT,
         "action": {"key": ACTION_KEY, "dim": cfg.model.action_dim,
@@ -177,11 +225,15 @@ def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_step
                     "fit": fits, "rendering": camera_rendering(cfg)},
         "text_encoder": {"kind": text.kind, "path": text.path, "max_length": text.max_length,
                          "weights_in_bundle": text.kind != "none"},
+        "components": folders,
         "normalization": {"mode": cfg.model.normalization,
                           "has_stats": bool(merged.state_dict["normalizer.has_stats"])},
         "source": {"checkpoint": str(merged.source), "global_step": merged.global_step, "ema": merged.used_ema,
                    "run_name": cfg.name, "data": cfg.data.kind,
-                   "datasets": [s.path for s in cfg.data.sources], "notes": merged.notes},
+                   "datasets": [s.path for s in cfg.data.sources], "notes": merged.notes,
+                   "components": {"text_encoder": cfg.model.text_encoder.path,
+                                  "vae": cfg.model.frame_tokenizer.vae_path,
+                                  "obs_encoder": cfg.model.obs_encoder.weights_path}},
     }
     (out / POLICY_INFO_NAME).write_text(json.dumps(info, indent=2))
     # LeRobot's processor pipelines (rename + device; normalization is inside the weights), so
@@ -197,7 +249,7 @@ def _check_weights(model_cfg, state: dict[str, Tensor]) -> None:
     """Build the network from the config and compare names and shapes before writing anything."""
     from vidact.models import VidAct
 
-    expected = VidAct(model_cfg).state_dict()
+    expected = VidAct(model_cfg, component_weights=False).state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise ValueError(f"checkpoint does not match its config.yaml: missing {missing[:5]}, unexpected "

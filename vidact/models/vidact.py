@@ -52,7 +52,11 @@ class Prediction:
 
 
 class VidAct(nn.Module):
-    def __init__(self, config: VidActConfig):
+    """``component_weights=False``: the pretrained components (text encoder, VAE, timm backbone)
+    are built from their configs alone, their weights left for a state dict that holds them
+    (a policy bundle: nothing is read from the training machine's weight folders)."""
+
+    def __init__(self, config: VidActConfig, component_weights: bool = True):
         super().__init__()
         config.validate()
         self.config = config
@@ -60,10 +64,12 @@ class VidAct(nn.Module):
         D, depth, heads = c.size
         self.dim = D
 
-        self.frame_tokenizer = build_frame_tokenizer(c.frame_tokenizer, c.channels, c.height, c.width)
-        self.obs_encoder = (TimmObsEncoder(c.obs_encoder, c.channels, c.height, c.width)
+        self.frame_tokenizer = build_frame_tokenizer(c.frame_tokenizer, c.channels, c.height, c.width,
+                                                     weights=component_weights)
+        self.obs_encoder = (TimmObsEncoder(c.obs_encoder, c.channels, c.height, c.width, weights=component_weights)
                             if c.obs_encoder.kind == "timm" else None)
-        self.text_encoder = TextEncoder(c.text_encoder) if c.text_encoder.kind != "none" else None
+        self.text_encoder = (TextEncoder(c.text_encoder, weights=component_weights)
+                             if c.text_encoder.kind != "none" else None)
         self.normalizer = Normalizer(c.state_dim, c.action_dim, c.normalization)
 
         n_frame, d_latent = self.frame_tokenizer.tokens_per_frame, self.frame_tokenizer.token_dim

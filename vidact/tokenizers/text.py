@@ -3,6 +3,10 @@
 Instructions repeat across a robot dataset (one per task), so embeddings are cached per string:
 a frozen encoder runs once per distinct instruction, not once per sample. With an on-disk cache
 attached (``data.cache_dir``), it runs once per distinct instruction across runs and ranks too.
+
+A policy bundle carries the encoder's weights in its own state dict, and its config and tokenizer
+files in a folder of their own (:func:`save_text_encoder_files`): built with ``weights=False``
+from that folder, the encoder needs nothing from the machine it was trained on.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ def tiny_t5_config():
 
 
 class TextEncoder(nn.Module):
-    """list[str] -> (embeddings [B,L,E], mask [B,L]); frozen, cached per string."""
+    """list[str] -> (embeddings [B,L,E], mask [B,L]); frozen, cached per string.
 
-    def __init__(self, cfg: TextEncoderConfig):
+    ``weights=False``: a t5/clip/siglip encoder is built from ``cfg.path``'s config and tokenizer
+    alone, its weights left at initialization for a state dict that holds them (a bundle)."""
+
+    def __init__(self, cfg: TextEncoderConfig, weights: bool = True):
         super().__init__()
         self.kind, self.max_length, self.cache_size = cfg.kind, cfg.max_length, cfg.cache_size
         self.path = cfg.path
@@ -42,7 +49,7 @@ class TextEncoder(nn.Module):
                 torch.manual_seed(0)
                 self.encoder = T5EncoderModel(tiny_t5_config())
         elif cfg.kind in ("t5", "clip", "siglip"):
-            self.tokenizer, self.encoder = _load_pretrained(cfg)
+            self.tokenizer, self.encoder = _load_pretrained(cfg, weights)
         else:
             raise ValueError(f"model.text_encoder.kind={cfg.kind!r} cannot encode text")
         self.encoder.requires_grad_(False).eval()
@@ -111,19 +118,43 @@ def pad_embeddings(per_sample: list[Tensor], device: torch.device | str = "cpu")
     return emb.to(device), mask.to(device)
 
 
-def _load_pretrained(cfg: TextEncoderConfig):
-    from transformers import AutoTokenizer
+def _model_class(kind: str):
+    if kind == "t5":
+        from transformers import T5EncoderModel as Model
+    elif kind == "clip":
+        from transformers import CLIPTextModel as Model
+    else:
+        from transformers import SiglipTextModel as Model
+    return Model
 
+
+def _local_folder(cfg: TextEncoderConfig) -> Path:
     path = Path(cfg.path or "").expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"model.text_encoder.path={cfg.path!r} is not a local folder "
                                 "(vidact never downloads weights; point it at a saved transformers checkpoint)")
-    if cfg.kind == "t5":
-        from transformers import T5EncoderModel as Model
-    elif cfg.kind == "clip":
-        from transformers import CLIPTextModel as Model
-    else:
-        from transformers import SiglipTextModel as Model
+    return path
+
+
+def _load_pretrained(cfg: TextEncoderConfig, weights: bool = True):
+    from transformers import AutoTokenizer
+
+    path, Model = _local_folder(cfg), _model_class(cfg.kind)
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    encoder = Model.from_pretrained(str(path), local_files_only=True)
-    return tokenizer, encoder
+    if weights:
+        return tokenizer, Model.from_pretrained(str(path), local_files_only=True)
+    # The architecture alone, in the dtype from_pretrained would give it (the config's).
+    config = Model.config_class.from_pretrained(str(path), local_files_only=True)
+    return tokenizer, Model._from_config(config)
+
+
+def save_text_encoder_files(cfg: TextEncoderConfig, out: str | Path) -> None:
+    """Write a t5/clip/siglip encoder's config and tokenizer files (no weights) to ``out``: what
+    ``TextEncoder(cfg with path=out, weights=False)`` reads."""
+    from transformers import AutoTokenizer
+
+    path, Model = _local_folder(cfg), _model_class(cfg.kind)
+    # Through the classes rather than copying files: a CLIP/SigLIP checkpoint's config holds the
+    # vision tower too; the text model's own config class keeps the text part.
+    Model.config_class.from_pretrained(str(path), local_files_only=True).save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(path), local_files_only=True).save_pretrained(str(out))

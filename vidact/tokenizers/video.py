@@ -4,6 +4,10 @@ A frame tokenizer maps frames ``[..., C, H, W]`` in [0, 1] to tokens ``[..., N, 
 ``patch`` has no weights (pixels in [-1, 1], cut into patches); ``vae`` runs a frozen diffusers
 ``AutoencoderKL`` loaded from a local folder and patchifies its latents (the SD/Cosmos recipe).
 The decoder is what turns predicted future tokens back into video.
+
+``weights=False`` builds the VAE (and a timm encoder) from its config alone, for a state dict that
+holds the weights: a policy bundle carries the VAE's ``config.json`` (:func:`save_vae_config`)
+and nothing else from the training machine.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def tiny_vae_config(channels: int = 3) -> dict:
 class VAETokenizer(nn.Module):
     """A frozen diffusers ``AutoencoderKL`` from a local folder; latents patchified into tokens."""
 
-    def __init__(self, cfg: FrameTokenizerConfig, channels: int, height: int, width: int):
+    def __init__(self, cfg: FrameTokenizerConfig, channels: int, height: int, width: int, weights: bool = True):
         super().__init__()
         from diffusers import AutoencoderKL
 
@@ -85,11 +89,9 @@ class VAETokenizer(nn.Module):
         self._keys: dict[int, tuple[Tensor, list]] = {}  # id(frames tensor) -> (tensor, keys [B][T][V])
         self.frames_encoded = 0  # frames that went through the VAE encoder
         if cfg.vae_path:
-            path = Path(cfg.vae_path).expanduser()
-            if not path.exists():
-                raise FileNotFoundError(f"model.frame_tokenizer.vae_path={cfg.vae_path!r} does not exist "
-                                        "(expected a local diffusers AutoencoderKL folder)")
-            self.vae = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+            path = _vae_folder(cfg)
+            self.vae = (AutoencoderKL.from_pretrained(str(path), local_files_only=True) if weights
+                        else AutoencoderKL.from_config(AutoencoderKL.load_config(str(path), local_files_only=True)))
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.vae_tiny_seed)
@@ -208,27 +210,49 @@ class VAETokenizer(nn.Module):
         return frames.reshape(*lead, *frames.shape[-3:])
 
 
-def build_frame_tokenizer(cfg: FrameTokenizerConfig, channels: int, height: int, width: int) -> nn.Module:
+def _vae_folder(cfg: FrameTokenizerConfig) -> Path:
+    path = Path(cfg.vae_path or "").expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"model.frame_tokenizer.vae_path={cfg.vae_path!r} does not exist "
+                                "(expected a local diffusers AutoencoderKL folder)")
+    return path
+
+
+def save_vae_config(cfg: FrameTokenizerConfig, out: str | Path) -> None:
+    """Write the VAE's ``config.json`` (no weights) to ``out``: what ``VAETokenizer(cfg with
+    vae_path=out, weights=False)`` reads."""
+    import json
+
+    from diffusers import AutoencoderKL
+
+    config = AutoencoderKL.load_config(str(_vae_folder(cfg)), local_files_only=True)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "config.json").write_text(json.dumps(dict(config), indent=2, sort_keys=True))
+
+
+def build_frame_tokenizer(cfg: FrameTokenizerConfig, channels: int, height: int, width: int,
+                          weights: bool = True) -> nn.Module:
     if cfg.kind == "patch":
         return PatchTokenizer(channels, height, width, cfg.patch_size)
     if cfg.kind == "vae":
-        return VAETokenizer(cfg, channels, height, width)
+        return VAETokenizer(cfg, channels, height, width, weights)
     raise ValueError(f"model.frame_tokenizer.kind={cfg.kind!r} is not one of ['patch', 'vae']")
 
 
 class TimmObsEncoder(nn.Module):
     """Any timm backbone as an observation encoder: frames -> its last feature map as tokens.
 
-    Weights come from a local file (``weights_path``) through timm's ``pretrained_cfg_overlay``;
-    nothing is downloaded. The ImageNet normalization of the backbone's pretrained config is applied.
+    Weights come from a local file (``weights_path``) through timm's ``pretrained_cfg_overlay``
+    (``weights=False``: not read; a state dict brings them); nothing is downloaded. The ImageNet
+    normalization of the backbone's pretrained config is applied.
     """
 
-    def __init__(self, cfg: ObsEncoderConfig, channels: int, height: int, width: int):
+    def __init__(self, cfg: ObsEncoderConfig, channels: int, height: int, width: int, weights: bool = True):
         super().__init__()
         import timm
 
         kwargs: dict = dict(num_classes=0, in_chans=channels)
-        if cfg.weights_path:
+        if cfg.weights_path and weights:
             path = Path(cfg.weights_path).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"model.obs_encoder.weights_path={cfg.weights_path!r} is not a file")
