@@ -37,7 +37,12 @@ obs, task = np.load(sys.argv[2]), sys.argv[4]
 emb, _ = policy.model.text_encoder([task])
 latents = policy.model.frame_tokenizer.encode(torch.from_numpy(obs["frame"]))
 chunk = policy.predict_chunk({"observation.image": obs["image"], "observation.state": obs["state"], "task": task})
-np.savez(sys.argv[3], actions=chunk.actions, text=emb.numpy(), latents=latents.numpy())
+# The same bundle through the LeRobot plugin (what lerobot-eval loads).
+import vidact.deploy.lerobot_plugin
+from vidact.deploy.lerobot_plugin.modeling_vidact import VidActPolicy
+lerobot = VidActPolicy.from_pretrained(sys.argv[1]).deploy.predict_chunk(
+    {"observation.image": obs["image"], "observation.state": obs["state"], "task": task})
+np.savez(sys.argv[3], actions=chunk.actions, text=emb.numpy(), latents=latents.numpy(), lerobot=lerobot.actions)
 """
 
 
@@ -101,7 +106,7 @@ def test_loads_and_acts_the_same_in_a_fresh_process_without_the_training_folders
     shutil.rmtree(bundle.parent / "run")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-c", ACT, str(bundle), str(tmp_path / "obs.npz"), str(tmp_path / "after.npz"),
-                    TASK], check=True, env=env, cwd=tmp_path, timeout=300)
+                    TASK], check=True, env=env, cwd=tmp_path, timeout=600)
     after = np.load(tmp_path / "after.npz")
-    assert np.array_equal(after["actions"], before.actions)
+    assert np.array_equal(after["actions"], before.actions) and np.array_equal(after["lerobot"], before.actions)
     assert np.array_equal(after["text"], text.numpy()) and np.array_equal(after["latents"], latents.numpy())

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from vidact.deploy.lerobot_plugin.configuration_vidact import VidActConfig
 from vidact.deploy.policy import ObservationChecks, Policy
-from vidact.export.package import POLICY_INFO_NAME
+from vidact.export.package import POLICY_INFO_NAME, network_config
 from vidact.generative.sample import SamplerConfig
 from vidact.models import VidAct
 from vidact.models import VidActConfig as NetworkConfig
@@ -35,19 +35,28 @@ class VidActPolicy(PreTrainedPolicy):
 
     def __init__(self, config: VidActConfig, **kwargs):
         super().__init__(config)
-        self.model = VidAct(NetworkConfig.from_dict(config.vidact))
         cameras = [k for k, ft in config.input_features.items() if ft.type.value == "VISUAL"]
         self.info = {"cameras": {"keys": cameras or ["observation.image"]}}
+        bundle = Path(config.pretrained_path) if config.pretrained_path else None
+        if bundle is not None and (bundle / POLICY_INFO_NAME).is_file():
+            # A bundle: its text encoder / VAE configs and tokenizer are inside it, the weights in
+            # model.safetensors (loaded next by LeRobot); nothing of the training machine is read.
+            self.info = json.loads((bundle / POLICY_INFO_NAME).read_text())
+            self.model = VidAct(network_config(bundle, config.vidact, self.info), component_weights=False)
+        else:
+            self.model = VidAct(NetworkConfig.from_dict(config.vidact))
         self._deploy: Policy | None = None
         self.last_predicted_latents: Tensor | None = None  # [B,C,F,H,W] in [0,1]; lerobot-eval takes them
         self._seen_chunk = None
 
     @classmethod
-    def from_pretrained(cls, pretrained_name_or_path, *args, **kwargs):
-        policy = super().from_pretrained(pretrained_name_or_path, *args, **kwargs)
-        info_path = Path(pretrained_name_or_path) / POLICY_INFO_NAME
-        if info_path.is_file():  # action bounds, recorded camera sizes
-            policy.info = json.loads(info_path.read_text())
+    def from_pretrained(cls, pretrained_name_or_path, *args, config: VidActConfig | None = None, **kwargs):
+        # lerobot-eval sets config.pretrained_path; a direct from_pretrained(path) may not.
+        if config is None:
+            config = VidActConfig.from_pretrained(pretrained_name_or_path)
+        if not config.pretrained_path:
+            config.pretrained_path = Path(pretrained_name_or_path)
+        policy = super().from_pretrained(pretrained_name_or_path, *args, config=config, **kwargs)
         policy._deploy = None
         return policy
 
