@@ -26,7 +26,6 @@ instead of being returned. ``check_observation`` runs the checks alone.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections import deque
@@ -39,8 +38,8 @@ import torch
 
 from vidact.data.robot import window_offsets
 from vidact.data.transforms import fit_frames
+from vidact.bundle import PRIMARY_IMAGE_KEY, STATE_KEY, network_config, read_config, read_info, read_weights
 from vidact.deploy.executors import Executor, build_executor
-from vidact.export.package import CONFIG_NAME, POLICY_INFO_NAME, POLICY_TYPE, WEIGHTS_NAME, network_config
 from vidact.generative.sample import Sampler, SamplerConfig
 from vidact.generative.schedule import Mode
 from vidact.models import VidAct, VidActConfig
@@ -49,7 +48,6 @@ from vidact.types import Batch
 TASK_KEY = "task"
 # Optional: time.time() when the observation was captured; read when ObservationChecks.max_age_s is set.
 CAPTURE_TIME_KEY = "capture_time"
-MODULE_PREFIX = "model."
 # 10 training standard deviations: a Gaussian never gets there, while a state in the wrong units
 # (degrees for radians, mm for m) or a garbage reading lands far beyond it. A MetaWorld bundle
 # trained on one demonstration saw at most 4.5 on random-action rollouts of held-out seeds.
@@ -119,9 +117,9 @@ class Policy:
             raise ValueError(f"Policy mode must be 'policy' or 'policy_fast', got {self.mode.value!r}")
         self.info = info
         cams = info.get("cameras", {})
-        self.camera_keys: list[str] = list(cams.get("keys") or ["observation.image"])
+        self.camera_keys: list[str] = list(cams.get("keys") or [PRIMARY_IMAGE_KEY])
         self.camera_fit: dict[str, str] = {k: (cams.get("fit") or {}).get(k, "resize") for k in self.camera_keys}
-        self.state_key: str = info.get("state", {}).get("key", "observation.state")
+        self.state_key: str = info.get("state", {}).get("key", STATE_KEY)
         bounds = info.get("action", {}).get("bounds")
         self.action_low = np.asarray(bounds["low"], np.float32) if bounds else None
         self.action_high = np.asarray(bounds["high"], np.float32) if bounds else None
@@ -143,17 +141,8 @@ class Policy:
                         steps: int | None = None, seed: int | None = None, **kwargs) -> "Policy":
         """Load a bundle folder written by ``vidact export``. ``mode`` / ``steps`` / ``seed``
         override the bundle's sampler settings."""
-        from safetensors.torch import load_file
-
         path = Path(path)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (path / name).is_file():
-                raise FileNotFoundError(f"{path}: not a vidact bundle (no {name}); create one with `vidact export`")
-        config = json.loads((path / CONFIG_NAME).read_text())
-        if config.get("type") != POLICY_TYPE:
-            raise ValueError(f"{path / CONFIG_NAME}: policy type {config.get('type')!r}, expected {POLICY_TYPE!r}")
-        info_path = path / POLICY_INFO_NAME
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        config, info = read_config(path), read_info(path)
         sampler = dict(config.get("sampler") or {})
         if steps is not None:
             sampler["steps"] = steps
@@ -162,9 +151,7 @@ class Policy:
         # The text encoder / VAE definitions come from the bundle's own folders, their weights
         # with the rest below: nothing is read from where the model was trained.
         model = VidAct(network_config(path, config["vidact"], info), component_weights=False)
-        weights = load_file(str(path / WEIGHTS_NAME))
-        weights = {k[len(MODULE_PREFIX):] if k.startswith(MODULE_PREFIX) else k: v for k, v in weights.items()}
-        model.load_state_dict(weights, strict=True)
+        model.load_state_dict(read_weights(path), strict=True)
         model.to(device)
         kwargs.setdefault("n_action_steps", config.get("n_action_steps"))
         return cls(model, SamplerConfig(**sampler), info, mode or config.get("mode", Mode.POLICY_FAST.value),

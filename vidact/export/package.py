@@ -19,7 +19,7 @@ Everything ``vidact.deploy.policy.Policy`` needs is in the bundle: no Lightning,
 training config, and nothing from the training machine's folders at load time. The pretrained
 components' weights are in ``model.safetensors`` with the rest; their definitions (config,
 tokenizer) in the folders above, which ``config.json`` names relative to the bundle
-(:func:`network_config` resolves them).
+(:func:`vidact.bundle.network_config` resolves them).
 """
 
 from __future__ import annotations
@@ -36,19 +36,11 @@ from typing import Any
 
 from torch import Tensor
 
-from vidact.export.consolidate import MODULE_PREFIX, Consolidated, consolidate
+from vidact.bundle import (ACTION_KEY, BUNDLE_FORMAT, CONFIG_NAME, MODULE_PREFIX, POLICY_INFO_NAME, POLICY_TYPE,
+                           PRIMARY_IMAGE_KEY, STATE_KEY, TEXT_ENCODER_DIR, VAE_DIR, WEIGHTS_NAME)
+from vidact.export.consolidate import Consolidated, consolidate
 
-CONFIG_NAME = "config.json"  # LeRobot's names (lerobot.utils.constants)
-WEIGHTS_NAME = "model.safetensors"
-POLICY_INFO_NAME = "vidact_policy.json"
-POLICY_TYPE = "vidact"
-BUNDLE_FORMAT = 2  # 2: pretrained components' definitions inside the bundle (COMPONENT_DIRS)
 FORMATS = ("bundle", "torch_export")  # torch_export: the bundle + policy_fast.pt2
-PRIMARY_IMAGE_KEY = "observation.image"  # LeRobot's key for a single-camera env (MetaWorld, PushT)
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
-TEXT_ENCODER_DIR = "text_encoder"
-VAE_DIR = "vae"
 
 
 def camera_info(cfg) -> tuple[list[str], list[list[int]] | None, dict[str, str], dict | None]:
@@ -141,21 +133,6 @@ def write_components(out: Path, model_cfg):
     if model_cfg.obs_encoder.kind == "timm":
         model_cfg.obs_encoder.weights_path = None  # the architecture is timm_name; the weights are in the state dict
     return model_cfg, folders
-
-
-def network_config(bundle: str | Path, network: dict[str, Any], info: dict[str, Any]):
-    """The bundle's ``VidActConfig`` (``config.json``'s ``vidact``) with the component folders its
-    ``vidact_policy.json`` lists resolved inside the bundle; build it with
-    ``VidAct(config, component_weights=False)``."""
-    from vidact.models.configuration import VidActConfig
-
-    cfg = VidActConfig.from_dict(network)
-    folders = info.get("components") or {}
-    if "text_encoder" in folders:
-        cfg.text_encoder.path = str(Path(bundle) / folders["text_encoder"])
-    if "vae" in folders:
-        cfg.frame_tokenizer.vae_path = str(Path(bundle) / folders["vae"])
-    return cfg
 
 
 def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_fast",

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-BUNDLE_WEIGHTS = "model.safetensors"
-BUNDLE_PREFIX = "model."
+from vidact.bundle import WEIGHTS_NAME
+from vidact.bundle import read_weights as read_bundle_weights
 
 
 @dataclass
@@ -37,13 +37,10 @@ class InitReport:
 def read_weights(source: str | Path) -> dict[str, Tensor]:
     """VidAct weights (names without the ``model.`` prefix) from a run, checkpoint or bundle."""
     path = Path(source)
-    if path.is_dir() and (path / BUNDLE_WEIGHTS).is_file():
-        path = path / BUNDLE_WEIGHTS
+    if path.is_dir() and (path / WEIGHTS_NAME).is_file():
+        path = path / WEIGHTS_NAME
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-        return {k[len(BUNDLE_PREFIX):] if k.startswith(BUNDLE_PREFIX) else k: v for k, v in state.items()}
+        return read_bundle_weights(path)
     if not path.exists():
         raise FileNotFoundError(f"train.init_from={str(source)!r} does not exist")
     from vidact.export.consolidate import consolidate

@@ -43,8 +43,10 @@ class Windows:
 def load_model(path: str | Path):
     """A bundle folder (``vidact export``), a run directory or a checkpoint -> (VidAct, SamplerConfig),
     EMA weights where there are any."""
+    from vidact.bundle import is_bundle
+
     path = Path(path)
-    if (path / "config.json").is_file():
+    if is_bundle(path):
         from vidact.deploy.policy import Policy
 
         policy = Policy.from_pretrained(path)

@@ -14,16 +14,15 @@ imagined video runs in step with the rollout; the batch's environments side by s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor
 
+from vidact.bundle import POLICY_INFO_NAME, PRIMARY_IMAGE_KEY, network_config, read_info
 from vidact.deploy.lerobot_plugin.configuration_vidact import VidActConfig
 from vidact.deploy.policy import ObservationChecks, Policy
-from vidact.export.package import POLICY_INFO_NAME, network_config
 from vidact.generative.sample import SamplerConfig
 from vidact.models import VidAct
 from vidact.models import VidActConfig as NetworkConfig
@@ -36,12 +35,12 @@ class VidActPolicy(PreTrainedPolicy):
     def __init__(self, config: VidActConfig, **kwargs):
         super().__init__(config)
         cameras = [k for k, ft in config.input_features.items() if ft.type.value == "VISUAL"]
-        self.info = {"cameras": {"keys": cameras or ["observation.image"]}}
+        self.info = {"cameras": {"keys": cameras or [PRIMARY_IMAGE_KEY]}}
         bundle = Path(config.pretrained_path) if config.pretrained_path else None
         if bundle is not None and (bundle / POLICY_INFO_NAME).is_file():
             # A bundle: its text encoder / VAE configs and tokenizer are inside it, the weights in
             # model.safetensors (loaded next by LeRobot); nothing of the training machine is read.
-            self.info = json.loads((bundle / POLICY_INFO_NAME).read_text())
+            self.info = read_info(bundle)
             self.model = VidAct(network_config(bundle, config.vidact, self.info), component_weights=False)
         else:
             self.model = VidAct(NetworkConfig.from_dict(config.vidact))
