@@ -2,8 +2,8 @@
 program, ``OUT/policy_fast.pt2``, beside the normal bundle.
 
 The program is tensors in, actions out; the prefix is encoded once into the KV cache, then the
-sampler's fixed number of Euler (or Heun) steps are unrolled on the same tau grid / shift as
-``vidact.generative.sample.Sampler``:
+sampler's fixed number of Euler (or Heun) steps are unrolled by ``vidact.generative.sample``'s own
+integrator (``integrate``, ``guided_velocity``), on the same tau grid / shift as ``Sampler``:
 
     inputs   obs_frames [B,Th,V,C,H,W] float in [0,1] (the Policy's preprocessed frames)
              state [B,Th,S] raw units, obs_is_pad [B,Th] bool
@@ -62,7 +62,8 @@ class PolicyFastProgram(nn.Module):
         self.has_text = model.text_encoder is not None
 
     def forward(self, obs_frames: Tensor, state: Tensor, obs_is_pad: Tensor, *rest: Tensor) -> Tensor:
-        from vidact.models.layout import Group
+        from vidact.generative.sample import guided_velocity, integrate, prefix_caches
+        from vidact.generative.schedule import MODE_ROLES, Mode
         from vidact.types import Batch
 
         model = self.model
@@ -74,30 +75,12 @@ class PolicyFastProgram(nn.Module):
         B = obs_frames.shape[0]
         batch = Batch(obs_frames=obs_frames, state=state, text=[""] * B, obs_is_pad=obs_is_pad,
                       text_embeddings=text_embeddings, text_mask=text_mask)
-        prefix = model.embed_prefix(batch)
-        cache = model.cache_prefix(prefix)
-        uncond = None
-        if self.guidance != 1.0 and Group.LANGUAGE in prefix.layout.groups:
-            drop = torch.ones(B, dtype=torch.bool, device=obs_frames.device)
-            uncond = model.cache_prefix(model.embed_prefix(batch, drop_language=drop))
+        # Sampler.sample's own steps (prefix caches, guided velocity, integrator), with the noise given.
+        cache, uncond = prefix_caches(model, batch, self.guidance)
+        roles = MODE_ROLES[Mode.POLICY_FAST]
+        velocity = guided_velocity(model, cache, uncond, roles, B, obs_frames.device, self.guidance)
         dtype = next(model.backbone.parameters()).dtype
-        xa = noise.to(dtype)
-        zeros = torch.zeros(B, device=obs_frames.device)
-
-        def velocity(xa: Tensor, t: float) -> Tensor:
-            tau_a = torch.full((B,), t, device=obs_frames.device)
-            v = model.forward_cached(cache, None, xa, zeros, tau_a).action
-            if uncond is not None:
-                u = model.forward_cached(uncond, None, xa, zeros, tau_a).action
-                v = u + self.guidance * (v - u)
-            return v
-
-        for t, t_next in zip(self.grid[:-1], self.grid[1:]):
-            dt = t_next - t
-            v = velocity(xa, t)
-            if self.method == "heun" and t_next > 0:
-                v = (v + velocity(xa + dt * v, t_next)) / 2
-            xa = xa + dt * v
+        _, xa = integrate(velocity, None, noise.to(dtype), roles, self.grid, self.method)
         return model.normalizer.unnormalize("action", xa.float())
 
 

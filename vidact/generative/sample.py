@@ -9,12 +9,14 @@ the action tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from vidact.generative.schedule import MODE_ROLES, Mode, Role, tau_grid
+from vidact.generative.schedule import MODE_ROLES, Mode, ModeRoles, Role, tau_grid
 from vidact.models.layout import Group
+from vidact.models.transformer import KVCache
 from vidact.models.vidact import Prediction, VidAct
 from vidact.types import Batch, BatchKey
 
@@ -98,13 +100,7 @@ class Sampler:
         B, device = batch.batch_size, batch.obs_frames.device
         dtype = next(model.backbone.parameters()).dtype
         noise_v, noise_a = initial_noise(model, B, cfg.seed if seed is None else seed)
-
-        prefix = model.embed_prefix(batch)
-        cache = model.cache_prefix(prefix)
-        uncond = None
-        if guidance != 1.0 and Group.LANGUAGE in prefix.layout.groups:
-            drop = torch.ones(B, dtype=torch.bool, device=device)
-            uncond = model.cache_prefix(model.embed_prefix(batch, drop_language=drop))
+        cache, uncond = prefix_caches(model, batch, guidance)
 
         xv = {Role.GENERATED: noise_v.to(device, dtype),
               Role.GIVEN: model.encode_frames(batch.future_frames).to(dtype) if roles.video == Role.GIVEN else None,
@@ -115,37 +111,8 @@ class Sampler:
               Role.DROPPED: None}[roles.action]
 
         action_guidance = cfg.action_guidance if mode == Mode.FORWARD_DYNAMICS else 1.0
-
-        def velocity(xv: Tensor | None, xa: Tensor | None, t: float) -> Prediction:
-            tau_v = torch.full((B,), t if roles.video == Role.GENERATED else 0.0, device=device)
-            tau_a = torch.full((B,), t if roles.action == Role.GENERATED else 0.0, device=device)
-            pred = model.forward_cached(cache, xv, xa, tau_v, tau_a)
-            if action_guidance != 1.0:
-                without = model.forward_cached(cache, xv, None, tau_v, tau_a).video
-                pred = Prediction(without + action_guidance * (pred.video - without), pred.action)
-            if uncond is None:
-                return pred
-            pu = model.forward_cached(uncond, xv, xa, tau_v, tau_a)
-            mix = lambda c, u: None if c is None else u + guidance * (c - u)  # noqa: E731
-            return Prediction(mix(pred.video, pu.video), mix(pred.action, pu.action))
-
-        def step(xv, xa, pred: Prediction, dt: float):
-            if roles.video == Role.GENERATED:
-                xv = xv + dt * pred.video
-            if roles.action == Role.GENERATED:
-                xa = xa + dt * pred.action
-            return xv, xa
-
-        grid = tau_grid(steps, cfg.shift)
-        for t, t_next in zip(grid[:-1], grid[1:]):
-            dt = t_next - t
-            pred = velocity(xv, xa, t)
-            if cfg.method == "heun" and t_next > 0:
-                xv_e, xa_e = step(xv, xa, pred, dt)
-                pred2 = velocity(xv_e, xa_e, t_next)
-                avg = lambda a, b: None if a is None else (a + b) / 2  # noqa: E731
-                pred = Prediction(avg(pred.video, pred2.video), avg(pred.action, pred2.action))
-            xv, xa = step(xv, xa, pred, dt)
+        velocity = guided_velocity(model, cache, uncond, roles, B, device, guidance, action_guidance)
+        xv, xa = integrate(velocity, xv, xa, roles, tau_grid(steps, cfg.shift), cfg.method)
 
         actions = frames = latents = None
         if roles.action == Role.GENERATED:
@@ -156,3 +123,67 @@ class Sampler:
             latents = xv.float()
             frames = model.decode_frames(latents)
         return SampleOutput(mode=mode, actions=actions, future_frames=frames, future_latents=latents)
+
+
+Velocity = Callable[[Tensor | None, Tensor | None, float], Prediction]
+
+
+def prefix_caches(model: VidAct, batch: Batch, guidance: float) -> tuple[KVCache, KVCache | None]:
+    """The observation prefix encoded once (``VidAct.cache_prefix``), and again with the
+    instruction dropped when classifier-free guidance needs the unconditional branch."""
+    prefix = model.embed_prefix(batch)
+    cache = model.cache_prefix(prefix)
+    uncond = None
+    if guidance != 1.0 and Group.LANGUAGE in prefix.layout.groups:
+        drop = torch.ones(batch.batch_size, dtype=torch.bool, device=batch.obs_frames.device)
+        uncond = model.cache_prefix(model.embed_prefix(batch, drop_language=drop))
+    return cache, uncond
+
+
+def guide(cond: Tensor | None, uncond: Tensor, scale: float) -> Tensor | None:
+    """Classifier-free guidance: ``uncond + scale (cond - uncond)``."""
+    return None if cond is None else uncond + scale * (cond - uncond)
+
+
+def guided_velocity(model: VidAct, cache: KVCache, uncond: KVCache | None, roles: ModeRoles, batch_size: int,
+                    device: torch.device, guidance: float = 1.0, action_guidance: float = 1.0) -> Velocity:
+    """``v(xv, xa, t)``: the network's velocity with the generated modalities at noise level ``t``
+    and the given ones at 0; guided on the instruction when ``uncond`` (``prefix_caches``) is set,
+    and on the given actions when ``action_guidance != 1`` (``SamplerConfig.action_guidance``)."""
+
+    def velocity(xv: Tensor | None, xa: Tensor | None, t: float) -> Prediction:
+        tau_v = torch.full((batch_size,), t if roles.video == Role.GENERATED else 0.0, device=device)
+        tau_a = torch.full((batch_size,), t if roles.action == Role.GENERATED else 0.0, device=device)
+        pred = model.forward_cached(cache, xv, xa, tau_v, tau_a)
+        if action_guidance != 1.0:
+            without = model.forward_cached(cache, xv, None, tau_v, tau_a).video
+            pred = Prediction(guide(pred.video, without, action_guidance), pred.action)
+        if uncond is None:
+            return pred
+        pu = model.forward_cached(uncond, xv, xa, tau_v, tau_a)
+        return Prediction(guide(pred.video, pu.video, guidance), guide(pred.action, pu.action, guidance))
+
+    return velocity
+
+
+def integrate(velocity: Velocity, xv: Tensor | None, xa: Tensor | None, roles: ModeRoles, grid: list[float],
+              method: str) -> tuple[Tensor | None, Tensor | None]:
+    """Euler or Heun along ``grid`` (``tau_grid``: 1 -> 0), moving only the generated modalities;
+    ``Sampler.sample`` and the exported program (``vidact.export.torch_export``) both run this."""
+
+    def step(xv, xa, pred: Prediction, dt: float):
+        if roles.video == Role.GENERATED:
+            xv = xv + dt * pred.video
+        if roles.action == Role.GENERATED:
+            xa = xa + dt * pred.action
+        return xv, xa
+
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        dt = t_next - t
+        pred = velocity(xv, xa, t)
+        if method == "heun" and t_next > 0:
+            pred2 = velocity(*step(xv, xa, pred, dt), t_next)
+            avg = lambda a, b: None if a is None else (a + b) / 2  # noqa: E731
+            pred = Prediction(avg(pred.video, pred2.video), avg(pred.action, pred2.action))
+        xv, xa = step(xv, xa, pred, dt)
+    return xv, xa
