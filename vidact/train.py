@@ -27,9 +27,10 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from vidact.checkpoint_files import newest_checkpoint
 from vidact.config import ConfigError, RunConfig, to_yaml
 from vidact.lit.callbacks import ResumableCSVLogger, wandb_logger
-from vidact.lit.checkpoints import RunCheckpoints, find_resumable
+from vidact.lit.checkpoints import RunCheckpoints
 from vidact.lit.datamodule import VidActDataModule
 from vidact.lit.module import VidActModule
 from vidact.lit.signals import StopOnSignal, TrainingInterrupted
@@ -57,7 +58,7 @@ def resume_path(cfg: RunConfig, checkpoint_dir: Path) -> Path | None:
     if mode == "never":
         return None
     if mode == "auto":
-        return find_resumable(checkpoint_dir)
+        return newest_checkpoint(checkpoint_dir)
     path = Path(mode)
     if not path.exists():
         raise ConfigError(f"train.resume={mode!r}: no such checkpoint (use 'auto', 'never' or a .ckpt path)")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from vidact.checkpoint_files import CheckpointWarning, newest_checkpoint
 from vidact.cli import main
 from vidact.export.consolidate import consolidate, find_checkpoint
 
@@ -54,15 +54,15 @@ def test_no_ema_exports_raw_weights(trained_run):
 
 def test_run_dir_picks_newest_good_checkpoint(trained_run, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    older = run / "checkpoints" / "step=2.ckpt"
-    shutil.copy(run / "checkpoints" / "last.ckpt", older)
-    past = time.time() - 100
-    os.utime(older, (past, past))
-    assert find_checkpoint(run) == run / "checkpoints" / "last.ckpt"
-    broken = run / "checkpoints" / "step=9.ckpt"  # newest, but truncated (a killed job)
-    broken.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes()[:1000])
-    assert find_checkpoint(run) == run / "checkpoints" / "last.ckpt"
+    shutil.copytree(trained_run, run, symlinks=True)
+    folder = run / "checkpoints"
+    newest = folder / os.readlink(folder / "last.ckpt")  # the run's final step checkpoint
+    assert find_checkpoint(run) == newest == newest_checkpoint(folder)  # the search resume=auto does
+    (folder / "step=9.ckpt").write_bytes(newest.read_bytes())  # another name, a newer file: after step files
+    broken = folder / "step-00000009.ckpt"  # the largest step, but truncated (a killed job)
+    broken.write_bytes(newest.read_bytes()[:1000])
+    with pytest.warns(CheckpointWarning, match="step-00000009.ckpt is unreadable"):
+        assert find_checkpoint(run) == newest
 
 
 def test_export_refuses_to_overwrite_and_bad_paths(bundle, tmp_path, capsys):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from vidact.config import REPO_ROOT, load
-from vidact.lit.checkpoints import CheckpointWarning, find_resumable
+from vidact.checkpoint_files import CheckpointWarning, newest_checkpoint
 from vidact.train import train
 
 RECIPE = "debug_sliding_square"
@@ -48,7 +48,7 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(tmp_path, capsys):
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a write cut short
     (run_dir / "checkpoints" / ".step-00000006.ckpt.tmp").write_bytes(b"half a save")  # killed mid-save
     with pytest.warns(CheckpointWarning, match=str(newest)):
-        assert find_resumable(run_dir / "checkpoints").name == "step-00000002.ckpt"
+        assert newest_checkpoint(run_dir / "checkpoints").name == "step-00000002.ckpt"
     capsys.readouterr()
     with pytest.warns(CheckpointWarning, match="step-00000004.ckpt is unreadable"):
         train(load(RECIPE, [*common, "train.steps=6"]))

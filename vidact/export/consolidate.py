@@ -1,8 +1,9 @@
 """Any training checkpoint -> one plain state dict of ``VidAct`` weights (EMA preferred).
 
 Accepted inputs:
-- a run directory (``run_dir/checkpoints/*.ckpt``): its newest checkpoint that loads, ``last.ckpt``
-  first on a tie (a half-written file from a killed job is skipped with a warning);
+- a run directory (``run_dir/checkpoints/*.ckpt``): its newest checkpoint that loads, found as
+  ``resume=auto`` finds it (``vidact.checkpoint_files.newest_checkpoint``: the largest step; a
+  half-written file from a killed job is skipped with a warning);
 - a Lightning ``.ckpt`` file: ``state_dict`` holds ``model.*`` (every weight and buffer, the
   normalization stats included) and ``ema_state_dict`` the EMA of the trainable weights
   (``vidact.lit.module.VidActModule.on_save_checkpoint``);
@@ -16,18 +17,15 @@ The result's keys are ``VidAct`` parameter/buffer names (no ``model.`` prefix).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-log = logging.getLogger(__name__)
+from vidact.checkpoint_files import CHECKPOINT_DIR, checkpoint_candidates, newest_checkpoint
 
 MODULE_PREFIX = "model."  # VidActModule keeps the network as ``self.model``
-CHECKPOINT_DIR = "checkpoints"
-LAST = "last.ckpt"
 
 
 @dataclass
@@ -46,31 +44,21 @@ def is_deepspeed_checkpoint(path: Path) -> bool:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A run directory -> its newest good checkpoint; a checkpoint file or ZeRO folder -> itself."""
+    """A run directory -> its newest good checkpoint (``vidact.checkpoint_files.newest_checkpoint``,
+    the search ``resume=auto`` does); a checkpoint file or ZeRO folder -> itself."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such run directory or checkpoint")
     if path.is_file() or is_deepspeed_checkpoint(path):
         return path
     folder = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
-    candidates = [p for p in folder.glob("*.ckpt") if p.is_file() or is_deepspeed_checkpoint(p)]
+    candidates = checkpoint_candidates(folder)
     if not candidates:
         raise FileNotFoundError(f"{path}: no checkpoints (*.ckpt) in {folder}")
-    # Newest first; last.ckpt wins a tie because train() writes it at the very end.
-    candidates.sort(key=lambda p: (p.stat().st_mtime, p.name == LAST), reverse=True)
-    for candidate in candidates:
-        if candidate.is_dir() or _loads(candidate):
-            return candidate
-        log.warning("skipping unreadable checkpoint %s", candidate)
-    raise FileNotFoundError(f"{path}: none of {[c.name for c in candidates]} could be read")
-
-
-def _loads(path: Path) -> bool:
-    try:
-        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        return True
-    except Exception:  # truncated / corrupted file: any error from the unpickler means "not good"
-        return False
+    newest = newest_checkpoint(folder)
+    if newest is None:
+        raise FileNotFoundError(f"{path}: none of {[c.name for c in candidates]} could be read")
+    return newest
 
 
 def run_dir_for(checkpoint: Path) -> Path | None:

@@ -1,14 +1,9 @@
-"""Run-directory checkpoints: atomic, keep-last-N plus best, and the search ``resume=auto`` does.
-
-    run_dir/checkpoints/
-      step-00000500.ckpt   one per save (a file, or a folder of shards under DeepSpeed)
-      last.ckpt            symlink to the newest step checkpoint
-      best.ckpt            the checkpoint with the lowest smoothed train loss (hard link or copy)
-      best.json            its step and loss
+"""Run-directory checkpoints: atomic, keep-last-N plus best. The folder's layout and the search
+``resume=auto`` does (``newest_checkpoint``) are in ``vidact.checkpoint_files``.
 
 A checkpoint is written under a hidden temporary name, fsynced, then renamed into place: a save
 killed half-way leaves a ``.step-*.tmp`` behind, never a corrupt ``step-*.ckpt``, and the previous
-checkpoints are untouched. :func:`find_resumable` still checks what it picks (a disk can fill up,
+checkpoints are untouched. ``newest_checkpoint`` still checks what it picks (a disk can fill up,
 files can be copied half-way): an unreadable newest checkpoint is reported with its path and the
 one before it is used.
 """
@@ -17,69 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import warnings
 from pathlib import Path
 
-import torch
 from lightning.pytorch.callbacks import Callback
 
-LAST = "last.ckpt"
-BEST = "best.ckpt"
-BEST_INFO = "best.json"
-STEP_PATTERN = re.compile(r"^step-(\d+)\.ckpt$")
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint in the run directory could not be read and was passed over."""
-
-
-def step_name(step: int) -> str:
-    return f"step-{step:08d}.ckpt"
-
-
-def step_checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
-    """``(step, path)`` of the step checkpoints, newest first."""
-    if not checkpoint_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in checkpoint_dir.iterdir() if (m := STEP_PATTERN.match(p.name))]
-    return sorted(found, reverse=True)
-
-
-def check_readable(path: Path) -> None:
-    """Raise if ``path`` is not a complete checkpoint (a Lightning file or a DeepSpeed folder)."""
-    if path.is_dir():  # DeepSpeed: <path>/checkpoint/{[zero_pp_rank_R_]mp_rank_00_model_states.pt, *_optim_states.pt}
-        files = sorted(path.rglob("*.pt"))
-        # ZeRO-2 writes one mp_rank_00_model_states.pt, ZeRO-3 one zero_pp_rank_R_mp_rank_00_model_states.pt per rank.
-        if not any(f.name.endswith("model_states.pt") for f in files):
-            raise ValueError("no model-states file in the DeepSpeed checkpoint folder")
-        for f in files:
-            torch.load(f, map_location="cpu", weights_only=False, mmap=True)
-        return
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "global_step" not in checkpoint:
-        raise ValueError("not a Lightning checkpoint (no state_dict / global_step)")
-
-
-def find_resumable(checkpoint_dir: Path) -> Path | None:
-    """The newest checkpoint in ``checkpoint_dir`` that reads back; warns about each one skipped.
-
-    A ``last.ckpt`` that is a plain file (written before step checkpoints existed) counts as the
-    newest candidate.
-    """
-    candidates = [p for _, p in step_checkpoints(checkpoint_dir)]
-    legacy = checkpoint_dir / LAST
-    if legacy.exists() and not legacy.is_symlink():
-        candidates.insert(0, legacy)
-    for path in candidates:
-        try:
-            check_readable(path)
-            return path
-        except Exception as e:  # noqa: BLE001 - any failure to read means "not resumable"
-            warnings.warn(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                          "trying the previous one", CheckpointWarning, stacklevel=2)
-    return None
+from vidact.checkpoint_files import BEST, BEST_INFO, LAST, step_checkpoints, step_name
 
 
 def _fsync_tree(path: Path) -> None:
