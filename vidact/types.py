@@ -43,6 +43,8 @@ class BatchKey(str, enum.Enum):
     TEXT_MASK = "text_mask"  # optional [B,L] bool, True for real (non-pad) text tokens
     SOURCE = "source"  # optional list[str]: which dataset each sample came from
     FRAME_KEYS = "frame_keys"  # optional, per sample [Th+Tf][V] strings naming each frame (latent cache keys)
+    OBS_FRAME_LATENTS = "obs_frame_latents"  # optional [B,Th,V,n,Dl] frame-tokenizer tokens of obs_frames
+    FUTURE_FRAME_LATENTS = "future_frame_latents"  # optional [B,Tf,V,n,Dl] frame-tokenizer tokens of future_frames
     SKIPPED_FILES = "skipped_files"  # optional, per sample: unreadable files skipped while loading it
 
 
@@ -69,6 +71,11 @@ class Batch:
     # episode or file, frame index or timestamp, camera, fit. Set by the loader when data.cache_dir
     # is set, so a frozen VAE's latents can be read from the cache instead of re-encoded.
     frame_keys: list[list[list[str]]] | None = None
+    # The frame tokenizer's tokens of obs_frames / future_frames when already known (read from the
+    # latent cache by frame_keys: vidact.data.cache.with_cached_latents); the model uses them
+    # instead of encoding the frames, so whoever changes the frames drops them.
+    obs_frame_latents: Tensor | None = None
+    future_frame_latents: Tensor | None = None
     # Per sample, the files the loader found unreadable (and skipped) while producing it.
     skipped_files: list[list[str]] | None = None
 

@@ -4,11 +4,12 @@ instances, frozen-only, concurrent writers, and the frame keys the loaders attac
 from __future__ import annotations
 
 import multiprocessing as mp
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from vidact.data.cache import TensorCache
+from vidact.data.cache import TensorCache, with_cached_latents
 from vidact.tokenizers.config import FrameTokenizerConfig, TextEncoderConfig
 from vidact.tokenizers.text import TextEncoder
 from vidact.tokenizers.video import VAETokenizer
@@ -38,31 +39,30 @@ def test_keyed_latents_match_plain_encoding_and_are_read_back(tmp_path):
     expected_obs, expected_future = plain.encode(batch.obs_frames), plain.encode(batch.future_frames)
 
     tok = _vae(tmp_path)
-    with tok.keyed(batch):
-        obs, future = tok.encode(batch.obs_frames), tok.encode(batch.future_frames)
+    batch = with_cached_latents(SimpleNamespace(frame_tokenizer=tok, obs_encoder=None), batch)
+    obs, future = batch.obs_frame_latents, batch.future_frame_latents
     torch.testing.assert_close(obs, expected_obs, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(future, expected_future, rtol=1e-5, atol=1e-5)
     assert tok.latent_cache.misses == 10 and tok.frames_encoded == 10  # 12 frames, 2 shared
 
     again = _vae(tmp_path)  # a new run: same VAE, same namespace
-    with again.keyed(batch):
-        assert torch.equal(again.encode(batch.obs_frames), obs)
-        assert torch.equal(again.encode(batch.future_frames), future)
+    Th = batch.obs_frames.shape[1]
+    assert torch.equal(again.encode_cached(batch.obs_frames, [k[:Th] for k in batch.frame_keys]), obs)
+    assert torch.equal(again.encode_cached(batch.future_frames, [k[Th:] for k in batch.frame_keys]), future)
     assert again.latent_cache.hits == 10 and again.frames_encoded == 0
-    again.encode(batch.obs_frames)  # outside keyed(): the VAE runs, the cache is not consulted
+    again.encode(batch.obs_frames)  # without keys: the VAE runs, the cache is not consulted
     assert again.frames_encoded == 8 and again.latent_cache.hits == 10
 
     other = _vae(tmp_path, vae_tiny_seed=1)  # other weights: another namespace, nothing reused
-    with other.keyed(batch):
-        other.encode(batch.obs_frames)
+    other.encode_cached(batch.obs_frames, [k[:Th] for k in batch.frame_keys])
     assert other.latent_cache.hits == 0 and other.identity() != tok.identity()
 
 
 def test_frame_keys_must_match_the_frames(tmp_path):
     tok, batch = _vae(tmp_path), _batch()
     batch.frame_keys[0] = [t[:1] for t in batch.frame_keys[0]]  # one view named instead of two
-    with tok.keyed(batch), pytest.raises(ValueError, match="frame_keys"):
-        tok.encode(batch.obs_frames)
+    with pytest.raises(ValueError, match="frame_keys"):
+        with_cached_latents(SimpleNamespace(frame_tokenizer=tok, obs_encoder=None), batch)
 
 
 def test_only_frozen_encoders_are_cached(tmp_path):
@@ -130,3 +130,38 @@ def test_web_clips_name_their_frames(tmp_path):
     assert keys == ds[0]["frame_keys"] and "a.mp4" in keys[0][0] and "random_crop:" in keys[0][0]
     ds.set_epoch(1)  # a new pass draws a new clip (start and crop): new names
     assert ds[0]["frame_keys"] != keys
+
+
+def test_the_model_reads_the_batch_latents_and_a_noised_history_drops_them(tmp_path):
+    """Latents travel as batch fields (issue 16, part 5): the network uses them instead of the
+    VAE, and the loss drops the observed ones when it noises the history frames."""
+    import dataclasses
+
+    from vidact.generative import GenerativeConfig, training_loss
+    from vidact.models import VidAct, VidActConfig
+
+    torch.manual_seed(0)
+    model = VidAct(VidActConfig(flavor="tiny", height=16, width=16, history=2, future_frames=1, views=2,
+                                chunk_length=4, state_dim=2, action_dim=2,
+                                frame_tokenizer=FrameTokenizerConfig(kind="vae", patch_size=2))).eval()
+    with torch.no_grad():  # non-zero output heads and adaLN: the loss depends on the observed tokens
+        for p in model.parameters():
+            if p.requires_grad and p.abs().sum() == 0:
+                p.normal_(std=0.05)
+    model.frame_tokenizer.attach_cache(tmp_path)
+    batch = dataclasses.replace(_batch(), actions=torch.zeros(2, 4, 2))
+    cached = with_cached_latents(model, batch)
+    assert cached.obs_frame_latents.shape == (2, 2, 2, model.tokens_per_frame, model.latent_dim)
+
+    def loss(b: Batch, **generative) -> torch.Tensor:
+        return training_loss(model, b, GenerativeConfig(**generative), torch.Generator().manual_seed(0)).loss
+
+    torch.testing.assert_close(loss(cached), loss(batch), rtol=1e-5, atol=1e-6)
+    # The fields are what the model reads: stale ones change the loss.
+    stale_obs = dataclasses.replace(cached, obs_frame_latents=torch.zeros_like(cached.obs_frame_latents))
+    assert not torch.allclose(loss(stale_obs), loss(batch))
+    stale_future = dataclasses.replace(cached, future_frame_latents=torch.zeros_like(cached.future_frame_latents))
+    assert not torch.allclose(loss(stale_future), loss(batch))
+    # A noised history is encoded from its noised frames, whatever obs_frame_latents held.
+    torch.testing.assert_close(loss(stale_obs, history_noise=0.1), loss(batch, history_noise=0.1))
+    assert with_cached_latents(model, batch, observed=False).obs_frame_latents is None

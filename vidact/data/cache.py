@@ -14,10 +14,11 @@ How training uses them (``data.cache_dir``; :func:`attach_model_caches` from ``V
   encodes only the ones not there, so across runs and ranks the encoder runs once per string;
 - latents (``vae`` frame tokenizer): with a cache dir the loader names every frame
   (``Batch.frame_keys``: robot dataset + episode + frame index + camera + fit; web file +
-  timestamp + fit/crop), and inside :func:`frame_keys_for` the tokenizer reads those frames'
-  latent tokens from ``cache_dir/latents/<namespace>`` (namespace: VAE weights fingerprint,
-  resolution, patch size) instead of running the VAE. Frames without keys (generated data,
-  sampling, media) are encoded as usual. Only frozen encoders are cached (a trainable one raises).
+  timestamp + fit/crop), and :func:`with_cached_latents` reads those frames' latent tokens from
+  ``cache_dir/latents/<namespace>`` (namespace: VAE weights fingerprint, resolution, patch size)
+  into the batch (``Batch.obs_frame_latents``, ``future_frame_latents``), which the model uses
+  instead of running the VAE. Frames without keys (generated data, sampling, media) are encoded as
+  usual. Only frozen encoders are cached (a trainable one raises).
 Counters (``cache/*_hits``, ``*_misses``, ``*_encoded``) are logged every step (this rank's).
 """
 
@@ -177,13 +178,25 @@ def attach_model_caches(model, root: str | Path) -> list[str]:
     return attached
 
 
-def frame_keys_for(model, batch):
-    """Context in which the model's frame tokenizer reads ``batch``'s frames from its latent cache
-    (by ``batch.frame_keys``); a no-op without a latent cache or frame keys."""
-    import contextlib
+def with_cached_latents(model, batch, observed: bool = True):
+    """``batch`` with the frame tokenizer's tokens of its frames (``Batch.obs_frame_latents``,
+    ``future_frame_latents``) read from the latent cache by ``batch.frame_keys``, the frames not
+    there yet encoded and stored; ``batch`` itself without a latent cache or frame keys. The
+    observed frames only when ``observed`` and the model reads them through the frame tokenizer
+    (not an ``obs_encoder``): the training loss noises them when ``generative.history_noise`` > 0."""
+    import dataclasses
 
-    keyed = getattr(model.frame_tokenizer, "keyed", None)
-    return keyed(batch) if keyed is not None else contextlib.nullcontext()
+    tokenizer = model.frame_tokenizer
+    keys = batch.frame_keys
+    if getattr(tokenizer, "latent_cache", None) is None or keys is None:
+        return batch
+    Th = batch.obs_frames.shape[1]
+    obs = future = None
+    if observed and model.obs_encoder is None:
+        obs = tokenizer.encode_cached(batch.obs_frames, [k[:Th] for k in keys])
+    if batch.future_frames is not None:
+        future = tokenizer.encode_cached(batch.future_frames, [k[Th:] for k in keys])
+    return dataclasses.replace(batch, obs_frame_latents=obs, future_frame_latents=future)
 
 
 def cache_metrics(model) -> dict[str, float]:

@@ -64,14 +64,14 @@ def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.G
     if cfg.history_noise > 0:
         std = torch.rand(B, generator=generator) * cfg.history_noise  # [B]
         noise = _randn_like(clean_obs, generator) * std.to(device).view(B, *([1] * (clean_obs.ndim - 1)))
-        batch = dataclasses.replace(batch, obs_frames=(clean_obs + noise).clamp(0, 1))
+        batch = dataclasses.replace(batch, obs_frames=(clean_obs + noise).clamp(0, 1), obs_frame_latents=None)
     prefix = model.embed_prefix(batch, drop_language=drop_language)
 
     xv = x0_v = noise_v = None
     tau_v = torch.zeros(B, device=device)
     video_gen = roles_mask(modes, Role.GENERATED, "video", device)
     if batch.future_frames is not None and model.future_tokens > 0:
-        x0_v = model.encode_frames(batch.future_frames)  # [B,Nf,Dl]
+        x0_v = model.encode_frames(batch.future_frames, batch.future_frame_latents)  # [B,Nf,Dl]
         noise_v = _randn_like(x0_v, generator)
         tau_v = torch.where(video_gen, sample_tau(B, cfg, generator, device), torch.zeros_like(tau_v))
         xv = interpolate(x0_v, noise_v, tau_v)

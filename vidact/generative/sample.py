@@ -103,7 +103,8 @@ class Sampler:
         cache, uncond = prefix_caches(model, batch, guidance)
 
         xv = {Role.GENERATED: noise_v.to(device, dtype),
-              Role.GIVEN: model.encode_frames(batch.future_frames).to(dtype) if roles.video == Role.GIVEN else None,
+              Role.GIVEN: (model.encode_frames(batch.future_frames, batch.future_frame_latents).to(dtype)
+                           if roles.video == Role.GIVEN else None),
               Role.DROPPED: None}[roles.video]
         xa = {Role.GENERATED: noise_a.to(device, dtype),
               Role.GIVEN: (model.normalizer.normalize("action", batch.actions).to(dtype)

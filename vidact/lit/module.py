@@ -17,7 +17,7 @@ import lightning as L
 import torch
 
 from vidact.config import ConfigError, RunConfig, TrainConfig
-from vidact.data.cache import attach_model_caches, cache_metrics, frame_keys_for
+from vidact.data.cache import attach_model_caches, cache_metrics, with_cached_latents
 from vidact.data.fake import fake_batch
 from vidact.data.mixture import SkippedFiles
 from vidact.generative import training_loss
@@ -128,8 +128,10 @@ class VidActModule(L.LightningModule):
         generative = self.cfg.generative
         if scale != 1.0:
             generative = dataclasses.replace(generative, video_loss_weight=generative.video_loss_weight * scale)
-        with frame_keys_for(self.model, batch), self.precision_context():  # cache: latents read, not re-encoded
-            out = training_loss(self.model, batch, generative, generator)
+        with self.precision_context():
+            # data.cache_dir: the frames' latents read from the cache, not re-encoded (a noised history is encoded).
+            cached = with_cached_latents(self.model, batch, observed=generative.history_noise == 0)
+            out = training_loss(self.model, cached, generative, generator)
         self._log_data(batch)
         self.batches_consumed = index + 1
 

@@ -135,11 +135,13 @@ class VidAct(nn.Module):
 
     # ------------------------------------------------------------------ frames <-> latent tokens
 
-    def encode_frames(self, frames: Tensor) -> Tensor:
-        """[B,T,V,C,H,W] -> [B, T*V*n, Dl] (no gradient: the tokenizer is frozen)."""
-        with torch.no_grad():
-            tokens = self.frame_tokenizer.encode(frames)  # [B,T,V,n,Dl]
-        return tokens.flatten(1, 3)
+    def encode_frames(self, frames: Tensor, latents: Tensor | None = None) -> Tensor:
+        """[B,T,V,C,H,W] -> [B, T*V*n, Dl] (no gradient: the tokenizer is frozen); ``latents``
+        [B,T,V,n,Dl], the frames' tokens when already known (``Batch.*_frame_latents``), are used as they are."""
+        if latents is None:
+            with torch.no_grad():
+                latents = self.frame_tokenizer.encode(frames)  # [B,T,V,n,Dl]
+        return latents.flatten(1, 3)
 
     def decode_frames(self, tokens: Tensor) -> Tensor:
         """[B, Tf*V*n, Dl] -> [B,Tf,V,C,H,W]"""
@@ -186,8 +188,10 @@ class VidAct(nn.Module):
         valid.append(obs_valid if batch.state_is_pad is None else obs_valid & ~batch.state_is_pad.to(device))
         lengths[Group.STATE.value] = Th
 
-        encoder = self.obs_encoder or self.frame_tokenizer
-        obs = encoder.encode(batch.obs_frames)  # [B,Th,V,n,Dobs]
+        if self.obs_encoder is None and batch.obs_frame_latents is not None:
+            obs = batch.obs_frame_latents  # [B,Th,V,n,Dl], read from the latent cache
+        else:
+            obs = (self.obs_encoder or self.frame_tokenizer).encode(batch.obs_frames)  # [B,Th,V,n,Dobs]
         obs = self.obs_proj(obs.to(self.obs_proj.weight.dtype))
         obs = obs + self.obs_pos + self.view_emb[:, None] + self.history_emb[:, None, None] + self.modality_emb[2]
         n_obs = obs.shape[2] * obs.shape[3]

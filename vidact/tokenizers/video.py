@@ -12,9 +12,7 @@ and nothing else from the training machine.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -86,7 +84,6 @@ class VAETokenizer(nn.Module):
 
         self.vae_path = cfg.vae_path
         self.latent_cache = None  # a vidact.data.cache.LatentCache, from attach_cache()
-        self._keys: dict[int, tuple[Tensor, list]] = {}  # id(frames tensor) -> (tensor, keys [B][T][V])
         self.frames_encoded = 0  # frames that went through the VAE encoder
         if cfg.vae_path:
             path = _vae_folder(cfg)
@@ -133,8 +130,8 @@ class VAETokenizer(nn.Module):
                 f"|scale={self.scaling_factor}|dtype={self.vae.dtype}")
 
     def attach_cache(self, root: str | Path) -> None:
-        """Read frame latents from (and write them to) ``root`` for frames named by
-        :meth:`keyed`. Only a frozen VAE's latents can be cached."""
+        """Read frame latents from (and write them to) ``root`` for frames named by keys
+        (:meth:`encode_cached`). Only a frozen VAE's latents can be cached."""
         from vidact.data.cache import LatentCache
 
         trainable = [n for n, p in self.vae.named_parameters() if p.requires_grad]
@@ -143,34 +140,6 @@ class VAETokenizer(nn.Module):
                              "latents would go stale as it trains. Freeze it or unset data.cache_dir")
         self.latent_cache = LatentCache(Path(root) / "latents", namespace=self.identity())
         self.frames_encoded = 0  # from here on, counts what the cache did not have (and unkeyed frames)
-
-    @contextlib.contextmanager
-    def keyed(self, batch) -> Iterator[None]:
-        """Within the block, ``encode(batch.obs_frames)`` and ``encode(batch.future_frames)`` (the
-        very tensors, as the loss passes them) read cached latents by ``batch.frame_keys``; any
-        other frames are encoded as usual."""
-        keys = getattr(batch, "frame_keys", None)
-        if self.latent_cache is None or keys is None:
-            yield
-            return
-        Th = batch.obs_frames.shape[1]
-        self._keys = {id(batch.obs_frames): (batch.obs_frames, [k[:Th] for k in keys])}
-        if batch.future_frames is not None:
-            self._keys[id(batch.future_frames)] = (batch.future_frames, [k[Th:] for k in keys])
-        try:
-            yield
-        finally:
-            self._keys = {}
-
-    def _cached_keys(self, frames: Tensor) -> list[str] | None:
-        entry = self._keys.get(id(frames))
-        if entry is None or entry[0] is not frames or frames.ndim != 6:
-            return None
-        B, T, V = frames.shape[:3]
-        keys = [str(v) for sample in entry[1] for t in sample for v in t]
-        if len(keys) != B * T * V or any(len(t) != V for sample in entry[1] for t in sample):
-            raise ValueError(f"batch.frame_keys does not match the frames' [B,T,V] = {[B, T, V]}")
-        return keys
 
     # -------------------------------------------------------------- frames <-> tokens
 
@@ -184,21 +153,28 @@ class VAETokenizer(nn.Module):
     @torch.no_grad()
     def encode(self, frames: Tensor) -> Tensor:
         lead = frames.shape[:-3]
-        flat = frames.reshape(-1, *frames.shape[-3:])
-        keys = self._cached_keys(frames)
-        if keys is None:
-            tokens = self._encode_flat(flat)
-        else:  # each distinct frame once: read from the cache, or encoded and stored
-            first: dict[str, int] = {}
-            for i, k in enumerate(keys):
-                first.setdefault(k, i)
-            unique = list(first)
-            values = self.latent_cache.latents(
-                [(k,) for k in unique], lambda missing: flat[[first[unique[m]] for m in missing]],
-                self._encode_flat, device=frames.device)
-            position = {k: j for j, k in enumerate(unique)}
-            tokens = values[torch.tensor([position[k] for k in keys], device=frames.device)]
+        tokens = self._encode_flat(frames.reshape(-1, *frames.shape[-3:]))
         return tokens.reshape(*lead, *tokens.shape[-2:])
+
+    @torch.no_grad()
+    def encode_cached(self, frames: Tensor, keys: list[list[list[str]]]) -> Tensor:
+        """``encode`` for frames [B,T,V,C,H,W] named by ``keys`` [B][T][V] (``Batch.frame_keys``):
+        each distinct frame read from the latent cache, or encoded once and stored."""
+        B, T, V = frames.shape[:3]
+        flat_keys = [str(v) for sample in keys for t in sample for v in t]
+        if len(flat_keys) != B * T * V or any(len(t) != V for sample in keys for t in sample):
+            raise ValueError(f"batch.frame_keys does not match the frames' [B,T,V] = {[B, T, V]}")
+        flat = frames.reshape(-1, *frames.shape[-3:])
+        first: dict[str, int] = {}
+        for i, k in enumerate(flat_keys):
+            first.setdefault(k, i)
+        unique = list(first)
+        values = self.latent_cache.latents(
+            [(k,) for k in unique], lambda missing: flat[[first[unique[m]] for m in missing]],
+            self._encode_flat, device=frames.device)
+        position = {k: j for j, k in enumerate(unique)}
+        tokens = values[torch.tensor([position[k] for k in flat_keys], device=frames.device)]
+        return tokens.reshape(B, T, V, *tokens.shape[-2:])
 
     @torch.no_grad()
     def decode(self, tokens: Tensor) -> Tensor:
