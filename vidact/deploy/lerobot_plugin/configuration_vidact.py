@@ -13,7 +13,7 @@ from lerobot.optim.optimizers import AdamWConfig
 @PreTrainedConfig.register_subclass("vidact")
 @dataclass
 class VidActConfig(PreTrainedConfig):
-    """Mirrors the bundle's ``config.json`` (``vidact.export.package.lerobot_config``)."""
+    """Mirrors the bundle's ``config.json`` (written by ``vidact.export.package.lerobot_config``)."""
 
     vidact: dict[str, Any] = field(default_factory=dict)  # vidact.models.VidActConfig.to_dict()
     sampler: dict[str, Any] = field(default_factory=dict)  # vidact.generative.sample.SamplerConfig
