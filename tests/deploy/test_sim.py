@@ -25,7 +25,7 @@ def test_metaworld_bundle_carries_stats_bounds_and_camera(metaworld_bundle):
     info = json.loads((metaworld_bundle / "vidact_policy.json").read_text())
     assert info["normalization"]["has_stats"] is True
     assert info["cameras"] == {"keys": ["observation.image"], "recorded_size": [[32, 32]], "model_size": [32, 32],
-                               "rendering": "vidact"}
+                               "fit": {"observation.image": "resize"}, "rendering": "vidact"}
     bounds = info["action"]["bounds"]
     assert len(bounds["low"]) == 4 and all(lo <= hi for lo, hi in zip(bounds["low"], bounds["high"]))
 
