@@ -42,6 +42,12 @@ def _imagine(args: argparse.Namespace) -> int:
     return imagine_main(args.args)
 
 
+def _autoencoder(args: argparse.Namespace) -> int:
+    from vidact.worldmodel.autoencoder import main as autoencoder_main
+
+    return autoencoder_main(args.args)
+
+
 def _report(args: argparse.Namespace) -> int:
     from vidact.report import write_report
 
@@ -273,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "(vidact imagine --help)", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_imagine)
+
+    p = sub.add_parser("autoencoder", help="train a frame autoencoder on a dataset's frames: the latent space a world "
+                       "model predicts in (vidact autoencoder --help)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_autoencoder)
 
     p = sub.add_parser("report", help="success rates, training curves and rollout videos on one page")
     p.add_argument("run_dir")

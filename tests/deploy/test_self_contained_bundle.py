@@ -110,3 +110,30 @@ def test_loads_and_acts_the_same_in_a_fresh_process_without_the_training_folders
     after = np.load(tmp_path / "after.npz")
     assert np.array_equal(after["actions"], before.actions) and np.array_equal(after["lerobot"], before.actions)
     assert np.array_equal(after["text"], text.numpy()) and np.array_equal(after["latents"], latents.numpy())
+
+
+def test_a_bundle_carries_vidacts_own_autoencoder(tmp_path):
+    """``vidact autoencoder``'s folder as the frame tokenizer: the bundle holds its definition, the
+    weights travel in model.safetensors, and it loads with the folder gone."""
+    from vidact.tokenizers.autoencoder import AUTOENCODER_CONFIG, AutoencoderConfig, FrameAutoencoder
+
+    torch.manual_seed(0)
+    ae = FrameAutoencoder(AutoencoderConfig(channels=1, latent_channels=4, patch=2, widths=[8, 16]))
+    ae.latent_std.fill_(0.5)
+    ae.save_pretrained(tmp_path / "ae")
+    run, out = tmp_path / "run", tmp_path / "bundle"
+    assert main(["train", "debug_sliding_square", "model.frame_tokenizer.kind=vae",
+                 f"model.frame_tokenizer.vae_path={tmp_path / 'ae'}", "model.frame_tokenizer.patch_size=2",
+                 "train.steps=2", "train.batch_size=4", "train.warmup_steps=1", f"run_dir={run}"]) == 0
+    assert main(["export", str(run), str(out)]) == 0
+    assert sorted(p.name for p in (out / "vae").iterdir()) == [AUTOENCODER_CONFIG]
+    frame = torch.rand(2, 1, 16, 16)
+    expected = ae.encode(frame * 2 - 1)
+    shutil.rmtree(tmp_path / "ae")
+    policy = Policy.from_pretrained(out)
+    tokenizer = policy.model.frame_tokenizer
+    assert isinstance(tokenizer.vae, FrameAutoencoder)
+    assert torch.allclose(tokenizer.vae.encode(frame * 2 - 1), expected, atol=1e-6)
+    chunk = policy.predict_chunk({"observation.image": np.zeros((16, 16, 1), np.uint8),
+                                  "observation.state": np.zeros(2, np.float32), "task": TASK})
+    assert np.isfinite(chunk.actions).all()

@@ -60,7 +60,7 @@ def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.G
         drop_state = (torch.rand(B, generator=generator) < cfg.state_dropout).to(device)[:, None]
         known = batch.state_is_pad if batch.state_is_pad is not None else torch.zeros_like(batch.obs_is_pad)
         batch = dataclasses.replace(batch, state_is_pad=known | drop_state)
-    clean_obs = batch.obs_frames
+    clean_obs, clean_obs_latents = batch.obs_frames, batch.obs_frame_latents
     if cfg.history_noise > 0:
         std = torch.rand(B, generator=generator) * cfg.history_noise  # [B]
         noise = _randn_like(clean_obs, generator) * std.to(device).view(B, *([1] * (clean_obs.ndim - 1)))
@@ -100,7 +100,8 @@ def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.G
         mask = video_gen[:, None] & frame_ok.repeat_interleave(per_frame, dim=1)  # [B,Nf]
         err = (pred.video.float() - velocity_target(x0_v, noise_v).float()).pow(2).mean(-1)  # [B,Nf]
         if cfg.video_change_weight > 0:  # a weighted mean: changed tokens count 1 + weight times
-            last = model.encode_frames(clean_obs[:, -1:]).repeat(1, model.config.future_frames, 1)
+            known = None if clean_obs_latents is None else clean_obs_latents[:, -1:]  # cached: not re-encoded
+            last = model.encode_frames(clean_obs[:, -1:], known).repeat(1, model.config.future_frames, 1)
             changed = (x0_v - last).abs().mean(-1) > cfg.video_change_threshold  # [B,Nf]
             weight = mask.float() * (1 + cfg.video_change_weight * changed.float())
             video_loss = (err * weight).sum() / weight.sum().clamp(min=1)

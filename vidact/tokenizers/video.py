@@ -1,8 +1,9 @@
 """Frames <-> latent patch tokens, and optional timm observation encoders.
 
 A frame tokenizer maps frames ``[..., C, H, W]`` in [0, 1] to tokens ``[..., N, Dl]`` and back.
-``patch`` has no weights (pixels in [-1, 1], cut into patches); ``vae`` runs a frozen diffusers
-``AutoencoderKL`` loaded from a local folder and patchifies its latents (the SD/Cosmos recipe).
+``patch`` has no weights (pixels in [-1, 1], cut into patches); ``vae`` runs a frozen autoencoder
+loaded from a local folder and patchifies its latents (the SD/Cosmos recipe): a diffusers
+``AutoencoderKL``, or vidact's own small one trained on the robot's frames (``vidact autoencoder``).
 The decoder is what turns predicted future tokens back into video.
 
 ``weights=False`` builds the VAE (and a timm encoder) from its config alone, for a state dict that
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from vidact.tokenizers.autoencoder import FrameAutoencoder, is_autoencoder_folder, write_config
 from vidact.tokenizers.config import FrameTokenizerConfig, ObsEncoderConfig
 
 
@@ -85,7 +87,9 @@ class VAETokenizer(nn.Module):
         self.vae_path = cfg.vae_path
         self.latent_cache = None  # a vidact.data.cache.LatentCache, from attach_cache()
         self.frames_encoded = 0  # frames that went through the VAE encoder
-        if cfg.vae_path:
+        if cfg.vae_path and is_autoencoder_folder(_vae_folder(cfg)):  # vidact's own (`vidact autoencoder`)
+            self.vae = FrameAutoencoder.from_pretrained(_vae_folder(cfg), weights=weights)
+        elif cfg.vae_path:
             path = _vae_folder(cfg)
             self.vae = (AutoencoderKL.from_pretrained(str(path), local_files_only=True) if weights
                         else AutoencoderKL.from_config(AutoencoderKL.load_config(str(path), local_files_only=True)))
@@ -94,10 +98,14 @@ class VAETokenizer(nn.Module):
                 torch.manual_seed(cfg.vae_tiny_seed)
                 self.vae = AutoencoderKL(**tiny_vae_config(channels))
         self.vae.requires_grad_(False).eval()
-        down = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.latent_channels = self.vae.config.latent_channels
+        self.diffusers = isinstance(self.vae, AutoencoderKL)
+        if self.diffusers:
+            down = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            self.latent_channels = self.vae.config.latent_channels
+            self.scaling_factor = float(self.vae.config.scaling_factor or 1.0)
+        else:  # latents already normalized per channel
+            down, self.latent_channels, self.scaling_factor = self.vae.downsample, self.vae.latent_channels, 1.0
         self.latent_hw = (height // down, width // down)
-        self.scaling_factor = float(self.vae.config.scaling_factor or 1.0)
         self.patch_size = cfg.patch_size
         self.channels, self.height, self.width = channels, height, width
         if self.latent_hw[0] % cfg.patch_size or self.latent_hw[1] % cfg.patch_size or height % down:
@@ -147,7 +155,9 @@ class VAETokenizer(nn.Module):
     def _encode_flat(self, x: Tensor) -> Tensor:
         """[N,C,H,W] in [0,1] -> [N, n, Dl]"""
         self.frames_encoded += x.shape[0]
-        latents = self.vae.encode((x * 2 - 1).to(self.vae.dtype)).latent_dist.mean * self.scaling_factor
+        x = (x * 2 - 1).to(self.vae.dtype)
+        latents = (self.vae.encode(x).latent_dist.mean * self.scaling_factor if self.diffusers
+                   else self.vae.encode(x))
         return patchify(latents.float(), self.patch_size)
 
     @torch.no_grad()
@@ -181,7 +191,8 @@ class VAETokenizer(nn.Module):
         lead = tokens.shape[:-2]
         latents = unpatchify(tokens.reshape(-1, *tokens.shape[-2:]), self.patch_size, self.latent_channels,
                              *self.latent_hw)
-        frames = self.vae.decode((latents / self.scaling_factor).to(self.vae.dtype)).sample.float()
+        latents = (latents / self.scaling_factor).to(self.vae.dtype)
+        frames = (self.vae.decode(latents).sample if self.diffusers else self.vae.decode(latents)).float()
         frames = ((frames + 1) / 2).clamp(0, 1)
         return frames.reshape(*lead, *frames.shape[-3:])
 
@@ -201,7 +212,11 @@ def save_vae_config(cfg: FrameTokenizerConfig, out: str | Path) -> None:
 
     from diffusers import AutoencoderKL
 
-    config = AutoencoderKL.load_config(str(_vae_folder(cfg)), local_files_only=True)
+    folder = _vae_folder(cfg)
+    if is_autoencoder_folder(folder):
+        write_config(FrameAutoencoder.from_pretrained(folder, weights=False).config, out)
+        return
+    config = AutoencoderKL.load_config(str(folder), local_files_only=True)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "config.json").write_text(json.dumps(dict(config), indent=2, sort_keys=True))
 
