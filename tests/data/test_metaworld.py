@@ -128,6 +128,56 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+# MetaWorld's MT10 (Yu et al. 2019, "Meta-World", Table of MT10 tasks), in the package's v3 names.
+MT10 = ["reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "drawer-close-v3",
+        "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3", "window-close-v3"]
+
+
+def test_benchmark_task_lists_are_metaworlds():
+    import metaworld.env_dict
+    from lerobot.envs.metaworld import TASK_DESCRIPTIONS
+
+    from vidact.data.metaworld import benchmark_tasks, resolve_tasks
+
+    assert benchmark_tasks("MT10") == MT10 == resolve_tasks(None, "mt10")
+    mt50 = benchmark_tasks("MT50")
+    assert len(set(mt50)) == 50 and mt50 == list(metaworld.env_dict.ALL_V3_ENVIRONMENTS)
+    assert all(t.endswith("-v3") and t in TASK_DESCRIPTIONS for t in mt50) and set(MT10) < set(mt50)
+    assert resolve_tasks(["reach-v3", "push-v3"], None) == ["reach-v3", "push-v3"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--benchmark", "MT11"], "--benchmark: unknown MetaWorld benchmark 'MT11'; known: MT10, MT25, MT50"),
+    (["--benchmark", "MT10", "--tasks", "reach-v3"], "give --tasks or --benchmark, not both"),
+    ([], "give --tasks (MetaWorld task names) or --benchmark (MT10, MT25, MT50)"),
+    (["--tasks", "reach-v3", "reach-v3"], "a task is named twice"),
+])
+def test_task_list_errors_are_one_line(tmp_path, capsys, args, message):
+    assert main(["metaworld", *args, "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vidact data metaworld: error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_benchmark_writes_every_task_with_its_instruction(tmp_path, capsys):
+    """--benchmark MT10: one dataset, MetaWorld's ten tasks in order, each with LeRobot's instruction;
+    the expert's success per task is printed and kept in meta/vidact_generation.json."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.envs.metaworld import TASK_DESCRIPTIONS
+
+    out = tmp_path / "mt10"
+    # Two-step episodes kept although unfinished: the task list and bookkeeping, not the expert, are tested.
+    assert main(["metaworld", "--benchmark", "MT10", "--episodes", "1", "--max-steps", "2", "--keep-failed",
+                 "--workers", "1", "--height", "32", "--width", "32", "--out", str(out)]) == 0
+    meta = LeRobotDatasetMetadata("local/mt10", root=out)
+    assert meta.total_episodes == 10 and list(meta.tasks.index) == [TASK_DESCRIPTIONS[t] for t in MT10]
+    generation = json.loads((out / "meta" / "vidact_generation.json").read_text())
+    assert generation["config"]["benchmark"] == "MT10" and generation["config"]["tasks"] == MT10
+    assert generation["summary"] == {t: {"kept": 1, "tried": 1, "expert_successes": 0} for t in MT10}
+    printed = capsys.readouterr().out
+    assert "peg-insert-side-v3       expert succeeded in 0 of 1 episodes tried, kept 1" in printed
+
+
 def test_inspect_summary(metaworld_dataset, capsys):
     assert main(["inspect", str(metaworld_dataset)]) == 0
     out = capsys.readouterr().out

@@ -17,8 +17,11 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     mw = sub.add_parser("metaworld", help="MetaWorld scripted-expert demos -> a LeRobot v3.0 dataset")
-    mw.add_argument("--tasks", nargs="+", required=True, help="MetaWorld task names, e.g. button-press-topdown-v3")
-    mw.add_argument("--episodes", type=int, required=True, help="episodes to keep per task")
+    mw.add_argument("--tasks", nargs="+", default=None, help="MetaWorld task names, e.g. button-press-topdown-v3")
+    mw.add_argument("--benchmark", default=None, metavar="MT10|MT25|MT50", help="instead of --tasks: every task of "
+                    "this MetaWorld benchmark (its own task list), each with its instruction, in one dataset")
+    mw.add_argument("--episodes", type=int, default=25, help="episodes to keep per task (default 25, the CPU "
+                    "protocol for MT10; the MT50 papers use 50)")
     mw.add_argument("--out", required=True, help="dataset folder to create")
     mw.add_argument("--cameras", nargs="+", default=["corner2"], help="first one is stored as observation.image")
     mw.add_argument("--camera", choices=["vidact", "lerobot"], default="vidact",
@@ -45,6 +48,7 @@ def main(argv: list[str]) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("OpenGL").setLevel(logging.WARNING)  # MetaWorld's import: "No OpenGL_accelerate module"
     os.environ.setdefault("MUJOCO_GL", "egl")
     if args.command == "metaworld":
         return _metaworld(args)
@@ -52,11 +56,12 @@ def main(argv: list[str]) -> int:
 
 
 def _metaworld(args: argparse.Namespace) -> int:
-    from vidact.data.metaworld import MetaWorldGenConfig, generate, generate_parallel
+    from vidact.data.metaworld import MetaWorldGenConfig, generate, generate_parallel, resolve_tasks
 
     try:
-        cfg = MetaWorldGenConfig(tasks=args.tasks, episodes=args.episodes, out=args.out, cameras=args.cameras,
-                                 camera=args.camera,
+        tasks = resolve_tasks(args.tasks, args.benchmark)
+        cfg = MetaWorldGenConfig(tasks=tasks, episodes=args.episodes, out=args.out, cameras=args.cameras,
+                                 camera=args.camera, benchmark=args.benchmark and args.benchmark.upper(),
                                  height=args.height, width=args.width, seed=args.seed, max_steps=args.max_steps,
                                  keep_failed=args.keep_failed,
                                  steps_after_success=args.steps_after_success, video_out=args.video_out, vcodec=args.vcodec,
@@ -68,9 +73,12 @@ def _metaworld(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError, RuntimeError) as e:
         print(f"vidact data metaworld: error: {e}", file=sys.stderr)
         return 2
+    width = max(map(len, summary))
     for task, s in summary.items():
-        print(f"{task}: kept {s['kept']} of {s['tried']} episodes")
-    print(f"wrote {args.out}")
+        print(f"{task:{width}s}  expert succeeded in {s['expert_successes']} of {s['tried']} episodes tried, "
+              f"kept {s['kept']}")
+    print(f"wrote {args.out} ({len(summary)} tasks; per-task expert success in "
+          f"{Path(args.out) / 'meta' / 'vidact_generation.json'})")
     return 0
 
 

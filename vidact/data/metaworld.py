@@ -20,6 +20,11 @@ Two renderings (``--camera``):
   480x480 render. A bundle trained on it scores alike under ``lerobot-eval`` and ``vidact eval``
   (which renders this way for such bundles).
 
+Task lists: ``--tasks`` names them, ``--benchmark MT10`` (MT25, MT50) takes MetaWorld's own list
+(``metaworld.env_dict``); either way one dataset holds every task, each episode with its task's
+instruction, and ``meta/vidact_generation.json`` records per task the episodes tried and kept and
+the expert's successes.
+
 Reproducibility: MetaWorld's ``reset(seed=...)`` ignores its seed and draws object positions
 from the global numpy RNG unless ``seeded_rand_vec`` is set, so each episode seeds the env's
 own generator with ``seed + episode``.
@@ -45,6 +50,46 @@ CAMERA_MODES = ("vidact", "lerobot")
 LEROBOT_IMAGE_SIZE = 480  # LeRobot's MetaworldEnv observation_height/width
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
+# MetaWorld's multi-task benchmarks -> the env dicts its benchmark classes (metaworld.MT10, ...) train
+# on. Read from the dicts: constructing metaworld.MT10() also samples 50 layouts per task (~25 s).
+BENCHMARKS = {"MT10": "MT10_V3", "MT25": "MT25_V3", "MT50": "MT50_V3"}
+
+
+class TaskListError(ValueError):
+    """A task list that cannot be resolved (one line, for the command line)."""
+
+
+def benchmark_tasks(name: str) -> list[str]:
+    """The tasks of MetaWorld's benchmark ``name`` (MT10, MT25, MT50; any case), in MetaWorld's order."""
+    import metaworld.env_dict
+
+    key = BENCHMARKS.get(name.upper())
+    if key is None:
+        raise TaskListError(f"--benchmark: unknown MetaWorld benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    return list(getattr(metaworld.env_dict, key))
+
+
+def check_tasks(tasks: list[str]) -> None:
+    """Raise ``TaskListError`` naming the tasks MetaWorld (as LeRobot describes it) does not know."""
+    from lerobot.envs.metaworld import TASK_DESCRIPTIONS
+
+    unknown = [t for t in tasks if t not in TASK_DESCRIPTIONS]
+    if unknown or not tasks:
+        raise TaskListError(f"--tasks: unknown MetaWorld task(s) {unknown or '(none given)'}; known tasks "
+                            f"include {sorted(TASK_DESCRIPTIONS)[:6]} ... ({len(TASK_DESCRIPTIONS)} in all)")
+    if len(set(tasks)) < len(tasks):
+        raise TaskListError(f"--tasks: a task is named twice in {tasks}")
+
+
+def resolve_tasks(tasks: list[str] | None, benchmark: str | None) -> list[str]:
+    """The task list of ``--tasks`` or ``--benchmark`` (exactly one of them)."""
+    if tasks and benchmark:
+        raise TaskListError(f"give --tasks or --benchmark, not both (--benchmark {benchmark} is a task list)")
+    if not tasks and not benchmark:
+        raise TaskListError(f"give --tasks (MetaWorld task names) or --benchmark ({', '.join(BENCHMARKS)})")
+    resolved = benchmark_tasks(benchmark) if benchmark else list(tasks)
+    check_tasks(resolved)
+    return resolved
 
 
 @dataclass
@@ -70,14 +115,10 @@ class MetaWorldGenConfig:
     # those of the one-process run.
     task_number_offset: int = 0
     manifest_name: str = "manifest.jsonl"  # of the action-free videos in video_out
+    benchmark: str | None = None  # the MetaWorld benchmark `tasks` came from (recorded; names the dataset)
 
     def __post_init__(self) -> None:
-        from lerobot.envs.metaworld import TASK_DESCRIPTIONS
-
-        unknown = [t for t in self.tasks if t not in TASK_DESCRIPTIONS]
-        if unknown or not self.tasks:
-            raise ValueError(f"--tasks: unknown MetaWorld task(s) {unknown or '(none given)'}; known tasks "
-                             f"include {sorted(TASK_DESCRIPTIONS)[:6]} ... ({len(TASK_DESCRIPTIONS)} in all)")
+        check_tasks(self.tasks)
         if self.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
         if self.height < 8 or self.width < 8:
@@ -218,16 +259,16 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
         if not cfg.overwrite:
             raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it")
         shutil.rmtree(out)
-    dataset = LeRobotDataset.create(repo_id=f"vidact/metaworld_{'_'.join(cfg.tasks)}"[:96], fps=FPS,
+    dataset = LeRobotDataset.create(repo_id=repo_id(cfg), fps=FPS,
                                     features=dataset_features(cfg), root=out, robot_type="sawyer",
                                     use_videos=True, rgb_encoder=RGBEncoderConfig(vcodec=cfg.vcodec))
     video_writer = ActionFreeVideoWriter(Path(cfg.video_out), cfg.manifest_name) if cfg.video_out else None
-    summary: dict[str, dict[str, int]] = {}
+    summary: dict[str, dict[str, int]] = {}  # per task: episodes kept, tried, and the expert's successes
     desc = cfg.tasks[0] if len(cfg.tasks) == 1 else "metaworld episodes"
     progress = tqdm(total=cfg.episodes * len(cfg.tasks), desc=desc, unit="ep")
     for task_number, task in enumerate(cfg.tasks, start=cfg.task_number_offset):
         rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width, cfg.camera)
-        kept = tried = 0
+        kept = tried = successes = 0
         try:
             while kept < cfg.episodes:
                 if tried >= cfg.episodes * cfg.max_attempts_factor:
@@ -238,6 +279,7 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
                 episode = rollout.run(seed, cfg.max_steps, cfg.steps_after_success)
                 tried += 1
                 success = any(episode["success"])
+                successes += success
                 if not success and not cfg.keep_failed:
                     log.info("task %s seed %d failed after %d steps; not kept", task, seed, len(episode["action"]))
                     continue
@@ -248,7 +290,7 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
                 progress.update(1)
         finally:
             rollout.close()
-        summary[task] = {"kept": kept, "tried": tried}
+        summary[task] = {"kept": kept, "tried": tried, "expert_successes": successes}
     progress.close()
     dataset.finalize()
     if video_writer is not None:
@@ -274,7 +316,7 @@ def generate_parallel(cfg: MetaWorldGenConfig, workers: int) -> dict:
         raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it")
     parts_root = out.with_name(out.name + ".parts")
     parts = [dataclasses.replace(cfg, tasks=[task], out=str(parts_root / f"{i:03d}_{task}"), task_number_offset=i,
-                                 overwrite=True, manifest_name=f"manifest.{i:03d}.jsonl")
+                                 overwrite=True, manifest_name=f"manifest.{i:03d}.jsonl", benchmark=None)
              for i, task in enumerate(cfg.tasks)]
     todo = [part for part in parts if not _finished(part)]
     if len(todo) < len(parts):
@@ -284,7 +326,7 @@ def generate_parallel(cfg: MetaWorldGenConfig, workers: int) -> dict:
         list(pool.map(generate, todo))
     if out.exists():
         shutil.rmtree(out)
-    aggregate_datasets([f"local/part{i}" for i in range(len(parts))], f"vidact/metaworld_{'_'.join(cfg.tasks)}"[:96],
+    aggregate_datasets([f"local/part{i}" for i in range(len(parts))], repo_id(cfg),
                        roots=[Path(part.out) for part in parts], aggr_root=out)
     summary = {}
     for part in parts:
@@ -300,6 +342,10 @@ def generate_parallel(cfg: MetaWorldGenConfig, workers: int) -> dict:
         indent=2, default=str))
     shutil.rmtree(parts_root)
     return summary
+
+
+def repo_id(cfg: MetaWorldGenConfig) -> str:
+    return f"vidact/metaworld_{cfg.benchmark or '_'.join(cfg.tasks)}"[:96]
 
 
 def _finished(part: MetaWorldGenConfig) -> bool:
