@@ -81,11 +81,15 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from vidact.data.metaworld import TaskListError
     from vidact.deploy.policy import ObservationError, UnsafeActionError
     from vidact.deploy.sim import main as eval_main
 
     try:
         return eval_main(args)
+    except TaskListError as e:
+        print(f"vidact eval: error: {e}", file=sys.stderr)
+        return 2
     except (ObservationError, UnsafeActionError) as e:
         print(f"vidact eval: error: {e}", file=sys.stderr)
         return 1
@@ -194,8 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="closed-loop evaluation of a bundle in simulation")
     p.add_argument("bundle")
     p.add_argument("--env", default="metaworld", choices=["metaworld"])
-    p.add_argument("--task", required=True, help="e.g. button-press-topdown-v3")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--task", default=None, help="one task, e.g. button-press-topdown-v3")
+    p.add_argument("--benchmark", default=None, metavar="MT10|MT25|MT50", help="instead of --task: every task of "
+                   "this MetaWorld benchmark, each in OUT/TASK/, with OUT/benchmark.json and benchmark.md (per-task "
+                   "table, average with a Wilson interval, a success and a failure video per task)")
+    p.add_argument("--tasks", nargs="+", default=None, help="instead of --task: these tasks, as --benchmark does")
+    p.add_argument("--workers", type=int, default=None, help="--benchmark/--tasks: processes evaluating tasks in "
+                   "parallel, one torch thread each (default: one per CPU core, at most one per task)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes (per task)")
     p.add_argument("--out", required=True, help="folder for results.json and rollout videos")
     p.add_argument("--mode", default=None, choices=["policy_fast", "policy"], help="default: the bundle's")
     p.add_argument("--executor", default="open_loop", choices=["open_loop", "temporal_ensemble", "rtc"])

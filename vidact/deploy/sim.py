@@ -16,7 +16,8 @@ from the training statistics, ...) ends the evaluation with a one-line error nam
 
 Writes ``results.json`` (success rate with a Wilson 95% interval, mean episode length, per-episode
 records) and one mp4 per recorded episode (in ``policy`` mode, the imagined future frame is shown
-beside the camera).
+beside the camera). ``--benchmark MT10`` / ``--tasks A B`` run this for every task of a list, in
+parallel (:mod:`vidact.deploy.benchmark`).
 """
 
 from __future__ import annotations
@@ -125,7 +126,11 @@ class MetaWorldEval:
 
 
 def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None = None, max_steps: int = 400,
-             videos: int | None = None, dataset_paths: list[str] | None = None) -> dict:
+             videos: int | None = None, dataset_paths: list[str] | None = None,
+             videos_per_outcome: int | None = None) -> dict:
+    """Roll ``policy`` out on ``task`` for ``episodes`` held-out seeds; writes ``out/results.json``
+    and the videos of the first ``videos`` episodes (all if None), of which at most
+    ``videos_per_outcome`` successes and as many failures (no cap if None)."""
     from vidact.data.webvideo import write_video
 
     out = Path(out)
@@ -145,16 +150,18 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
 
         size = [LEROBOT_IMAGE_SIZE, LEROBOT_IMAGE_SIZE]
     env = MetaWorldEval(task, policy.camera_keys, int(size[0]), int(size[1]), rendering)
-    records = []
+    records, written = [], {True: 0, False: 0}  # videos written per outcome
     try:
         for i, s in enumerate(seeds):
-            record = videos is None or i < videos
+            record = (videos is None or i < videos) and (videos_per_outcome is None
+                                                         or min(written.values()) < videos_per_outcome)
             result = env.episode(policy, s, max_steps, record)
             frames = result.pop("frames")
-            if record and frames:
+            if frames and (videos_per_outcome is None or written[result["success"]] < videos_per_outcome):
                 result["video"] = str(write_video(out / f"episode_{i:03d}_seed{s}.mp4", np.stack(frames), fps=30))
+                written[result["success"]] += 1
             records.append(result)
-            print(f"episode {i + 1}/{episodes} seed {s}: {'success' if result['success'] else 'failure'} "
+            print(f"{task}: episode {i + 1}/{episodes} seed {s}: {'success' if result['success'] else 'failure'} "
                   f"in {result['length']} steps ({result['seconds']:.1f} s)", flush=True)
     finally:
         env.close()
@@ -187,18 +194,29 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def main(args) -> int:
+def load_policy(args):
+    """The bundle ``args.bundle`` with the command line's inference settings (mode, executor, checks, ...)."""
     from vidact.deploy.policy import ObservationChecks, Policy
 
-    set_threads(args.threads)
     kwargs = {}
     if args.n_action_steps:
         kwargs["n_action_steps"] = args.n_action_steps
     executor_kwargs = {"rtc": {"execution_horizon": args.execution_horizon, "delay": args.delay,
                                "overlap": args.overlap},
                        "temporal_ensemble": {"coeff": args.ensemble_coeff}}.get(args.executor, {})
-    policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, executor=args.executor,
-                                    executor_kwargs=executor_kwargs, checks=ObservationChecks.from_args(args), **kwargs)
+    return Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, executor=args.executor,
+                                  executor_kwargs=executor_kwargs, checks=ObservationChecks.from_args(args), **kwargs)
+
+
+def main(args) -> int:
+    """``vidact eval``: one task (``--task``), or a task list (``--benchmark`` / ``--tasks``:
+    :mod:`vidact.deploy.benchmark`)."""
+    if args.task is None or args.tasks or args.benchmark:
+        from vidact.deploy.benchmark import main as benchmark_main
+
+        return benchmark_main(args)
+    set_threads(args.threads)
+    policy = load_policy(args)
     summary = evaluate(policy, args.task, args.episodes, args.out, seed=args.seed, max_steps=args.max_steps,
                        videos=args.videos, dataset_paths=policy.info.get("source", {}).get("datasets"))
     low, high = summary["wilson95"]
