@@ -107,6 +107,28 @@ def test_state_dropout_and_change_weighting_train(tiny_model):
         GenerativeConfig(state_dropout=1.5)
 
 
+@pytest.mark.parametrize("where", ["pixels", "tokens"])
+def test_history_noise_reaches_the_model_where_configured(tiny_model, where):
+    from vidact.data.fake import fake_batch
+
+    batch = fake_batch(tiny_model.config, batch_size=4)
+    seen = []
+    embed = tiny_model.embed_prefix
+    tiny_model.embed_prefix = lambda b, **kw: seen.append(b) or embed(b, **kw)
+    gen = GenerativeConfig(history_noise=0.5, history_noise_on=where)
+    training_loss(tiny_model.train(), batch, gen, torch.Generator().manual_seed(0))
+    (b,) = seen
+    clean = tiny_model.frame_tokenizer.encode(batch.obs_frames)
+    if where == "pixels":
+        assert b.obs_frame_latents is None and not torch.equal(b.obs_frames, batch.obs_frames)
+    else:  # the frames stay; their tokens carry the noise, at most a few x 0.5 from the clean ones
+        assert torch.equal(b.obs_frames, batch.obs_frames) and b.obs_frame_latents.shape == clean.shape
+        diff = (b.obs_frame_latents - clean).flatten(1).std(1)
+        assert (diff > 0).all() and (diff < 0.5 + 0.05).all()
+    with pytest.raises(ValueError, match="history_noise_on"):
+        GenerativeConfig(history_noise_on="latents")
+
+
 def test_frame_metrics_known_answers():
     g = torch.Generator().manual_seed(0)
     real = torch.rand(2, 3, 24, 24, generator=g)

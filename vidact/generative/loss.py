@@ -63,8 +63,18 @@ def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.G
     clean_obs, clean_obs_latents = batch.obs_frames, batch.obs_frame_latents
     if cfg.history_noise > 0:
         std = torch.rand(B, generator=generator) * cfg.history_noise  # [B]
-        noise = _randn_like(clean_obs, generator) * std.to(device).view(B, *([1] * (clean_obs.ndim - 1)))
-        batch = dataclasses.replace(batch, obs_frames=(clean_obs + noise).clamp(0, 1), obs_frame_latents=None)
+        if cfg.history_noise_on == "tokens":
+            if model.obs_encoder is not None:
+                raise ValueError("generative.history_noise_on=tokens needs the observed frames read through the "
+                                 "frame tokenizer (model.obs_encoder.kind=tokenizer)")
+            if clean_obs_latents is None:  # not cached
+                with torch.no_grad():
+                    clean_obs_latents = model.frame_tokenizer.encode(clean_obs)  # [B,Th,V,n,Dl]
+            noise = _randn_like(clean_obs_latents, generator) * std.to(device).view(B, 1, 1, 1, 1)
+            batch = dataclasses.replace(batch, obs_frame_latents=clean_obs_latents + noise)
+        else:
+            noise = _randn_like(clean_obs, generator) * std.to(device).view(B, *([1] * (clean_obs.ndim - 1)))
+            batch = dataclasses.replace(batch, obs_frames=(clean_obs + noise).clamp(0, 1), obs_frame_latents=None)
     prefix = model.embed_prefix(batch, drop_language=drop_language)
 
     xv = x0_v = noise_v = None

@@ -80,6 +80,10 @@ class GenerativeConfig:
     # shows it imperfect history to correct (the exposure-bias remedy of diffusion forcing /
     # GameNGen's noise augmentation). 0: off.
     history_noise: float = 0.0
+    # Where that noise goes: "pixels" (the frames, before the frame tokenizer) or "tokens" (the
+    # history frames' tokens, std in token units: for a latent tokenizer, whose imagined history is
+    # imperfect latents, and whose cached latents then need no re-encoding).
+    history_noise_on: str = "pixels"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -99,6 +103,8 @@ class GenerativeConfig:
         for key in ("language_dropout", "state_dropout"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ValueError(f"generative.{key}={getattr(self, key)} must be in [0, 1]")
+        if self.history_noise_on not in ("pixels", "tokens"):
+            raise ValueError(f"generative.history_noise_on={self.history_noise_on!r} is not one of ['pixels', 'tokens']")
         if self.history_noise < 0:
             raise ValueError(f"generative.history_noise={self.history_noise} must be >= 0")
         if self.video_change_weight < 0 or self.video_change_threshold < 0:

@@ -130,7 +130,8 @@ class VidActModule(L.LightningModule):
             generative = dataclasses.replace(generative, video_loss_weight=generative.video_loss_weight * scale)
         with self.precision_context():
             # data.cache_dir: the frames' latents read from the cache, not re-encoded (a noised history is encoded).
-            cached = with_cached_latents(self.model, batch, observed=generative.history_noise == 0)
+            cached = with_cached_latents(self.model, batch, observed=generative.history_noise == 0
+                                         or generative.history_noise_on == "tokens")
             out = training_loss(self.model, cached, generative, generator)
         self._log_data(batch)
         self.batches_consumed = index + 1
