@@ -129,7 +129,7 @@ class VidActModule(L.LightningModule):
         if scale != 1.0:
             generative = dataclasses.replace(generative, video_loss_weight=generative.video_loss_weight * scale)
         with self.precision_context():
-            # data.cache_dir: the frames' latents read from the cache, not re-encoded (a noised history is encoded).
+            # data.cache_dir: the frames' latents read from the cache, not re-encoded (a history noised in pixels is).
             cached = with_cached_latents(self.model, batch, observed=generative.history_noise == 0
                                          or generative.history_noise_on == "tokens")
             out = training_loss(self.model, cached, generative, generator)

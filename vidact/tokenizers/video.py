@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vidact.tokenizers.autoencoder import FrameAutoencoder, is_autoencoder_folder, write_config
+from vidact.tokenizers.autoencoder import FrameAutoencoder, is_autoencoder_folder, read_config, write_config
 from vidact.tokenizers.config import FrameTokenizerConfig, ObsEncoderConfig
 
 
@@ -214,7 +214,7 @@ def save_vae_config(cfg: FrameTokenizerConfig, out: str | Path) -> None:
 
     folder = _vae_folder(cfg)
     if is_autoencoder_folder(folder):
-        write_config(FrameAutoencoder.from_pretrained(folder, weights=False).config, out)
+        write_config(read_config(folder), out)
         return
     config = AutoencoderKL.load_config(str(folder), local_files_only=True)
     Path(out).mkdir(parents=True, exist_ok=True)
