@@ -215,6 +215,32 @@ def test_vae_and_timm_variants_run_every_mode(tmp_path):
     assert not any(p.requires_grad for p in model.obs_encoder.parameters())
 
 
+def test_a_latent_model_can_read_its_observations_as_pixel_patches():
+    """obs_encoder.kind=patch: observed frames are pixel patches (their own token count) while the
+    model predicts VAE latents; the residual base comes from cached latents when the batch has them."""
+    from vidact.models.configuration import FrameTokenizerConfig, ObsEncoderConfig
+
+    cfg = VidActConfig(flavor="tiny", height=32, width=32, history=2, frame_tokenizer=FrameTokenizerConfig(kind="vae", patch_size=2),
+                       obs_encoder=ObsEncoderConfig(kind="patch", patch_size=8), chunk_length=4,
+                       video_prediction="x0", video_residual=True)
+    model = VidAct(cfg).eval()
+    assert model.obs_tokens_per_frame == 16 and model.tokens_per_frame == 64  # 32/8 squared; (32/2/2) squared
+    batch = fake_batch(cfg, 2)
+    out = training_loss(model, batch, GenerativeConfig(), torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.future_out.weight.grad.abs().sum() > 0
+    for mode in Mode:
+        Sampler(model, SamplerConfig(steps=2)).sample(batch, mode)
+    latents = model.frame_tokenizer.encode(batch.obs_frames)
+    before = model.frame_tokenizer.frames_encoded
+    prefix = model.embed_prefix(dataclasses.replace(batch, obs_frame_latents=latents))
+    assert model.frame_tokenizer.frames_encoded == before  # nothing re-encoded
+    assert torch.equal(prefix.future_base, latents[:, -1:].flatten(1, 3))
+    assert prefix.layout.length(Group.OBS) == 2 * 16
+    with pytest.raises(ValueError, match="model.obs_encoder.patch_size=5 must divide"):
+        VidAct(dataclasses.replace(cfg, obs_encoder=ObsEncoderConfig(kind="patch", patch_size=5)))
+
+
 def test_batch_collate_stacks_samples():
     samples = [{"obs_frames": torch.rand(1, 1, 3, 8, 8), "state": torch.zeros(1, 2), "text": "a", "has_actions": True}
                for _ in range(3)]

@@ -129,6 +129,39 @@ def test_history_noise_reaches_the_model_where_configured(tiny_model, where):
         GenerativeConfig(history_noise_on="latents")
 
 
+def test_self_forcing_moves_samples_onto_their_own_imagined_frame(tiny_model):
+    """generative.self_forcing: a chosen sample's newest history frame is the model's own
+    forward-dynamics frame (no state), the real one before it, and actions and targets move on by
+    one frame stride with the steps past the window padded; the other samples are untouched."""
+    from vidact.data.fake import fake_batch
+    from vidact.generative.loss import self_forced
+
+    model = tiny_model.eval()
+    c = model.config
+    s = c.future_frame_stride
+    batch = fake_batch(c, batch_size=3, seed=2).with_defaults()
+    out = self_forced(model, batch, [1], steps=2, seed=7)
+    imagined = Sampler(model, SamplerConfig(steps=2)).forward_dynamics(
+        Batch(**{f.name: (v[1:2] if isinstance(v := getattr(batch, f.name), torch.Tensor) else
+                          v[1:2] if isinstance(v, list) else v) for f in dataclasses.fields(batch)}), seed=7)
+    assert torch.equal(out.obs_frames[1, 0], batch.obs_frames[1, 1])
+    assert torch.allclose(out.obs_frames[1, 1], imagined.future_frames[0, 0])
+    assert out.state_is_pad[1].tolist() == [False, True] and not out.obs_is_pad[1].any()
+    assert torch.equal(out.actions[1, : c.chunk_length - s], batch.actions[1, s:])
+    assert out.action_is_pad[1, -s:].all() and not out.action_is_pad[1, : c.chunk_length - s].any()
+    assert torch.equal(out.future_frames[1, 0], batch.future_frames[1, 1]) and out.future_is_pad[1].tolist() == [False, True]
+    for i in (0, 2):
+        assert torch.equal(out.obs_frames[i], batch.obs_frames[i]) and torch.equal(out.actions[i], batch.actions[i])
+    gen = GenerativeConfig(self_forcing=1.0, mode_weights={"forward_dynamics": 1.0})
+    loss = training_loss(model.train(), batch, gen, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss.loss) and loss.video_tokens_scored == 3 * model.future_tokens // 2  # 2nd frame padded
+    with pytest.raises(ValueError, match="self_forcing needs model.future_frames >= 2"):
+        one = VidAct(dataclasses.replace(c, future_frames=1))
+        self_forced(one, fake_batch(one.config, batch_size=2), [0], steps=1, seed=0)
+    with pytest.raises(ValueError, match="self_forcing=2"):
+        GenerativeConfig(self_forcing=2)
+
+
 def test_frame_metrics_known_answers():
     g = torch.Generator().manual_seed(0)
     real = torch.rand(2, 3, 24, 24, generator=g)

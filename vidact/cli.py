@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="first evaluation seed (default: held-out range)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
     p.add_argument("--videos", type=int, default=None, help="episodes to record as mp4 (default: all)")
+    p.add_argument("--save-dataset", default=None, metavar="DIR", help="also write every rollout to a LeRobot "
+                   "dataset here (one per task under DIR/TASK with --benchmark/--tasks), success in next.success")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save-dataset folder")
     p.add_argument("--execution-horizon", type=int, default=None, help="rtc: steps between chunk requests (K/2)")
     p.add_argument("--delay", type=int, default=0, help="rtc: inference delay in control steps, simulated")
     p.add_argument("--overlap", type=int, default=0, help="rtc: steps cross-faded from the old chunk to the new")

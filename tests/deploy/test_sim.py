@@ -129,3 +129,24 @@ def test_eval_of_a_lerobot_rendered_bundle_renders_as_lerobot_eval(metaworld_bun
     finally:
         ours.close()
         theirs.close()
+
+
+def test_eval_saves_its_rollouts_as_a_lerobot_dataset(metaworld_bundle, tmp_path):
+    """--save-dataset: every rollout goes into a dataset LeRobot's own class loads, with the
+    generated data's features, the executed (clipped) actions and the outcome per episode."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out, data = tmp_path / "eval", tmp_path / "rollouts"
+    assert main(["eval", str(metaworld_bundle), "--task", TASK, "--episodes", "2", "--max-steps", "6",
+                 "--out", str(out), "--save-dataset", str(data), "--videos", "0"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    ds = LeRobotDataset("vidact/rollouts", root=data)
+    assert ds.num_episodes == 2 and ds.num_frames == sum(r["length"] for r in results["per_episode"])
+    item = ds[ds.num_frames - 1]
+    assert item["observation.image"].shape == (3, 32, 32) and item["action"].shape == (4,)
+    assert item["action"].abs().max() <= 1.0 and "next.success" in item
+    meta = json.loads((data / "meta" / "vidact_rollouts.json").read_text())
+    assert [e["seed"] for e in meta["episodes"]] == [r["seed"] for r in results["per_episode"]]
+    assert [e["success"] for e in meta["episodes"]] == [r["success"] for r in results["per_episode"]]
+    assert main(["eval", str(metaworld_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "2",
+                 "--out", str(out), "--save-dataset", str(data)]) == 2  # exists, no --overwrite: refused

@@ -183,7 +183,8 @@ def with_cached_latents(model, batch, observed: bool = True):
     ``future_frame_latents``) read from the latent cache by ``batch.frame_keys``, the frames not
     there yet encoded and stored; ``batch`` itself without a latent cache or frame keys. The
     observed frames only when ``observed`` and the model reads them through the frame tokenizer
-    (not an ``obs_encoder``): the training loss noises them when ``generative.history_noise`` > 0."""
+    (not an ``obs_encoder``) or predicts frames as a change from the last one (``model.video_residual``):
+    the training loss noises them when ``generative.history_noise`` > 0."""
     import dataclasses
 
     tokenizer = model.frame_tokenizer
@@ -192,7 +193,7 @@ def with_cached_latents(model, batch, observed: bool = True):
         return batch
     Th = batch.obs_frames.shape[1]
     obs = future = None
-    if observed and model.obs_encoder is None:
+    if observed and (model.obs_encoder is None or (model.config.video_residual and model.future_tokens)):
         obs = tokenizer.encode_cached(batch.obs_frames, [k[:Th] for k in keys])
     if batch.future_frames is not None:
         future = tokenizer.encode_cached(batch.future_frames, [k[Th:] for k in keys])

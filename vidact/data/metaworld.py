@@ -236,11 +236,10 @@ class ExpertRollout:
         self.env.close()
 
 
-def dataset_features(cfg: MetaWorldGenConfig) -> dict:
+def dataset_features(cameras: list[str], height: int, width: int) -> dict:
     features = {
-        image_key(i, cam): {"dtype": "video", "shape": (cfg.height, cfg.width, 3),
-                            "names": ["height", "width", "channels"]}
-        for i, cam in enumerate(cfg.cameras)
+        image_key(i, cam): {"dtype": "video", "shape": (height, width, 3), "names": ["height", "width", "channels"]}
+        for i, cam in enumerate(cameras)
     }
     features["observation.state"] = {"dtype": "float32", "shape": (4,), "names": STATE_NAMES}
     features["action"] = {"dtype": "float32", "shape": (4,), "names": ACTION_NAMES}
@@ -249,19 +248,24 @@ def dataset_features(cfg: MetaWorldGenConfig) -> dict:
     return features
 
 
-def generate(cfg: MetaWorldGenConfig) -> dict:
-    """Write the dataset to ``cfg.out``; returns a summary (episodes kept / tried per task)."""
+def create_dataset(out: Path, repo: str, cameras: list[str], height: int, width: int, vcodec: str,
+                   overwrite: bool = False, flag: str = "--out"):
+    """An empty LeRobot dataset at ``out`` with the features generated MetaWorld data has."""
     from lerobot.configs.video import RGBEncoderConfig
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    out = Path(cfg.out)
     if out.exists():
-        if not cfg.overwrite:
-            raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it")
+        if not overwrite:
+            raise FileExistsError(f"{flag} {out} already exists; pass --overwrite to replace it")
         shutil.rmtree(out)
-    dataset = LeRobotDataset.create(repo_id=repo_id(cfg), fps=FPS,
-                                    features=dataset_features(cfg), root=out, robot_type="sawyer",
-                                    use_videos=True, rgb_encoder=RGBEncoderConfig(vcodec=cfg.vcodec))
+    return LeRobotDataset.create(repo_id=repo, fps=FPS, features=dataset_features(cameras, height, width), root=out,
+                                 robot_type="sawyer", use_videos=True, rgb_encoder=RGBEncoderConfig(vcodec=vcodec))
+
+
+def generate(cfg: MetaWorldGenConfig) -> dict:
+    """Write the dataset to ``cfg.out``; returns a summary (episodes kept / tried per task)."""
+    out = Path(cfg.out)
+    dataset = create_dataset(out, repo_id(cfg), cfg.cameras, cfg.height, cfg.width, cfg.vcodec, cfg.overwrite)
     video_writer = ActionFreeVideoWriter(Path(cfg.video_out), cfg.manifest_name) if cfg.video_out else None
     summary: dict[str, dict[str, int]] = {}  # per task: episodes kept, tried, and the expert's successes
     desc = cfg.tasks[0] if len(cfg.tasks) == 1 else "metaworld episodes"
@@ -283,7 +287,7 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
                 if not success and not cfg.keep_failed:
                     log.info("task %s seed %d failed after %d steps; not kept", task, seed, len(episode["action"]))
                     continue
-                _write_episode(dataset, cfg, rollout.description, episode)
+                write_episode(dataset, cfg.cameras, rollout.description, episode)
                 if video_writer is not None:
                     video_writer.write(episode["frames"], rollout.description, f"{task}_seed{seed}")
                 kept += 1
@@ -356,9 +360,11 @@ def _finished(part: MetaWorldGenConfig) -> bool:
     return json.loads(meta.read_text())["config"] == json.loads(json.dumps(vars(part), default=str))
 
 
-def _write_episode(dataset, cfg: MetaWorldGenConfig, description: str, episode: dict) -> None:
+def write_episode(dataset, cameras: list[str], description: str, episode: dict) -> None:
+    """One episode (``ExpertRollout.run``'s per-step lists) into ``dataset``; ``next.success`` is
+    MetaWorld's per-step success flag (an episode succeeded if any step has it)."""
     for t in range(len(episode["action"])):
-        frame = {image_key(i, cam): episode["frames"][t][i] for i, cam in enumerate(cfg.cameras)}
+        frame = {image_key(i, cam): episode["frames"][t][i] for i, cam in enumerate(cameras)}
         frame["observation.state"] = episode["state"][t]
         frame["action"] = episode["action"][t]
         frame["next.reward"] = np.array([episode["reward"][t]], dtype=np.float32)

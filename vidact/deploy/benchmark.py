@@ -99,7 +99,8 @@ def _worker_evaluate(args: argparse.Namespace, task: str, out: Path) -> dict:
 
 def _evaluate_task(policy, args: argparse.Namespace, task: str, out: Path) -> dict:
     return evaluate(policy, task, args.episodes, out, seed=args.seed, max_steps=args.max_steps, videos=args.videos,
-                    dataset_paths=policy.info.get("source", {}).get("datasets"), videos_per_outcome=1)
+                    dataset_paths=policy.info.get("source", {}).get("datasets"), videos_per_outcome=1,
+                    save_dataset=Path(args.save_dataset) / task if args.save_dataset else None, overwrite=args.overwrite)
 
 
 def write_benchmark_summary(out: Path, name: str, results: dict[str, dict], **details) -> dict:

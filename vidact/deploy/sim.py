@@ -78,7 +78,7 @@ class MetaWorldEval:
         from vidact.data.metaworld import ExpertRollout  # the renderer the training data came from
 
         self.camera_keys = camera_keys
-        self.rollout = ExpertRollout(task, [camera_name(k) for k in camera_keys], height, width, camera)
+        self.rollout = ExpertRollout(task, env_cameras(camera_keys), height, width, camera)
         self.description = self.rollout.description
 
     def observation(self, obs: np.ndarray, images: list[np.ndarray]) -> dict:
@@ -91,13 +91,16 @@ class MetaWorldEval:
         """Start the episode of ``seed``; returns MetaWorld's observation vector."""
         return self.rollout.reset(seed)
 
-    def episode(self, policy, seed: int, max_steps: int, record: bool) -> dict:
+    def episode(self, policy, seed: int, max_steps: int, record: bool, keep_steps: bool = False) -> dict:
+        """One rollout; ``keep_steps``: also return every step (all cameras, state, executed action,
+        reward, success) as ``steps``, in the form ``vidact.data.metaworld.write_episode`` writes."""
         from vidact.deploy.policy import ObservationError
 
         env = self.rollout.env
         obs = self.reset(seed)
         policy.reset()
         frames, success, steps, start = [], False, 0, time.perf_counter()
+        kept: dict[str, list] = {"frames": [], "state": [], "action": [], "reward": [], "success": []}
         for steps in range(1, max_steps + 1):
             images = self.rollout.render()
             try:
@@ -106,12 +109,23 @@ class MetaWorldEval:
                 raise ObservationError(f"seed {seed}, step {steps}: {e}") from None
             if record:
                 frames.append(self._frame(policy, images[0]))
-            obs, _, _, truncated, info = env.step(np.clip(np.asarray(action, np.float32), -1.0, 1.0))
+            action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+            if keep_steps:
+                kept["frames"].append(images)
+                kept["state"].append(obs[:4].astype(np.float32))
+                kept["action"].append(action)
+            obs, reward, _, truncated, info = env.step(action)
             success = bool(info.get("success", 0.0))
+            if keep_steps:
+                kept["reward"].append(float(reward))
+                kept["success"].append(success)
             if success or truncated:
                 break
-        return {"seed": seed, "success": success, "length": steps, "seconds": time.perf_counter() - start,
-                "frames": frames}
+        out = {"seed": seed, "success": success, "length": steps, "seconds": time.perf_counter() - start,
+               "frames": frames}
+        if keep_steps:
+            out["steps"] = kept
+        return out
 
     @staticmethod
     def _frame(policy, camera: np.ndarray) -> np.ndarray:
@@ -127,10 +141,14 @@ class MetaWorldEval:
 
 def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None = None, max_steps: int = 400,
              videos: int | None = None, dataset_paths: list[str] | None = None,
-             videos_per_outcome: int | None = None) -> dict:
+             videos_per_outcome: int | None = None, save_dataset: str | Path | None = None,
+             overwrite: bool = False) -> dict:
     """Roll ``policy`` out on ``task`` for ``episodes`` held-out seeds; writes ``out/results.json``
     and the videos of the first ``videos`` episodes (all if None), of which at most
-    ``videos_per_outcome`` successes and as many failures (no cap if None)."""
+    ``videos_per_outcome`` successes and as many failures (no cap if None). ``save_dataset``: every
+    rollout also goes into a LeRobot dataset there (the generated data's features; ``next.success``
+    labels the outcome, ``meta/vidact_rollouts.json`` lists seed and success per episode): failed
+    rollouts beside the demonstrations are what a judge of imagined futures learns from."""
     from vidact.data.webvideo import write_video
 
     out = Path(out)
@@ -149,14 +167,24 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
         from vidact.data.metaworld import LEROBOT_IMAGE_SIZE
 
         size = [LEROBOT_IMAGE_SIZE, LEROBOT_IMAGE_SIZE]
+    dataset = None
+    if save_dataset is not None:
+        from vidact.data.metaworld import create_dataset
+
+        dataset = create_dataset(Path(save_dataset), f"vidact/rollouts_{task}", env_cameras(policy.camera_keys),
+                                 int(size[0]), int(size[1]), "libsvtav1", overwrite, flag="--save-dataset")
     env = MetaWorldEval(task, policy.camera_keys, int(size[0]), int(size[1]), rendering)
     records, written = [], {True: 0, False: 0}  # videos written per outcome
     try:
         for i, s in enumerate(seeds):
             record = (videos is None or i < videos) and (videos_per_outcome is None
                                                          or min(written.values()) < videos_per_outcome)
-            result = env.episode(policy, s, max_steps, record)
+            result = env.episode(policy, s, max_steps, record, keep_steps=dataset is not None)
             frames = result.pop("frames")
+            if dataset is not None:
+                from vidact.data.metaworld import write_episode
+
+                write_episode(dataset, env.rollout.cameras, env.description, result.pop("steps"))
             if frames and (videos_per_outcome is None or written[result["success"]] < videos_per_outcome):
                 result["video"] = str(write_video(out / f"episode_{i:03d}_seed{s}.mp4", np.stack(frames), fps=30))
                 written[result["success"]] += 1
@@ -165,9 +193,20 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
                   f"in {result['length']} steps ({result['seconds']:.1f} s)", flush=True)
     finally:
         env.close()
+        if dataset is not None:
+            dataset.finalize()
+            (Path(save_dataset) / "meta" / "vidact_rollouts.json").write_text(json.dumps(
+                {"task": task, "mode": policy.mode.value, "episodes": [
+                    {"episode_index": i, "seed": r["seed"], "success": r["success"], "length": r["length"]}
+                    for i, r in enumerate(records)]}, indent=2))
     return write_summary(out, records, task, env.description, max_steps, seeds, mode=policy.mode.value,
                          executor=type(policy.executor).__name__, sampler=vars(policy.sampler.config),
                          camera_size=list(size), rendering=rendering)
+
+
+def env_cameras(camera_keys: list[str]) -> list[str]:
+    """MetaWorld camera names of a policy's image keys."""
+    return [camera_name(k) for k in camera_keys]
 
 
 def write_summary(out: Path, records: list[dict], task: str, instruction: str, max_steps: int, seeds: list[int],
@@ -218,7 +257,8 @@ def main(args) -> int:
     set_threads(args.threads)
     policy = load_policy(args)
     summary = evaluate(policy, args.task, args.episodes, args.out, seed=args.seed, max_steps=args.max_steps,
-                       videos=args.videos, dataset_paths=policy.info.get("source", {}).get("datasets"))
+                       videos=args.videos, dataset_paths=policy.info.get("source", {}).get("datasets"),
+                       save_dataset=args.save_dataset, overwrite=args.overwrite)
     low, high = summary["wilson95"]
     print(f"vidact eval: {args.task}: success {summary['successes']}/{summary['episodes']} "
           f"= {summary['success_rate']:.2f} (Wilson 95% CI [{low:.2f}, {high:.2f}]), mean episode length "

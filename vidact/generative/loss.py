@@ -47,6 +47,64 @@ def roles_mask(modes: list[Mode], role: Role, modality: str, device: torch.devic
     return torch.tensor([getattr(MODE_ROLES[m], modality) == role for m in modes], dtype=torch.bool, device=device)
 
 
+def _take(batch: Batch, rows: list[int]) -> Batch:
+    """The samples ``rows`` of ``batch`` (every per-sample field)."""
+    def take(value):
+        if isinstance(value, Tensor):
+            return value[torch.tensor(rows, device=value.device)]
+        return [value[i] for i in rows] if isinstance(value, list) else value
+    return Batch(**{f.name: take(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
+
+
+def _shift(x: Tensor, steps: int, last: Tensor) -> Tensor:
+    """``x`` [b,T,...] moved ``steps`` along T: x[:, steps:] then ``last`` [b,steps,...]."""
+    return torch.cat([x[:, steps:], last.to(x.dtype)], 1)
+
+
+@torch.no_grad()
+def self_forced(model, batch: Batch, rows: list[int], steps: int, seed: int) -> Batch:
+    """``batch`` with the samples ``rows`` moved one step down the frame grid onto the model's own
+    imagination (``generative.self_forcing``): the model imagines their first future frame from
+    the real history and the given actions (``forward_dynamics``, ``steps`` Euler steps), which
+    becomes the newest history frame (state unknown, as in a rollout); the actions, the future
+    frames and their masks move on by one frame stride, the steps past the window padded."""
+    from vidact.generative.sample import Sampler, SamplerConfig
+
+    c = model.config
+    s = c.future_frame_stride
+    if c.future_frames < 2 or s > c.chunk_length:
+        raise ValueError(f"generative.self_forcing needs model.future_frames >= 2 (got {c.future_frames}) and "
+                         f"model.future_frame_stride <= model.chunk_length (got {s} > {c.chunk_length})")
+    sub = _take(batch, rows)
+    out = Sampler(model, SamplerConfig(steps=steps)).sample(sub, Mode.FORWARD_DYNAMICS, seed=seed)
+    imagined = out.future_frames[:, :1].clamp(0, 1)  # [b,1,V,C,H,W], what a rollout feeds back
+    b, device = len(rows), sub.obs_frames.device
+    yes = torch.ones(b, 1, dtype=torch.bool, device=device)
+    moved = dict(
+        obs_frames=_shift(sub.obs_frames, 1, imagined),
+        obs_is_pad=_shift(sub.obs_is_pad, 1, ~yes),
+        state=_shift(sub.state, 1, sub.state[:, -1:]),
+        state_is_pad=_shift(sub.state_is_pad if sub.state_is_pad is not None else sub.obs_is_pad.clone(), 1, yes),
+        actions=_shift(sub.actions, s, sub.actions[:, -1:].expand(-1, s, -1)),
+        action_is_pad=_shift(sub.action_is_pad, s, yes.expand(-1, s)),
+        future_frames=_shift(sub.future_frames, 1, sub.future_frames[:, -1:]),
+        future_is_pad=_shift(sub.future_is_pad, 1, yes))
+    if sub.obs_frame_latents is not None:  # the imagined frame re-encoded, as a rollout reads it
+        moved["obs_frame_latents"] = _shift(sub.obs_frame_latents, 1, model.frame_tokenizer.encode(imagined))
+    if sub.future_frame_latents is not None:
+        moved["future_frame_latents"] = _shift(sub.future_frame_latents, 1, sub.future_frame_latents[:, -1:])
+    index = torch.tensor(rows, device=device)
+    updates = {}
+    for name, value in moved.items():
+        full = getattr(batch, name)
+        if full is None:  # state_is_pad absent from the batch: nothing else was unknown
+            full = torch.zeros_like(batch.obs_is_pad)
+        full = full.clone()
+        full[index] = value.to(full.device, full.dtype)
+        updates[name] = full
+    return dataclasses.replace(batch, **updates)
+
+
 def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.Generator | None = None) -> LossOutput:
     """``model`` is a :class:`vidact.models.VidAct`. ``generator`` (CPU) makes the draw reproducible."""
     batch = batch.with_defaults()
@@ -60,6 +118,12 @@ def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.G
         drop_state = (torch.rand(B, generator=generator) < cfg.state_dropout).to(device)[:, None]
         known = batch.state_is_pad if batch.state_is_pad is not None else torch.zeros_like(batch.obs_is_pad)
         batch = dataclasses.replace(batch, state_is_pad=known | drop_state)
+    if cfg.self_forcing > 0:  # drawn only when on, as above
+        pick = torch.rand(B, generator=generator) < cfg.self_forcing
+        rows = [i for i, m in enumerate(modes) if m == Mode.FORWARD_DYNAMICS and bool(pick[i]) and bool(has_actions[i])]
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        if rows and batch.future_frames is not None:
+            batch = self_forced(model, batch, rows, cfg.self_forcing_steps, seed)
     clean_obs, clean_obs_latents = batch.obs_frames, batch.obs_frame_latents
     if cfg.history_noise > 0:
         std = torch.rand(B, generator=generator) * cfg.history_noise  # [B]

@@ -84,6 +84,14 @@ class GenerativeConfig:
     # history frames' tokens, std in token units: for a latent tokenizer, whose imagined history is
     # imperfect latents, and whose cached latents then need no re-encoding).
     history_noise_on: str = "pixels"
+    # Self-forcing: this fraction of the forward_dynamics samples trains on a history whose last
+    # frame the model imagined itself (one step down the frame grid: the model, without gradient,
+    # imagines the sample's first future frame with self_forcing_steps Euler steps, and that frame
+    # becomes the newest history step, with no proprioception, while the next real frame is the
+    # target). A rollout reads its own imperfect frames; Gaussian noise does not look like them.
+    # Needs model.future_frames >= 2. 0: off.
+    self_forcing: float = 0.0
+    self_forcing_steps: int = 4
 
     def __post_init__(self) -> None:
         self.validate()
@@ -100,11 +108,13 @@ class GenerativeConfig:
                 raise ValueError(f"generative.mode_weights.{k}={w} must be >= 0")
         if sum(self.mode_weights.values()) <= 0:
             raise ValueError("generative.mode_weights must give at least one mode a positive weight")
-        for key in ("language_dropout", "state_dropout"):
+        for key in ("language_dropout", "state_dropout", "self_forcing"):
             if not 0 <= getattr(self, key) <= 1:
                 raise ValueError(f"generative.{key}={getattr(self, key)} must be in [0, 1]")
         if self.history_noise_on not in ("pixels", "tokens"):
             raise ValueError(f"generative.history_noise_on={self.history_noise_on!r} is not one of ['pixels', 'tokens']")
+        if self.self_forcing_steps < 1:
+            raise ValueError(f"generative.self_forcing_steps={self.self_forcing_steps} must be >= 1")
         if self.history_noise < 0:
             raise ValueError(f"generative.history_noise={self.history_noise} must be >= 0")
         if self.video_change_weight < 0 or self.video_change_threshold < 0:

@@ -26,7 +26,7 @@ from vidact.models.layout import GROUP_ORDER, Group, TokenLayout, attention_mask
 from vidact.models.transformer import KVCache, TimestepEmbedder, Transformer
 from vidact.tokenizers.action import Normalizer
 from vidact.tokenizers.text import TextEncoder, pad_embeddings
-from vidact.tokenizers.video import TimmObsEncoder, build_frame_tokenizer
+from vidact.tokenizers.video import PatchTokenizer, TimmObsEncoder, build_frame_tokenizer
 from vidact.types import Batch, BatchSpec
 
 # Conditioning slots for AdaLN: every prefix token is clean (tau = 0); future-frame and action
@@ -66,8 +66,7 @@ class VidAct(nn.Module):
 
         self.frame_tokenizer = build_frame_tokenizer(c.frame_tokenizer, c.channels, c.height, c.width,
                                                      weights=component_weights)
-        self.obs_encoder = (TimmObsEncoder(c.obs_encoder, c.channels, c.height, c.width, weights=component_weights)
-                            if c.obs_encoder.kind == "timm" else None)
+        self.obs_encoder = build_obs_encoder(c, weights=component_weights)
         self.text_encoder = (TextEncoder(c.text_encoder, weights=component_weights)
                              if c.text_encoder.kind != "none" else None)
         self.normalizer = Normalizer(c.state_dim, c.action_dim, c.normalization)
@@ -200,7 +199,8 @@ class VidAct(nn.Module):
         lengths[Group.OBS.value] = Th * n_obs
         base = None
         if c.video_residual and self.future_tokens:
-            base = self.encode_frames(batch.obs_frames[:, -1:]).repeat(1, c.future_frames, 1)  # [B,Nf,Dl]
+            known = None if batch.obs_frame_latents is None else batch.obs_frame_latents[:, -1:]
+            base = self.encode_frames(batch.obs_frames[:, -1:], known).repeat(1, c.future_frames, 1)  # [B,Nf,Dl]
         return Prefix(torch.cat(parts, 1), torch.cat(valid, 1), TokenLayout.build(**lengths), base)
 
     def embed_future(self, future_x: Tensor) -> Tensor:
@@ -309,6 +309,18 @@ class VidAct(nn.Module):
         out, _ = self.backbone(x, self._conditioning(tau_video, tau_action),
                                self._cond_index(layout, device, skip=Np), mask, cache=cache)
         return self._as_velocity(self._heads(out, layout, offset=Np), future_x, tau_video, cache.future_base)
+
+
+def build_obs_encoder(c: VidActConfig, weights: bool = True) -> nn.Module | None:
+    """The observation encoder, or None when observed frames go through the frame tokenizer."""
+    if c.obs_encoder.kind == "timm":
+        return TimmObsEncoder(c.obs_encoder, c.channels, c.height, c.width, weights=weights)
+    if c.obs_encoder.kind == "patch":
+        if c.height % c.obs_encoder.patch_size or c.width % c.obs_encoder.patch_size:
+            raise ValueError(f"model.obs_encoder.patch_size={c.obs_encoder.patch_size} must divide the frame size "
+                             f"{c.height}x{c.width}")
+        return PatchTokenizer(c.channels, c.height, c.width, c.obs_encoder.patch_size)
+    return None
 
 
 def describe(model: VidAct) -> str:

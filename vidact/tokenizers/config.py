@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 FRAME_TOKENIZERS = ("patch", "vae")
-OBS_ENCODERS = ("tokenizer", "timm")
+OBS_ENCODERS = ("tokenizer", "patch", "timm")
 TEXT_ENCODERS = ("t5", "clip", "siglip", "tiny_t5", "none")
 
 
@@ -20,9 +20,12 @@ class FrameTokenizerConfig:
 
 @dataclass
 class ObsEncoderConfig:
-    """How observed frames become tokens: through the frame tokenizer, or a timm backbone."""
+    """How observed frames become tokens: through the frame tokenizer (the tokens the model
+    predicts), as pixel patches whatever the frame tokenizer is (a latent world model that reads
+    its observations at pixel precision), or through a timm backbone."""
 
     kind: str = "tokenizer"  # one of OBS_ENCODERS
+    patch_size: int = 12  # kind=patch: pixels per patch side
     timm_name: str = "resnet18"
     weights_path: Optional[str] = None  # local .safetensors/.pth for the timm model; None = random init
     freeze: bool = True
