@@ -4,6 +4,7 @@ them, so ``vidact --help`` answers at once."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -81,6 +82,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering, as `vidact data metaworld` does
     from vidact.data.metaworld import TaskListError
     from vidact.deploy.policy import ObservationError, UnsafeActionError
     from vidact.deploy.sim import main as eval_main
