@@ -49,6 +49,12 @@ def _autoencoder(args: argparse.Namespace) -> int:
     return autoencoder_main(args.args)
 
 
+def _judge(args: argparse.Namespace) -> int:
+    from vidact.worldmodel.judge import main as judge_main
+
+    return judge_main(args.args)
+
+
 def _report(args: argparse.Namespace) -> int:
     from vidact.report import write_report
 
@@ -84,8 +90,10 @@ def _export(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering, as `vidact data metaworld` does
     from vidact.data.metaworld import TaskListError
+    from vidact.deploy.planner import PlanningError
     from vidact.deploy.policy import ObservationError, UnsafeActionError
     from vidact.deploy.sim import main as eval_main
+    from vidact.worldmodel.judge import JudgeError
 
     try:
         return eval_main(args)
@@ -95,27 +103,47 @@ def _eval(args: argparse.Namespace) -> int:
     except (ObservationError, UnsafeActionError) as e:
         print(f"vidact eval: error: {e}", file=sys.stderr)
         return 1
+    except (PlanningError, JudgeError) as e:
+        print(f"vidact eval: error: {e}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from vidact.deploy.planner import PlanningError
     from vidact.deploy.server import ServeError, main as serve_main
+    from vidact.worldmodel.judge import JudgeError
 
     try:
         return serve_main(args)
-    except ServeError as e:
+    except (ServeError, PlanningError, JudgeError) as e:
         print(f"vidact serve: error: {e}", file=sys.stderr)
         return 2
 
 
 def _drive(args: argparse.Namespace) -> int:
     from vidact.deploy.drive import DriveError, main as drive_main
+    from vidact.deploy.planner import PlanningError
     from vidact.deploy.policy import ObservationError
+    from vidact.worldmodel.judge import JudgeError
 
     try:
         return drive_main(args)
-    except (DriveError, ObservationError) as e:
+    except (DriveError, ObservationError, PlanningError, JudgeError) as e:
         print(f"vidact drive: error: {e}", file=sys.stderr)
         return 2
+
+
+def _add_planner(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--planner", default=None, choices=["best_of_n", "cem"], help="plan in imagination: sample "
+                   "candidate chunks, imagine each with forward_dynamics, execute the one the judge scores best")
+    p.add_argument("--candidates", type=int, default=8, help="planning: chunks sampled per decision (N)")
+    p.add_argument("--cem-iterations", type=int, default=2, help="--planner cem: refits after the first N samples")
+    p.add_argument("--elites", type=int, default=None, help="--planner cem: chunks kept per refit (default N/4, >= 2)")
+    p.add_argument("--imagine-steps", type=int, default=None, help="planning: sampler steps for imagining the "
+                   "candidates (default: the policy's; the latent world-model recipe imagines best with 2)")
+    p.add_argument("--judge", default=None, help="planning: judge folder (default: BUNDLE/judge, `vidact judge`)")
+    p.add_argument("--goal-image", default=None, help="planning: score imagined futures by closeness to this image "
+                   "(the model's frame size) in the model's latent space instead of by the judge")
 
 
 def _limit(text: str) -> float:
@@ -225,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble-coeff", type=float, default=0.01, help="temporal_ensemble: weight exp(-coeff * i)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
     _add_observation_checks(p, age_help=None)
+    _add_planner(p)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("serve", help="serve a bundle over websocket + msgpack (openpi protocol)",
@@ -245,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(openpi-client: api_key=TOKEN); default $VIDACT_SERVE_TOKEN, which keeps it out of `ps`")
     _add_observation_checks(p, age_help="refuse requests whose 'capture_time' (client's time.time() at capture; "
                                         "clocks must agree) is older than this, or that lack it (default: no check)")
+    _add_planner(p)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("drive", passthrough="--robot.", help="drive a LeRobot robot (or metaworld_sim) with a bundle",
@@ -284,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0: the first refused observation stops the robot)")
     _add_observation_checks(p, age_help="refuse an observation whose read started more than this many seconds "
                                         "before it reached the policy (a stalled camera or bus; default: no check)")
+    _add_planner(p)
     p.set_defaults(func=_drive)
 
     p = sub.add_parser("launch", help="submit a recipe to a cluster (vidact launch slurm --help)", add_help=False)
@@ -299,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "model predicts in (vidact autoencoder --help)", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_autoencoder)
+
+    p = sub.add_parser("judge", help="train the judge of imagined futures (value / task-done from frames) a planner "
+                       "scores candidates with (vidact judge --help)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_judge)
 
     p = sub.add_parser("report", help="success rates, training curves and rollout videos on one page")
     p.add_argument("run_dir")

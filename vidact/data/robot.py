@@ -39,6 +39,7 @@ from vidact.types import BatchKey
 log = logging.getLogger(__name__)
 
 READERS = ("vidact", "lerobot")
+SUCCESS_KEY = "next.success"
 
 
 def window_offsets(cfg: VidActConfig) -> dict[str, list[int]]:
@@ -116,6 +117,11 @@ class RobotDataset(Dataset):
         self._episode = table["episode_index"].astype(np.int64)
         self._timestamp = table["timestamp"].astype(np.float64)
         self._task_index = table["task_index"].astype(np.int64)
+        # MetaWorld data (generated or saved rollouts) flags each step's success: the judge's labels.
+        self._success = None
+        if SUCCESS_KEY in self.lerobot.hf_dataset.column_names:
+            success = self.lerobot.hf_dataset.with_format("numpy", columns=[SUCCESS_KEY])[:][SUCCESS_KEY]
+            self._success = np.asarray(success, dtype=bool).reshape(len(self._episode), -1)[:, 0]
         # Episodes are contiguous in the (possibly filtered) table: store each one's span in rows.
         episodes = self.meta.episodes
         self._ep_rows: dict[int, tuple[int, int]] = {}
@@ -241,16 +247,24 @@ class RobotDataset(Dataset):
 
     def episode(self, ep: int) -> dict[str, Any]:
         """One whole episode at the model's resolution: ``frames`` [T,V,C,H,W] float in [0,1],
-        ``state`` [T,S], ``action`` [T,A], ``text`` (for world-model rollouts, ``vidact imagine``)."""
+        ``state`` [T,S], ``action`` [T,A], ``text`` (for world-model rollouts, ``vidact imagine``),
+        and ``success`` [T] bool where the dataset has a ``next.success`` column."""
         if ep not in self._ep_rows:
             raise KeyError(f"dataset {self.meta.root} has no episode {ep}; it has episodes "
                            f"{min(self._ep_rows)}..{max(self._ep_rows)} ({len(self._ep_rows)} in all)")
         start, end = self._ep_rows[ep]
         rows = np.arange(start, end)
         views = [self._decode(ep, key, self._timestamp[rows]) for key in self.camera_keys]  # V x [T,C,h,w] uint8
-        return {"frames": self.fit_views(views),
+        data = {"frames": self.fit_views(views),
                 "state": torch.from_numpy(self._state[rows]), "action": torch.from_numpy(self._action[rows]),
                 "text": self._tasks[int(self._task_index[start])]}
+        if self._success is not None:
+            data["success"] = torch.from_numpy(self._success[rows])
+        return data
+
+    @property
+    def has_success(self) -> bool:
+        return self._success is not None
 
     def columns(self) -> dict[str, np.ndarray]:
         """The raw state and action columns (for statistics)."""

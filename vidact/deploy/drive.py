@@ -388,6 +388,7 @@ def _keys(text: str | None) -> list[str] | None:
 
 
 def main(args) -> int:
+    from vidact.deploy.planner import planner_kwargs
     from vidact.deploy.policy import ObservationChecks, Policy
     from vidact.deploy.sim import set_threads
 
@@ -404,6 +405,7 @@ def main(args) -> int:
                                "delay": None if args.delay == "auto" else int(args.delay), "fps": args.fps},
                        "temporal_ensemble": {"coeff": args.ensemble_coeff}}.get(args.executor, {})
     kwargs = {"n_action_steps": args.n_action_steps} if args.n_action_steps else {}
+    kwargs.update(planner_kwargs(args))
     if args.max_bad_observations < 0:
         raise DriveError(f"--max-bad-observations must be >= 0, got {args.max_bad_observations}")
     policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.sampler_steps, device=args.device,

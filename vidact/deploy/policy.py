@@ -40,6 +40,7 @@ from vidact.data.robot import window_offsets
 from vidact.data.transforms import fit_frames
 from vidact.bundle import PRIMARY_IMAGE_KEY, STATE_KEY, network_config, read_config, read_info, read_weights
 from vidact.deploy.executors import Executor, build_executor
+from vidact.deploy.planner import Planner, PlannerConfig, PlanningError
 from vidact.generative.sample import Sampler, SamplerConfig
 from vidact.generative.schedule import Mode
 from vidact.models import VidAct, VidActConfig
@@ -101,14 +102,16 @@ class ObservationChecks:
 @dataclass
 class Chunk:
     actions: np.ndarray  # [K,A] (or [B,K,A] for a batched observation), raw units, clipped to the bounds
-    future_frames: np.ndarray | None = None  # [Tf,V,C,H,W] (or [B,...]) in [0,1], policy mode only
+    future_frames: np.ndarray | None = None  # [Tf,V,C,H,W] (or [B,...]) in [0,1], policy mode or planning
     latency_s: float = 0.0
+    scores: np.ndarray | None = None  # planning: [N] (or [B,N]) the candidates' scores
 
 
 class Policy:
     def __init__(self, model: VidAct, sampler: SamplerConfig, info: dict[str, Any], mode: Mode | str = Mode.POLICY_FAST,
                  n_action_steps: int | None = None, executor: str | Executor = "open_loop",
-                 executor_kwargs: Mapping[str, Any] | None = None, checks: ObservationChecks | None = None):
+                 executor_kwargs: Mapping[str, Any] | None = None, checks: ObservationChecks | None = None,
+                 planner: PlannerConfig | None = None, judge=None, goal_image: torch.Tensor | None = None):
         self.model = model.eval()
         self.config: VidActConfig = model.config
         self.sampler = Sampler(model, sampler)
@@ -131,6 +134,13 @@ class Policy:
             executor = build_executor(executor, self.config.chunk_length, **kwargs)
         self.executor = executor
         self.checks = checks or ObservationChecks()
+        self.judge = judge
+        self.planner = None
+        if planner is not None:
+            low, high = (None, None) if self.action_low is None else (torch.from_numpy(self.action_low),
+                                                                      torch.from_numpy(self.action_high))
+            clip = None if low is None else (lambda a: torch.maximum(torch.minimum(a, high.to(a)), low.to(a)))
+            self.planner = Planner(self.sampler, planner, judge=judge, goal=goal_image, clip=clip)
         self.last_chunk: Chunk | None = None
         self.reset()
 
@@ -140,8 +150,17 @@ class Policy:
     def from_pretrained(cls, path: str | Path, mode: Mode | str | None = None, device: str = "cpu",
                         steps: int | None = None, seed: int | None = None, **kwargs) -> "Policy":
         """Load a bundle folder written by ``vidact export``. ``mode`` / ``steps`` / ``seed``
-        override the bundle's sampler settings."""
+        override the bundle's sampler settings. With ``planner`` and no ``judge``, the bundle's own
+        judge (``BUNDLE/judge``, ``vidact judge``) is loaded, unless a goal image scores instead."""
         path = Path(path)
+        if kwargs.get("planner") is not None and kwargs.get("judge") is None and kwargs.get("goal_image") is None:
+            from vidact.worldmodel.judge import Judge, find_judge
+
+            folder = find_judge(path)
+            if folder is None:
+                raise PlanningError(f"{path} has no judge to plan with: train one with `vidact judge {path} "
+                                    "--datasets ...`, or pass --goal-image")
+            kwargs["judge"] = Judge.load(folder)
         config, info = read_config(path), read_info(path)
         sampler = dict(config.get("sampler") or {})
         if steps is not None:
@@ -341,18 +360,25 @@ class Policy:
         seed = self.sampler.config.seed + self._calls if seed is None else seed
         self._calls += 1
         start = time.perf_counter()
-        out = self.sampler.sample(batch, self.mode, seed=seed)
+        scores = None
+        if self.planner is not None:
+            plan = self.planner.plan(batch, self.mode, seed)
+            out_actions, out_frames, scores = plan.actions, plan.future_frames, plan.scores.float().cpu().numpy()
+        else:
+            out = self.sampler.sample(batch, self.mode, seed=seed)
+            out_actions, out_frames = out.actions, out.future_frames
         latency = time.perf_counter() - start
-        actions = out.actions.float().cpu().numpy()
+        actions = out_actions.float().cpu().numpy()
         if not np.isfinite(actions).all():
             raise UnsafeActionError(f"the model produced NaN or infinite actions (seed {seed}); none were returned. "
                                     "Are the bundle's weights intact?")
         actions = self.clip(actions)
-        frames = out.future_frames.float().cpu().numpy() if out.future_frames is not None else None
+        frames = out_frames.float().cpu().numpy() if out_frames is not None else None
         if not batched:
             actions = actions[0]
             frames = frames[0] if frames is not None else None
-        self.last_chunk = Chunk(actions, frames, latency)
+            scores = scores[0] if scores is not None else None
+        self.last_chunk = Chunk(actions, frames, latency, scores)
         return self.last_chunk
 
     def select_action(self, observation: Mapping[str, Any]) -> np.ndarray:

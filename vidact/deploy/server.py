@@ -33,6 +33,7 @@ from http import HTTPStatus
 import numpy as np
 
 from vidact.deploy.client import TOKEN_ENV, packb, unpackb
+from vidact.deploy.planner import planner_kwargs
 from vidact.deploy.policy import CAPTURE_TIME_KEY, ObservationError, Policy, UnsafeActionError
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,8 @@ def main(args) -> int:
     set_threads(args.threads)
     token = args.token or os.environ.get(TOKEN_ENV) or None
     checks = ObservationChecks.from_args(args)
-    policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, device=args.device, checks=checks)
+    policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, device=args.device, checks=checks,
+                                    **planner_kwargs(args))
     server = PolicyServer(policy, args.host, args.port, max_message_bytes=args.max_message_bytes, token=token)
     warning = exposure_warning(args.host, token)
     if warning:

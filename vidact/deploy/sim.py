@@ -100,6 +100,7 @@ class MetaWorldEval:
         obs = self.reset(seed)
         policy.reset()
         frames, success, steps, start = [], False, 0, time.perf_counter()
+        latencies, last = [], None  # seconds per chunk the policy computed
         kept: dict[str, list] = {"frames": [], "state": [], "action": [], "reward": [], "success": []}
         for steps in range(1, max_steps + 1):
             images = self.rollout.render()
@@ -107,6 +108,9 @@ class MetaWorldEval:
                 action = policy.select_action(self.observation(obs, images))
             except ObservationError as e:
                 raise ObservationError(f"seed {seed}, step {steps}: {e}") from None
+            if policy.last_chunk is not None and policy.last_chunk is not last:
+                last = policy.last_chunk
+                latencies.append(last.latency_s)
             if record:
                 frames.append(self._frame(policy, images[0]))
             action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
@@ -122,6 +126,7 @@ class MetaWorldEval:
             if success or truncated:
                 break
         out = {"seed": seed, "success": success, "length": steps, "seconds": time.perf_counter() - start,
+               "chunks": len(latencies), "chunk_ms": 1000 * float(np.mean(latencies)) if latencies else None,
                "frames": frames}
         if keep_steps:
             out["steps"] = kept
@@ -199,9 +204,13 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
                 {"task": task, "mode": policy.mode.value, "episodes": [
                     {"episode_index": i, "seed": r["seed"], "success": r["success"], "length": r["length"]}
                     for i, r in enumerate(records)]}, indent=2))
+    planner = getattr(policy, "planner", None)
+    chunk_ms = [r["chunk_ms"] for r in records if r.get("chunk_ms") is not None]
     return write_summary(out, records, task, env.description, max_steps, seeds, mode=policy.mode.value,
                          executor=type(policy.executor).__name__, sampler=vars(policy.sampler.config),
-                         camera_size=list(size), rendering=rendering)
+                         camera_size=list(size), rendering=rendering,
+                         planner=vars(planner.config) if planner is not None else None,
+                         mean_chunk_ms=float(np.mean(chunk_ms)) if chunk_ms else None)
 
 
 def env_cameras(camera_keys: list[str]) -> list[str]:
@@ -235,9 +244,10 @@ def set_threads(threads: int | None) -> None:
 
 def load_policy(args):
     """The bundle ``args.bundle`` with the command line's inference settings (mode, executor, checks, ...)."""
+    from vidact.deploy.planner import planner_kwargs
     from vidact.deploy.policy import ObservationChecks, Policy
 
-    kwargs = {}
+    kwargs = planner_kwargs(args)
     if args.n_action_steps:
         kwargs["n_action_steps"] = args.n_action_steps
     executor_kwargs = {"rtc": {"execution_horizon": args.execution_horizon, "delay": args.delay,

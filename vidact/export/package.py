@@ -185,6 +185,8 @@ def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_
 def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_steps: int) -> None:
     from safetensors.torch import save_file
 
+    from vidact.worldmodel.judge import JUDGE_CONFIG, JUDGE_DIR
+
     keys, sizes, fits, dataset_action_stats = camera_info(cfg)
     # Clone: safetensors refuses tensors sharing storage (T5 ties its input embeddings).
     save_file({MODULE_PREFIX + k: v.clone() for k, v in merged.state_dict.items()}, str(out / WEIGHTS_NAME),
@@ -212,6 +214,10 @@ def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_step
                                   "vae": cfg.model.frame_tokenizer.vae_path,
                                   "obs_encoder": cfg.model.obs_encoder.weights_path}},
     }
+    judge = merged.run_dir / JUDGE_DIR if merged.run_dir else None
+    if judge is not None and (judge / JUDGE_CONFIG).is_file():  # `vidact judge RUN`: planning's scorer travels along
+        shutil.copytree(judge, out / JUDGE_DIR)
+        info["components"]["judge"] = JUDGE_DIR
     (out / POLICY_INFO_NAME).write_text(json.dumps(info, indent=2))
     # LeRobot's processor pipelines (rename + device; normalization is inside the weights), so
     # lerobot-eval / lerobot-record load the bundle through the plugin (vidact.deploy.lerobot_plugin).

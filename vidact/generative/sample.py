@@ -83,7 +83,9 @@ class Sampler:
 
     @torch.no_grad()
     def sample(self, batch: Batch, mode: Mode | str, seed: int | None = None, steps: int | None = None,
-               guidance_scale: float | None = None) -> SampleOutput:
+               guidance_scale: float | None = None, noise: tuple[Tensor, Tensor] | None = None) -> SampleOutput:
+        """``noise``: (video [B,Nf,Dl], action [B,K,A]) to start from instead of ``initial_noise(seed)``
+        (a planner's candidates, each with its own seed, in one batch)."""
         mode = Mode(mode)
         cfg = self.config
         steps = steps or cfg.steps
@@ -99,7 +101,7 @@ class Sampler:
 
         B, device = batch.batch_size, batch.obs_frames.device
         dtype = next(model.backbone.parameters()).dtype
-        noise_v, noise_a = initial_noise(model, B, cfg.seed if seed is None else seed)
+        noise_v, noise_a = noise if noise is not None else initial_noise(model, B, cfg.seed if seed is None else seed)
         cache, uncond = prefix_caches(model, batch, guidance)
 
         xv = {Role.GENERATED: noise_v.to(device, dtype),

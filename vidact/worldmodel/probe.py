@@ -30,6 +30,17 @@ class ProbeConfig:
     width_mult: int = 16
 
 
+def conv_trunk(channels: int, height: int, width: int, width_mult: int) -> tuple[nn.Sequential, int]:
+    """Four stride-2 convolutions (GroupNorm, SiLU) -> (the trunk, its flattened output size)."""
+    chans = [channels, width_mult, 2 * width_mult, 4 * width_mult, 4 * width_mult]
+    layers: list[nn.Module] = []
+    for a, b in zip(chans[:-1], chans[1:]):
+        layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(min(8, b), b), nn.SiLU()]
+    for _ in range(4):
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+    return nn.Sequential(*layers), chans[-1] * height * width
+
+
 class StateProbe(nn.Module):
     """[N,C,H,W] frames in [0,1] -> [N,len(dims)] state values (raw units). Strided convolutions,
     then a linear read-out of the whole final map: position is where things are, so no pooling."""
@@ -37,16 +48,8 @@ class StateProbe(nn.Module):
     def __init__(self, config: ProbeConfig):
         super().__init__()
         self.config = config
-        w = config.width_mult
-        chans = [config.channels, w, 2 * w, 4 * w, 4 * w]
-        layers: list[nn.Module] = []
-        for a, b in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(min(8, b), b), nn.SiLU()]
-        self.features = nn.Sequential(*layers)
-        h, wd = config.height, config.width
-        for _ in range(4):
-            h, wd = math.ceil(h / 2), math.ceil(wd / 2)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(chans[-1] * h * wd, 128), nn.SiLU(),
+        self.features, flat = conv_trunk(config.channels, config.height, config.width, config.width_mult)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128), nn.SiLU(),
                                   nn.Linear(128, len(config.dims)))
         self.register_buffer("mean", torch.zeros(len(config.dims)))
         self.register_buffer("std", torch.ones(len(config.dims)))

@@ -1,0 +1,107 @@
+"""`vidact judge` and planning through the CLI on a tiny MetaWorld bundle: the judge trains on the
+generated data and travels with the bundle, `vidact eval --planner` runs, the Python Policy with
+one candidate is the plain policy, and bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from vidact.cli import main
+
+TASK = "button-press-topdown-v3"  # the metaworld_bundle fixture's task
+
+
+@pytest.fixture(scope="module")
+def judged_bundle(metaworld_bundle, tmp_path_factory):
+    """A copy of the MetaWorld bundle with a judge trained by `vidact judge` (a few steps)."""
+    root = tmp_path_factory.mktemp("judged")
+    bundle = root / "bundle"
+    shutil.copytree(metaworld_bundle, bundle)
+    data = metaworld_bundle.parent / "data"
+    assert main(["judge", str(bundle), "--datasets", str(data), "--heldout", str(data), "--steps", "10",
+                 "--every", "1", "--imagine-horizon", "4", "--imagine-every", "4", "--sampler-steps", "1"]) == 0
+    return bundle
+
+
+def test_judge_is_trained_evaluated_and_exported(judged_bundle, metaworld_bundle, tmp_path):
+    report = json.loads((judged_bundle / "judge" / "judge_eval.json").read_text())
+    held = report[f"heldout:{metaworld_bundle.parent / 'data'}"]
+    # Real frames, and frames imagined 4 steps ahead beside the real frames of the same steps.
+    assert held["imagined"]["frames"] == held["real"]["frames"] > 0
+    assert 0 <= held["real_all_frames"]["value_mae"] <= 1
+    # A run directory's judge goes into the bundle `vidact export` writes.
+    run = tmp_path / "run"
+    shutil.copytree(metaworld_bundle.parent / "run", run)
+    shutil.copytree(judged_bundle / "judge", run / "judge")
+    assert main(["export", str(run), str(tmp_path / "bundle")]) == 0
+    info = json.loads((tmp_path / "bundle" / "vidact_policy.json").read_text())
+    assert info["components"]["judge"] == "judge" and (tmp_path / "bundle" / "judge" / "judge.json").is_file()
+
+
+@pytest.mark.parametrize("planner", [["best_of_n", "--candidates", "3", "--imagine-steps", "1"],
+                                     ["cem", "--candidates", "4", "--cem-iterations", "1"]])
+def test_eval_plans_with_the_bundles_judge(judged_bundle, tmp_path, planner):
+    out = tmp_path / "eval"
+    assert main(["eval", str(judged_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "6", "--steps", "1",
+                 "--videos", "0", "--out", str(out), "--planner", *planner]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["planner"]["kind"] == planner[0] and results["planner"]["candidates"] == int(planner[2])
+    assert results["planner"]["imagine_steps"] == (1 if "--imagine-steps" in planner else None)
+    assert results["mean_chunk_ms"] > 0 and results["per_episode"][0]["chunks"] >= 1
+
+
+def test_one_candidate_is_the_plain_policy(judged_bundle):
+    from vidact.deploy.planner import PlannerConfig
+    from vidact.deploy.policy import Policy
+
+    plain = Policy.from_pretrained(judged_bundle, steps=2)
+    planned = Policy.from_pretrained(judged_bundle, steps=2, planner=PlannerConfig("best_of_n", 1))
+    assert planned.planner is not None and planned.judge is not None  # the bundle's own judge
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        obs = {"observation.image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+               "observation.state": rng.normal(size=4).astype(np.float32) * 0.1, "task": plain.info.get("task", "")}
+        obs["task"] = planned.judge.config.tasks[0]
+        np.testing.assert_array_equal(plain.select_action(obs), planned.select_action(obs))
+    assert planned.last_chunk.scores.shape == (1,)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--planner", "best_of_n"], "has no judge to plan with"),
+    (["--planner", "best_of_n", "--candidates", "0"], "--candidates must be >= 1"),
+    (["--goal-image", "GOAL"], "only apply with --planner"),
+    (["--planner", "best_of_n", "--goal-image", "GOAL"], "goal-image is [1, 3, 16, 16]"),
+    (["--planner", "best_of_n", "--goal-image", "NOFILE"], "no such file"),
+])
+def test_planning_bad_input_is_one_line(metaworld_bundle, tmp_path, capsys, extra, words):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "goal.png")
+    extra = [str(tmp_path / "goal.png") if e == "GOAL" else str(tmp_path / "none.png") if e == "NOFILE" else e
+             for e in extra]
+    assert main(["eval", str(metaworld_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "2",
+                 "--out", str(tmp_path / "eval"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vidact eval: error:") and words in err and "\n" not in err, err
+
+
+def test_a_judge_for_other_instructions_is_refused_in_one_line(judged_bundle, tmp_path, capsys):
+    from vidact.worldmodel.judge import Judge, JudgeConfig
+
+    Judge(JudgeConfig(channels=3, height=32, width=32, tasks=["stack the cups"], width_mult=4)).save(tmp_path / "j")
+    assert main(["eval", str(judged_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "2", "--steps", "1",
+                 "--out", str(tmp_path / "eval"), "--planner", "best_of_n", "--judge", str(tmp_path / "j")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not trained on instruction(s)" in err and "stack the cups" in err and "\n" not in err, err
+
+
+def test_judge_bad_input_is_one_line(metaworld_bundle, tmp_path, capsys):
+    assert main(["judge", str(metaworld_bundle), "--datasets", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vidact judge: error:") and "does not exist" in err and "\n" not in err, err
+    assert main(["judge", str(metaworld_bundle), "--datasets", str(tmp_path), "--steps", "0"]) == 2
+    assert "--steps and --every must be >= 1" in capsys.readouterr().err

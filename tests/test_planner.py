@@ -1,0 +1,135 @@
+"""Planning in imagination and its judge on a tiny model: the planner executes the candidate its
+scorer prefers (checked against candidates imagined one by one), N=1 is the plain policy, CEM
+never returns worse than its proposals, a goal image picks the candidate that imagines it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from vidact.deploy.planner import SEED_STRIDE, Planner, PlannerConfig, PlanningError
+from vidact.generative.sample import Sampler, SamplerConfig, initial_noise
+from vidact.generative.schedule import Mode
+from vidact.types import Batch
+from vidact.worldmodel.judge import Judge, JudgeConfig, JudgeError, auc, episode_labels, judge_metrics, train_judge
+
+TEXT = "push the block"
+
+
+def _batch(model, B: int = 2, seed: int = 0) -> Batch:
+    c = model.config
+    g = torch.Generator().manual_seed(seed)
+    return Batch(obs_frames=torch.rand(B, c.history, c.views, c.channels, c.height, c.width, generator=g),
+                 state=torch.randn(B, c.history, c.state_dim, generator=g), text=[TEXT] * B)
+
+
+def _judge(model, seed: int = 0) -> Judge:
+    c = model.config
+    torch.manual_seed(seed)
+    return Judge(JudgeConfig(channels=c.channels, height=c.height, width=c.width, tasks=[TEXT], width_mult=4)).eval()
+
+
+def _one_by_one(sampler: Sampler, batch: Batch, mode: Mode, seed: int, n: int):
+    """Each candidate sampled and imagined on its own: (actions [N,B,K,A], last frames [N,B,V,C,H,W])."""
+    actions, frames = [], []
+    for i in range(n):
+        noise_v, noise_a = initial_noise(sampler.model, batch.batch_size, seed + i * SEED_STRIDE)
+        a = sampler.sample(batch, mode, noise=(noise_v, noise_a)).actions
+        f = sampler.sample(dataclasses.replace(batch, actions=a), Mode.FORWARD_DYNAMICS,
+                           noise=(noise_v, torch.zeros_like(noise_a))).future_frames
+        actions.append(a)
+        frames.append(f[:, -1])
+    return torch.stack(actions), torch.stack(frames)
+
+
+@pytest.mark.parametrize("mode", [Mode.POLICY_FAST, Mode.POLICY])
+def test_best_of_n_executes_the_candidate_the_judge_prefers(tiny_model, mode):
+    sampler, judge, batch, N, seed = Sampler(tiny_model, SamplerConfig(steps=2)), _judge(tiny_model), \
+        _batch(tiny_model), 4, 3
+    plan = Planner(sampler, PlannerConfig("best_of_n", N), judge=judge).plan(batch, mode, seed)
+    actions, frames = _one_by_one(sampler, batch, mode, seed, N)
+    scores = torch.stack([judge.predict(frames[i, :, 0], batch.text)[0] for i in range(N)], 1)  # [B,N]
+    assert scores.std() > 1e-4  # the candidates differ, so the choice means something
+    torch.testing.assert_close(plan.scores, scores, atol=1e-5, rtol=1e-4)
+    best = scores.argmax(1)
+    assert plan.chosen.tolist() == best.tolist() and best.tolist() != [0, 0]  # not just the plain policy's chunk
+    torch.testing.assert_close(plan.actions, actions[best, torch.arange(2)], atol=1e-5, rtol=1e-4)
+    assert plan.future_frames.shape[:2] == (2, tiny_model.config.future_frames)
+
+
+def test_cem_never_returns_worse_than_the_policy_proposals(tiny_model):
+    sampler, judge, batch, seed = Sampler(tiny_model, SamplerConfig(steps=2)), _judge(tiny_model), _batch(tiny_model), 5
+    proposals = Planner(sampler, PlannerConfig("best_of_n", 6), judge=judge).plan(batch, Mode.POLICY_FAST, seed)
+    cem = Planner(sampler, PlannerConfig("cem", 6, iterations=2), judge=judge).plan(batch, Mode.POLICY_FAST, seed)
+    assert (cem.best_score >= proposals.best_score - 1e-6).all()
+    # The score it reports is what the chosen chunk really imagines to (that candidate's video noise).
+    noise_v = torch.stack([initial_noise(tiny_model, 2, seed + i * SEED_STRIDE)[0] for i in range(6)], 1)
+    chosen_noise = noise_v[torch.arange(2), cem.chosen]
+    again = sampler.sample(dataclasses.replace(batch, actions=cem.actions), Mode.FORWARD_DYNAMICS,
+                           noise=(chosen_noise, torch.zeros_like(cem.actions))).future_frames
+    torch.testing.assert_close(judge.predict(again[:, -1, 0], batch.text)[0], cem.best_score, atol=1e-5, rtol=1e-4)
+
+
+def test_a_goal_image_picks_the_candidate_that_imagines_it(tiny_model):
+    sampler, batch, seed = Sampler(tiny_model, SamplerConfig(steps=2)), _batch(tiny_model, B=1), 11
+    _, frames = _one_by_one(sampler, batch, Mode.POLICY_FAST, seed, 5)
+    plan = Planner(sampler, PlannerConfig("best_of_n", 5), goal=frames[3, 0]).plan(batch, Mode.POLICY_FAST, seed)
+    assert plan.chosen.tolist() == [3]
+
+
+def test_planning_bad_input_names_both_sides(tiny_model):
+    sampler = Sampler(tiny_model)
+    with pytest.raises(PlanningError, match="--candidates must be >= 1"):
+        PlannerConfig("best_of_n", 0)
+    with pytest.raises(PlanningError, match="is not one of"):
+        PlannerConfig("beam", 4)
+    with pytest.raises(PlanningError, match="needs a judge"):
+        Planner(sampler, PlannerConfig())
+    small = Judge(JudgeConfig(channels=3, height=16, width=16, tasks=[TEXT], width_mult=4))
+    with pytest.raises(PlanningError, match=r"judge reads \[3,16,16\] frames but the model imagines \[3,32,32\]"):
+        Planner(sampler, PlannerConfig(), judge=small)
+    with pytest.raises(PlanningError, match=r"goal-image is \[1, 3, 16, 16\].*imagines \[2, 3, 32, 32\]"):
+        Planner(sampler, PlannerConfig(), goal=torch.rand(1, 3, 16, 16))
+    planner = Planner(sampler, PlannerConfig("best_of_n", 2), judge=_judge(tiny_model))
+    batch = dataclasses.replace(_batch(tiny_model), text=["open the drawer"] * 2)
+    with pytest.raises(JudgeError, match=r"not trained on instruction\(s\) \['open the drawer'\]"):
+        planner.plan(batch, Mode.POLICY_FAST, 0)
+
+
+def test_episode_labels_and_auc_known_answers():
+    value, done = episode_labels(torch.tensor([False, False, False, True, True]), gamma=0.5)
+    torch.testing.assert_close(value, torch.tensor([0.125, 0.25, 0.5, 1.0, 1.0]))
+    assert done.tolist() == [0, 0, 0, 1, 1]
+    value, done = episode_labels(torch.zeros(3, dtype=torch.bool), gamma=0.5)
+    assert value.tolist() == [0, 0, 0] and done.tolist() == [0, 0, 0]
+    assert auc(torch.tensor([0.1, 0.2, 0.8, 0.9]), torch.tensor([0, 0, 1, 1])) == 1.0
+    assert auc(torch.tensor([0.9, 0.8, 0.2, 0.1]), torch.tensor([0, 0, 1, 1])) == 0.0
+    assert auc(torch.tensor([0.5, 0.5]), torch.tensor([0, 1])) == 0.5
+
+
+def test_judge_learns_to_tell_success_frames_from_failure_frames():
+    """A scene where success is a bright square in the top-left corner and failure the same square
+    elsewhere: after a short training the judge ranks held-out success frames above failures."""
+    from vidact.worldmodel.judge import JudgeData
+
+    def frames(n: int, corner: bool, g: torch.Generator) -> torch.Tensor:
+        x = torch.rand(n, 3, 16, 16, generator=g) * 0.2
+        for i in range(n):
+            r, c = (0, 0) if corner else torch.randint(6, 12, (2,), generator=g).tolist()
+            x[i, :, r: r + 4, c: c + 4] = 1.0
+        return (x * 255).round().to(torch.uint8)
+
+    g = torch.Generator().manual_seed(0)
+    ok, bad = frames(64, True, g), frames(64, False, g)
+    ones, zeros = torch.ones(64), torch.zeros(64)
+    data = JudgeData(torch.cat([ok, bad]), [TEXT] * 128, torch.cat([ones, zeros]), torch.cat([ones, zeros]),
+                     torch.cat([ones, zeros]).bool())
+    judge = train_judge(data, JudgeConfig(channels=3, height=16, width=16, tasks=[TEXT], width_mult=4), steps=150,
+                        batch_size=32, shift=0)
+    held = torch.cat([frames(16, True, g), frames(16, False, g)])
+    labels = torch.cat([torch.ones(16), torch.zeros(16)])
+    value, done = judge.predict(held, [TEXT] * 32)
+    metrics = judge_metrics(value, done, labels, labels, labels.bool())
+    assert metrics["done_auc"] > 0.95 and metrics["value_mae"] < 0.3, metrics

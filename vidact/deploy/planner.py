@@ -1,0 +1,215 @@
+"""Planning in imagination (issue 13): sample candidate action chunks, imagine where each leads
+with the model's ``forward_dynamics`` mode, execute the one whose imagined future scores best.
+
+- ``best_of_n``: N chunks from the policy (its own mode, each candidate with its own noise seed:
+  candidate 0 uses the plain policy's seed, so N=1 *is* the plain policy), imagined and scored;
+- ``cem``: the cross-entropy method: those N chunks start a Gaussian over (normalized) chunks that
+  is refit to the best ``elites`` for ``iterations`` rounds; the best chunk seen is executed.
+
+A future is scored by the judge (``vidact.worldmodel.judge``: the value of the last imagined
+frame) or, given a goal image, by closeness to the goal in the model's own frame latent space
+(minus the mean squared latent difference). All candidates go through the model in one batch:
+one policy call and one ``forward_dynamics`` call per round. Every candidate keeps its video noise
+through the rounds, so candidates are compared on the same imagination noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from vidact.generative.sample import Sampler, initial_noise
+from vidact.generative.schedule import Mode
+from vidact.types import Batch
+
+PLANNERS = ("best_of_n", "cem")
+SEED_STRIDE = 7919  # candidate i samples with seed + i * SEED_STRIDE (a prime: no overlap with per-call seeds)
+
+
+class PlanningError(ValueError):
+    """A planner that cannot run as asked (no judge, sizes that differ); the message names both sides."""
+
+
+@dataclass
+class PlannerConfig:
+    kind: str = "best_of_n"  # one of PLANNERS
+    candidates: int = 8  # N
+    iterations: int = 2  # cem: refits after the policy's proposals
+    elites: int | None = None  # cem: chunks each refit keeps (default max(2, N // 4))
+    min_std: float = 0.05  # cem: floor of the per-dimension standard deviation (normalized actions)
+    imagine_steps: int | None = None  # sampler steps for imagining candidates (default: the policy's)
+
+    def __post_init__(self) -> None:
+        if self.kind not in PLANNERS:
+            raise PlanningError(f"--planner {self.kind!r} is not one of {list(PLANNERS)}")
+        if self.candidates < 1:
+            raise PlanningError(f"--candidates must be >= 1, got {self.candidates}")
+        if self.kind == "cem" and self.candidates < 2:
+            raise PlanningError("--planner cem needs --candidates >= 2 (it refits a distribution to the best ones)")
+        if self.iterations < 0:
+            raise PlanningError(f"--cem-iterations must be >= 0, got {self.iterations}")
+        if self.imagine_steps is not None and self.imagine_steps < 1:
+            raise PlanningError(f"--imagine-steps must be >= 1, got {self.imagine_steps}")
+        if self.elites is not None and not 1 <= self.elites <= self.candidates:
+            raise PlanningError(f"--elites must be in 1..{self.candidates}, got {self.elites}")
+
+
+@dataclass
+class Plan:
+    actions: Tensor  # [B,K,A] raw, the chosen chunk
+    future_frames: Tensor  # [B,Tf,V,C,H,W] what the model imagines the chosen chunk does
+    scores: Tensor  # [B,N] the last round's candidate scores
+    best_score: Tensor  # [B] the chosen chunk's score
+    chosen: Tensor  # [B] index of the chosen candidate in the last round that had it (best_of_n: the candidate)
+
+
+def repeat_batch(batch: Batch, n: int) -> Batch:
+    """Each sample repeated ``n`` times, sample-major: b0, b0, ..., b1, b1, ..."""
+
+    def rep(value):
+        if isinstance(value, Tensor):
+            return value.repeat_interleave(n, 0)
+        if isinstance(value, list):
+            return [v for v in value for _ in range(n)]
+        return value
+
+    return Batch(**{f.name: rep(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
+
+
+class Planner:
+    """``plan(batch, mode, seed)`` -> ``Plan``; ``judge`` (a ``Judge``) or ``goal`` ([V,C,H,W] in
+    [0,1] at the model's size) scores imagined futures; ``clip`` bounds raw actions (the policy's)."""
+
+    def __init__(self, sampler: Sampler, config: PlannerConfig, judge=None, goal: Tensor | None = None,
+                 clip: Callable[[Tensor], Tensor] | None = None):
+        self.sampler, self.config, self.judge, self.clip = sampler, config, judge, clip
+        model = sampler.model
+        c = model.config
+        if model.future_tokens == 0:
+            raise PlanningError("the model imagines no frames (model.future_frames=0): it cannot plan; "
+                                "train with future frames (recipes/world_model_metaworld*.yaml)")
+        if judge is None and goal is None:
+            raise PlanningError("planning needs a judge (`vidact judge`, stored as BUNDLE/judge) or --goal-image")
+        if judge is not None:
+            j = judge.config
+            if (j.channels, j.height, j.width) != (c.channels, c.height, c.width):
+                raise PlanningError(f"the judge reads [{j.channels},{j.height},{j.width}] frames but the model imagines "
+                                    f"[{c.channels},{c.height},{c.width}]")
+        self.goal_latents = None
+        if goal is not None:
+            want = (c.views, c.channels, c.height, c.width)
+            if goal.ndim == 3:
+                goal = goal[None]
+            if tuple(goal.shape) != want:
+                raise PlanningError(f"--goal-image is {list(goal.shape)} (views, channels, height, width) but the model "
+                                    f"imagines {list(want)}")
+            self.goal_latents = model.encode_frames(goal[None, None].float())  # [1, V*n, Dl]
+
+    @property
+    def model(self):
+        return self.sampler.model
+
+    def score(self, frames: Tensor, texts: list[str]) -> Tensor:
+        """[M,Tf,V,C,H,W] imagined chunks -> [M] scores of their last frame (higher is better)."""
+        last = frames[:, -1]
+        if self.goal_latents is not None:
+            lat = self.model.encode_frames(last[:, None].float())
+            return -(lat - self.goal_latents.to(lat)).pow(2).mean((1, 2))
+        value, _ = self.judge.predict(last[:, 0].float().cpu(), texts)
+        return value.to(frames.device)
+
+    def imagine(self, batch: Batch, actions: Tensor, noise_v: Tensor, seed: int) -> Tensor:
+        """[M,K,A] raw actions -> [M,Tf,V,C,H,W] imagined frames (forward_dynamics, one batch)."""
+        imagined = dataclasses.replace(batch, actions=actions)
+        noise_a = torch.zeros(actions.shape, dtype=noise_v.dtype)  # unused: actions are given
+        return self.sampler.sample(imagined, Mode.FORWARD_DYNAMICS, seed=seed, noise=(noise_v, noise_a),
+                                   steps=self.config.imagine_steps).future_frames
+
+    @torch.no_grad()
+    def plan(self, batch: Batch, mode: Mode | str, seed: int) -> Plan:
+        cfg, model = self.config, self.model
+        B, N = batch.batch_size, cfg.candidates
+        noise = [initial_noise(model, B, seed + i * SEED_STRIDE) for i in range(N)]
+        noise_v = torch.stack([v for v, _ in noise], 1).flatten(0, 1)  # [B*N,...] sample-major
+        noise_a = torch.stack([a for _, a in noise], 1).flatten(0, 1)
+        big = repeat_batch(batch, N)
+        actions = self.sampler.sample(big, mode, seed=seed, noise=(noise_v, noise_a)).actions.float()
+        if self.clip is not None:
+            actions = self.clip(actions)
+        frames = self.imagine(big, actions, noise_v, seed)
+        scores = self.score(frames, big.text).view(B, N)
+        best = scores.argmax(1)
+        take = lambda x: x.view(B, N, *x.shape[1:])[torch.arange(B), best]  # noqa: E731
+        chosen_actions, chosen_frames, best_score = take(actions), take(frames), scores.max(1).values
+        if cfg.kind == "cem":
+            chosen_actions, chosen_frames, best_score, scores, best = self._cem(
+                big, actions, scores, noise_v, seed, chosen_actions, chosen_frames, best_score, best)
+        return Plan(chosen_actions, chosen_frames, scores, best_score, best)
+
+    def _cem(self, big: Batch, actions: Tensor, scores: Tensor, noise_v: Tensor, seed: int, best_actions: Tensor,
+             best_frames: Tensor, best_score: Tensor, best: Tensor):
+        cfg, norm = self.config, self.model.normalizer
+        B, N = scores.shape
+        elites = cfg.elites or max(2, N // 4)
+        x = norm.normalize("action", actions).view(B, N, *actions.shape[1:])  # [B,N,K,A]
+        generator = torch.Generator().manual_seed(seed)
+        for it in range(cfg.iterations):
+            top = scores.topk(elites, dim=1).indices  # [B,E]
+            elite = x[torch.arange(B)[:, None], top]  # [B,E,K,A]
+            mean, std = elite.mean(1), elite.std(1, unbiased=False).clamp(min=cfg.min_std)
+            x = mean[:, None] + std[:, None] * torch.randn(x.shape, generator=generator).to(x)
+            raw = norm.unnormalize("action", x.flatten(0, 1))
+            if self.clip is not None:
+                raw = self.clip(raw)
+                x = norm.normalize("action", raw).view_as(x)
+            frames = self.imagine(big, raw, noise_v, seed + it + 1)
+            scores = self.score(frames, big.text).view(B, N)
+            round_best = scores.argmax(1)
+            better = scores.max(1).values > best_score
+            pick = lambda t: t.view(B, N, *t.shape[1:])[torch.arange(B), round_best]  # noqa: E731
+            best_actions = torch.where(better.view(B, 1, 1), pick(raw), best_actions)
+            best_frames = torch.where(better.view(B, *[1] * (best_frames.ndim - 1)), pick(frames), best_frames)
+            best = torch.where(better, round_best, best)
+            best_score = torch.maximum(best_score, scores.max(1).values)
+        return best_actions, best_frames, best_score, scores, best
+
+
+def read_goal_image(path: str) -> Tensor:
+    """An image file -> [1,C,H,W] float in [0,1] (one camera view; its size must be the model's)."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise PlanningError(f"--goal-image {path}: no such file")
+    try:
+        img = np.asarray(Image.open(path).convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise PlanningError(f"--goal-image {path}: not an image ({e})") from None
+    return torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
+
+
+def planner_kwargs(args) -> dict:
+    """``Policy`` keyword arguments from the command line's planning options (``--planner``,
+    ``--candidates``, ``--cem-iterations``, ``--elites``, ``--imagine-steps``, ``--judge``, ``--goal-image``)."""
+    planner = getattr(args, "planner", None)
+    if not planner:
+        given = [f for f, v in (("--judge", getattr(args, "judge", None)),
+                                ("--goal-image", getattr(args, "goal_image", None))) if v]
+        if given:
+            raise PlanningError(f"{' and '.join(given)} only apply with --planner best_of_n|cem")
+        return {}
+    kwargs: dict = {"planner": PlannerConfig(planner, args.candidates, args.cem_iterations, args.elites,
+                                             imagine_steps=args.imagine_steps)}
+    if args.judge:
+        from vidact.worldmodel.judge import Judge
+
+        kwargs["judge"] = Judge.load(args.judge)
+    if args.goal_image:
+        kwargs["goal_image"] = read_goal_image(args.goal_image)
+    return kwargs

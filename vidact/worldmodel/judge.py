@@ -1,0 +1,332 @@
+"""The judge of imagined futures (issue 13): a small CNN that reads one frame and the instruction
+and says how close the episode is to success. It scores real frames and imagined ones alike, so a
+planner can rank candidate action chunks by what the world model imagines they lead to.
+
+Two outputs per frame, trained from per-step success flags (``next.success``: generated
+demonstrations and ``vidact eval --save-dataset`` rollouts, failures included):
+
+- ``value``: the discounted success to come, ``gamma ** (steps until the first success)`` in an
+  episode that succeeds (1 from the first success on) and 0 throughout one that fails: progress
+  toward success that also knows a failing state from a succeeding one;
+- ``done``: the probability that the frame shows the task done (this step's success flag).
+
+Each instruction it was trained on gets a learned embedding (drawer-open and drawer-close share a
+scene; only the instruction tells which way is progress); an instruction it never saw is refused.
+
+``vidact judge MODEL --datasets DIR... --heldout DIR`` trains one at the model's resolution and
+writes it into the run directory or bundle (``judge/``); ``vidact export`` carries it into the
+bundle and ``Policy.from_pretrained`` loads it (``--planner``, ``vidact.deploy.planner``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidact.worldmodel.probe import conv_trunk
+
+JUDGE_DIR = "judge"
+JUDGE_WEIGHTS, JUDGE_CONFIG, JUDGE_EVAL = "judge.safetensors", "judge.json", "judge_eval.json"
+DEFAULT_GAMMA = 0.97  # value 0.5 at 23 control steps (under 2 chunks) before the first success
+
+
+class JudgeError(ValueError):
+    """A judge that cannot score what it was given (unknown instruction, frame size)."""
+
+
+@dataclass
+class JudgeConfig:
+    channels: int = 3
+    height: int = 96
+    width: int = 96
+    tasks: list[str] = field(default_factory=list)  # the instructions it knows, in embedding order
+    gamma: float = DEFAULT_GAMMA
+    width_mult: int = 16
+
+
+class Judge(nn.Module):
+    """([N,C,H,W] frames in [0,1], N instructions) -> [N,2] logits (value, done)."""
+
+    def __init__(self, config: JudgeConfig):
+        super().__init__()
+        if not config.tasks:
+            raise JudgeError("a judge needs at least one instruction (JudgeConfig.tasks)")
+        self.config = config
+        self.features, flat = conv_trunk(config.channels, config.height, config.width, config.width_mult)
+        self.task_emb = nn.Embedding(len(config.tasks), 128)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128))
+        self.head = nn.Sequential(nn.SiLU(), nn.Linear(128, 2))
+        self._task_index = {t: i for i, t in enumerate(config.tasks)}
+
+    def task_ids(self, texts: list[str]) -> Tensor:
+        unknown = sorted({t for t in texts if t not in self._task_index})
+        if unknown:
+            raise JudgeError(f"the judge was not trained on instruction(s) {unknown}; it knows {self.config.tasks}")
+        return torch.tensor([self._task_index[t] for t in texts])
+
+    def check_frames(self, frames: Tensor) -> None:
+        c = self.config
+        if tuple(frames.shape[-3:]) != (c.channels, c.height, c.width):
+            raise JudgeError(f"the judge reads [{c.channels},{c.height},{c.width}] frames, got "
+                             f"{list(frames.shape[-3:])}")
+
+    def forward(self, frames: Tensor, texts: list[str]) -> Tensor:
+        ids = self.task_ids(texts).to(frames.device)
+        return self.head(self.body(self.features(frames.float() * 2 - 1)) + self.task_emb(ids))
+
+    @torch.no_grad()
+    def predict(self, frames: Tensor, texts: list[str], batch_size: int = 256) -> tuple[Tensor, Tensor]:
+        """-> (value [N], done probability [N]) for frames [N,C,H,W] in [0,1] (uint8 accepted)."""
+        self.check_frames(frames)
+        self.eval()
+        out = []
+        for i in range(0, len(frames), batch_size):
+            x = frames[i: i + batch_size]
+            x = x.float() / 255 if x.dtype == torch.uint8 else x
+            out.append(torch.sigmoid(self(x, texts[i: i + batch_size])))
+        p = torch.cat(out) if out else torch.zeros(0, 2)
+        return p[:, 0], p[:, 1]
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / JUDGE_WEIGHTS))
+        (folder / JUDGE_CONFIG).write_text(json.dumps(asdict(self.config), indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Judge":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / JUDGE_CONFIG).is_file():
+            raise FileNotFoundError(f"{folder}: no {JUDGE_CONFIG}; train a judge with `vidact judge`")
+        judge = cls(JudgeConfig(**json.loads((folder / JUDGE_CONFIG).read_text())))
+        judge.load_state_dict(load_file(str(folder / JUDGE_WEIGHTS)))
+        return judge.eval()
+
+
+def find_judge(path: str | Path) -> Path | None:
+    """The judge folder of a bundle or run directory (``PATH/judge``), or ``PATH`` itself if it is one."""
+    path = Path(path)
+    if (path / JUDGE_CONFIG).is_file():
+        return path
+    if path.is_file():  # a checkpoint: its run directory is two levels up (RUN/checkpoints/x.ckpt)
+        path = path.parent.parent
+    return path / JUDGE_DIR if (path / JUDGE_DIR / JUDGE_CONFIG).is_file() else None
+
+
+def episode_labels(success: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+    """Per-step success flags [T] -> (value [T], done [T]) float targets (module docstring)."""
+    T = success.shape[0]
+    done = success.float()
+    if not bool(success.any()):
+        return torch.zeros(T), done
+    first = int(success.nonzero()[0, 0])
+    to_go = (first - torch.arange(T)).clamp(min=0).float()
+    return gamma ** to_go, done
+
+
+@dataclass
+class JudgeData:
+    frames: Tensor  # [N,C,H,W] uint8 (first camera)
+    texts: list[str]
+    value: Tensor  # [N]
+    done: Tensor  # [N]
+    succeeded: Tensor  # [N] bool: the frame's episode succeeded
+
+
+def judge_data(datasets: list, gamma: float, every: int = 1) -> JudgeData:
+    """Every ``every``-th frame (first camera) of each ``RobotDataset`` episode with its labels."""
+    frames, texts, value, done, ok = [], [], [], [], []
+    for ds in datasets:
+        if not ds.has_success:
+            raise JudgeError(f"dataset {ds.meta.root} has no 'next.success' column: the judge learns from per-step "
+                             "success flags (vidact data metaworld, vidact eval --save-dataset)")
+        for ep in sorted(ds.episode_lengths):
+            data = ds.episode(ep)
+            v, d = episode_labels(data["success"], gamma)
+            rows = slice(None, None, every)
+            frames.append((data["frames"][rows, 0] * 255).round().to(torch.uint8))
+            texts += [data["text"]] * len(v[rows])
+            value.append(v[rows])
+            done.append(d[rows])
+            ok.append(torch.full((len(v[rows]),), bool(data["success"].any())))
+    return JudgeData(torch.cat(frames), texts, torch.cat(value), torch.cat(done), torch.cat(ok))
+
+
+def train_judge(data: JudgeData, config: JudgeConfig, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
+                seed: int = 0, shift: int = 2, log=None) -> Judge:
+    """Fit a judge with binary cross-entropy on both outputs (the value as a soft target). Frames of
+    failed and successful episodes are drawn equally often (rollouts are often mostly failures).
+    ``shift``: random translation by up to that many pixels."""
+    torch.manual_seed(seed)
+    judge = Judge(config)
+    opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
+    warm = max(1, steps // 10)  # linear warm-up, then cosine to 0 (any step count, 1 included)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    generator = torch.Generator().manual_seed(seed)
+    ids = judge.task_ids(data.texts)
+    n_ok = int(data.succeeded.sum())
+    weights = torch.where(data.succeeded, 0.5 / max(n_ok, 1), 0.5 / max(len(ids) - n_ok, 1))
+    judge.train()
+    for step in range(steps):
+        idx = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
+        x = data.frames[idx].float() / 255
+        if shift:
+            x = F.pad(x, (shift,) * 4, mode="replicate")
+            dy, dx = torch.randint(2 * shift + 1, (2,), generator=generator).tolist()
+            x = x[..., dy: dy + config.height, dx: dx + config.width]
+        logits = judge.head(judge.body(judge.features(x * 2 - 1)) + judge.task_emb(ids[idx]))
+        loss = (F.binary_cross_entropy_with_logits(logits[:, 0], data.value[idx])
+                + F.binary_cross_entropy_with_logits(logits[:, 1], data.done[idx]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if log and (step + 1) % max(1, steps // 5) == 0:
+            log(f"judge step {step + 1}/{steps}: loss {loss.item():.4f}")
+    return judge.eval()
+
+
+def auc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); NaN with one class only."""
+    labels = labels.bool()
+    pos, neg = scores[labels], scores[~labels]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None]).float().mean()
+    ties = (pos[:, None] == neg[None]).float().mean()
+    return float(greater + ties / 2)
+
+
+def judge_metrics(value: Tensor, done: Tensor, target_value: Tensor, target_done: Tensor,
+                  succeeded: Tensor) -> dict[str, float]:
+    """done AUC (this frame shows success), value MAE, and the value's AUC for "this episode
+    succeeds" on frames before any success (what a planner needs: a failing state scores lower)."""
+    before = target_done < 0.5
+    return {"frames": int(len(value)), "done_auc": auc(done, target_done > 0.5),
+            "value_mae": float((value - target_value).abs().mean()) if len(value) else float("nan"),
+            "episode_success_auc": auc(value[before], succeeded[before])}
+
+
+def evaluate_imagined(judge: Judge, model, sampler_cfg, dataset, horizon: int, every: int, seed: int,
+                      log=None) -> dict[str, float]:
+    """The judge on frames the world model imagined ``horizon`` steps ahead (recorded actions,
+    forward_dynamics) from windows of ``dataset`` every ``every`` steps, against the labels of the
+    real frames at the same steps; and on those real frames (the same windows), side by side."""
+    from vidact.generative.sample import Sampler
+    from vidact.worldmodel.imagine import episode_windows
+    from vidact.worldmodel.rollout import rollout
+
+    lengths = dataset.episode_lengths
+    imagined, real, texts, tv, td, ok = [], [], [], [], [], []
+    sampler = Sampler(model, sampler_cfg)
+    s = model.config.future_frame_stride
+    for ep in sorted(lengths):
+        data = dataset.episode(ep)
+        windows = episode_windows(dataset, [ep], horizon, every=every)
+        out = rollout(sampler, windows.start, horizon, windows.actions, seed=seed)
+        steps = [t0 + horizon for t0 in windows.t0]
+        v, d = episode_labels(data["success"], judge.config.gamma)
+        imagined.append(out.frames[:, horizon // s - 1, 0])
+        real.append(windows.real[:, -1, 0])
+        texts += windows.start.text
+        tv.append(v[steps])
+        td.append(d[steps])
+        ok.append(torch.full((len(steps),), bool(data["success"].any())))
+        if log:
+            log(f"judge on imagined frames: episode {ep} ({len(steps)} windows)")
+    tv, td, ok = torch.cat(tv), torch.cat(td), torch.cat(ok)
+    return {"imagined": judge_metrics(*judge.predict(torch.cat(imagined), texts), tv, td, ok),
+            "real": judge_metrics(*judge.predict(torch.cat(real), texts), tv, td, ok)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vidact judge", description="Train the judge of imagined futures (a value / "
+                                "task-done head read from frames) and store it with the model.")
+    p.add_argument("model", help="run directory or bundle the judge belongs to (its frame size and cameras)")
+    p.add_argument("--datasets", nargs="+", required=True, help="LeRobot datasets with 'next.success': "
+                   "demonstrations and saved rollouts (vidact eval --save-dataset), failures included")
+    p.add_argument("--heldout", nargs="*", default=[], help="datasets to report accuracy on (real frames, and "
+                   "imagined ones with --imagine-horizon)")
+    p.add_argument("--out", default=None, help="folder to write (default: MODEL/judge)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--gamma", type=float, default=DEFAULT_GAMMA, help="discount of the value target per control step")
+    p.add_argument("--every", type=int, default=2, help="train on every n-th frame")
+    p.add_argument("--imagine-horizon", type=int, default=16, help="control steps ahead for the imagined-frame "
+                   "evaluation (0: skip it)")
+    p.add_argument("--imagine-every", type=int, default=16, help="a window every n steps of each held-out episode")
+    p.add_argument("--sampler-steps", type=int, default=None, help="sampler steps for imagining (default: the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _judge(args)
+    except (JudgeError, ValueError, KeyError, FileNotFoundError) as e:
+        print(f"vidact judge: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from vidact.data.robot import RobotDataset
+    from vidact.worldmodel.imagine import load_model
+
+    if args.steps < 1 or args.every < 1 or not 0 < args.gamma <= 1:
+        raise JudgeError(f"--steps and --every must be >= 1 and --gamma in (0, 1]; got {args.steps}, {args.every}, "
+                         f"{args.gamma}")
+    for d in [*args.datasets, *args.heldout]:
+        if not Path(d).is_dir():
+            raise FileNotFoundError(f"dataset {d} does not exist")
+    model, sampler_cfg = load_model(args.model)
+    if args.sampler_steps:
+        sampler_cfg.steps = args.sampler_steps
+    cfg = model.config
+    log = lambda m: print(f"vidact judge: {m}", flush=True)  # noqa: E731
+    t = time.time()
+    data = judge_data([RobotDataset(d, cfg) for d in args.datasets], args.gamma, args.every)
+    tasks = sorted(set(data.texts))
+    log(f"{len(data.texts)} frames from {len(args.datasets)} dataset(s), {int(data.succeeded.sum())} in succeeding "
+        f"episodes, {len(tasks)} instruction(s); loaded in {time.time() - t:.0f} s")
+    jcfg = JudgeConfig(channels=cfg.channels, height=cfg.height, width=cfg.width, tasks=tasks, gamma=args.gamma)
+    t = time.time()
+    judge = train_judge(data, jcfg, steps=args.steps, batch_size=args.batch_size, seed=args.seed, log=log)
+    report: dict = {"datasets": args.datasets, "steps": args.steps, "train_seconds": round(time.time() - t, 1),
+                    "gamma": args.gamma, "train": judge_metrics(*judge.predict(data.frames, data.texts), data.value,
+                                                                data.done, data.succeeded)}
+    for d in args.heldout:
+        ds = RobotDataset(d, cfg)
+        held = judge_data([ds], args.gamma)
+        entry = {"real_all_frames": judge_metrics(*judge.predict(held.frames, held.texts), held.value, held.done,
+                                                  held.succeeded)}
+        if args.imagine_horizon and model.future_tokens:
+            entry.update(evaluate_imagined(judge, model, sampler_cfg, ds, args.imagine_horizon, args.imagine_every,
+                                           args.seed))
+        report[f"heldout:{d}"] = entry
+        log(f"held-out {d}: {json.dumps(entry)}")
+    out = Path(args.out) if args.out else _default_folder(args.model)
+    judge.save(out)
+    (out / JUDGE_EVAL).write_text(json.dumps(report, indent=2))
+    log(f"wrote {out} (train: done AUC {report['train']['done_auc']:.3f}, value MAE {report['train']['value_mae']:.3f})")
+    return 0
+
+
+def _default_folder(model: str | Path) -> Path:
+    path = Path(model)
+    return (path.parent.parent if path.is_file() else path) / JUDGE_DIR
+
