@@ -93,6 +93,7 @@ def _eval(args: argparse.Namespace) -> int:
     from vidact.deploy.planner import PlanningError
     from vidact.deploy.policy import ObservationError, UnsafeActionError
     from vidact.deploy.sim import main as eval_main
+    from vidact.worldmodel.env import WorldModelEnvError
     from vidact.worldmodel.judge import JudgeError
 
     try:
@@ -103,7 +104,7 @@ def _eval(args: argparse.Namespace) -> int:
     except (ObservationError, UnsafeActionError) as e:
         print(f"vidact eval: error: {e}", file=sys.stderr)
         return 1
-    except (PlanningError, JudgeError) as e:
+    except (PlanningError, JudgeError, WorldModelEnvError) as e:
         print(f"vidact eval: error: {e}", file=sys.stderr)
         return 2
 
@@ -227,7 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="closed-loop evaluation of a bundle in simulation")
     p.add_argument("bundle")
-    p.add_argument("--env", default="metaworld", choices=["metaworld"])
+    p.add_argument("--env", default="metaworld", choices=["metaworld", "world_model"], help="world_model: run the "
+                   "policy inside a world model (--world-model, --dataset) instead of the simulator, its judge "
+                   "deciding success")
+    p.add_argument("--world-model", default=None, metavar="RUN", help="--env world_model: the world model (run "
+                   "directory or bundle, with a judge from `vidact judge`)")
+    p.add_argument("--dataset", default=None, help="--env world_model: LeRobot dataset whose episodes' first frames "
+                   "start the imagined episodes (--task picks that task's)")
+    p.add_argument("--batch-size", type=int, default=10, help="--env world_model: episodes imagined at once")
     p.add_argument("--task", default=None, help="one task, e.g. button-press-topdown-v3")
     p.add_argument("--benchmark", default=None, metavar="MT10|MT25|MT50", help="instead of --task: every task of "
                    "this MetaWorld benchmark, each in OUT/TASK/, with OUT/benchmark.json and benchmark.md (per-task "

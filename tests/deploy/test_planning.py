@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,35 @@ def test_judge_bad_input_is_one_line(metaworld_bundle, tmp_path, capsys):
     assert err.startswith("vidact judge: error:") and "does not exist" in err and "\n" not in err, err
     assert main(["judge", str(metaworld_bundle), "--datasets", str(tmp_path), "--steps", "0"]) == 2
     assert "--steps and --every must be >= 1" in capsys.readouterr().err
+
+
+def test_eval_inside_the_world_model_writes_results_and_videos(judged_bundle, metaworld_bundle, tmp_path):
+    """--env world_model: episodes start from the dataset's real first frames, run in imagination,
+    the judge deciding success; results.json and videos as the simulator evaluation writes them."""
+    data, out = metaworld_bundle.parent / "data", tmp_path / "imagined"
+    assert main(["eval", str(judged_bundle), "--env", "world_model", "--world-model", str(judged_bundle),
+                 "--dataset", str(data), "--task", TASK, "--episodes", "3", "--batch-size", "2", "--max-steps", "8",
+                 "--steps", "1", "--videos", "1", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["env"] == "world_model" and results["episodes"] == 3 and results["seconds_per_episode"] > 0
+    assert [r["start_episode"] for r in results["per_episode"]] == [0, 0, 0]  # one episode in the data, cycled
+    assert all(r["length"] <= 8 and r["length"] % 2 == 0 for r in results["per_episode"])  # on the stride-2 grid
+    videos = [r for r in results["per_episode"] if "video" in r]
+    assert len(videos) == 1 and Path(videos[0]["video"]).is_file()
+
+
+@pytest.mark.parametrize("which, words", [
+    ("no_judge", "has no judge to decide success"),
+    ("mismatch", "the policy and the world model differ (channels 1 vs 3; image size 16x16 vs 32x32"),
+    ("no_dataset", "needs --world-model RUN"),
+])
+def test_eval_inside_the_world_model_bad_input_is_one_line(judged_bundle, metaworld_bundle, bundle, tmp_path, capsys,
+                                                          which, words):
+    data = metaworld_bundle.parent / "data"
+    policy, world = {"no_judge": (judged_bundle, metaworld_bundle), "mismatch": (bundle, judged_bundle),
+                     "no_dataset": (judged_bundle, judged_bundle)}[which]
+    extra = [] if which == "no_dataset" else ["--dataset", str(data)]
+    assert main(["eval", str(policy), "--env", "world_model", "--world-model", str(world), *extra, "--episodes", "1",
+                 "--max-steps", "2", "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vidact eval: error:") and words in err and "\n" not in err, err

@@ -260,6 +260,10 @@ def load_policy(args):
 def main(args) -> int:
     """``vidact eval``: one task (``--task``), or a task list (``--benchmark`` / ``--tasks``:
     :mod:`vidact.deploy.benchmark`)."""
+    if args.env == "world_model":
+        from vidact.worldmodel.env import main as world_main
+
+        return world_main(args)
     if args.task is None or args.tasks or args.benchmark:
         from vidact.deploy.benchmark import main as benchmark_main
 

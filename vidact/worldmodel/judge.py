@@ -51,6 +51,7 @@ class JudgeConfig:
     tasks: list[str] = field(default_factory=list)  # the instructions it knows, in embedding order
     gamma: float = DEFAULT_GAMMA
     width_mult: int = 16
+    state_dim: int = 0  # also regress the robot state from the frame (in-model evaluation's proprioception)
 
 
 class Judge(nn.Module):
@@ -64,7 +65,9 @@ class Judge(nn.Module):
         self.features, flat = conv_trunk(config.channels, config.height, config.width, config.width_mult)
         self.task_emb = nn.Embedding(len(config.tasks), 128)
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128))
-        self.head = nn.Sequential(nn.SiLU(), nn.Linear(128, 2))
+        self.head = nn.Sequential(nn.SiLU(), nn.Linear(128, 2 + config.state_dim))
+        self.register_buffer("state_mean", torch.zeros(config.state_dim))
+        self.register_buffer("state_std", torch.ones(config.state_dim))
         self._task_index = {t: i for i, t in enumerate(config.tasks)}
 
     def task_ids(self, texts: list[str]) -> Tensor:
@@ -80,21 +83,32 @@ class Judge(nn.Module):
                              f"{list(frames.shape[-3:])}")
 
     def forward(self, frames: Tensor, texts: list[str]) -> Tensor:
+        """-> [N, 2 + state_dim]: value and done logits, then the normalized state."""
         ids = self.task_ids(texts).to(frames.device)
         return self.head(self.body(self.features(frames.float() * 2 - 1)) + self.task_emb(ids))
 
     @torch.no_grad()
-    def predict(self, frames: Tensor, texts: list[str], batch_size: int = 256) -> tuple[Tensor, Tensor]:
-        """-> (value [N], done probability [N]) for frames [N,C,H,W] in [0,1] (uint8 accepted)."""
+    def _outputs(self, frames: Tensor, texts: list[str], batch_size: int) -> Tensor:
         self.check_frames(frames)
         self.eval()
         out = []
         for i in range(0, len(frames), batch_size):
             x = frames[i: i + batch_size]
             x = x.float() / 255 if x.dtype == torch.uint8 else x
-            out.append(torch.sigmoid(self(x, texts[i: i + batch_size])))
-        p = torch.cat(out) if out else torch.zeros(0, 2)
+            out.append(self(x, texts[i: i + batch_size]))
+        return torch.cat(out) if out else torch.zeros(0, 2 + self.config.state_dim)
+
+    def predict(self, frames: Tensor, texts: list[str], batch_size: int = 256) -> tuple[Tensor, Tensor]:
+        """-> (value [N], done probability [N]) for frames [N,C,H,W] in [0,1] (uint8 accepted)."""
+        p = torch.sigmoid(self._outputs(frames, texts, batch_size)[:, :2])
         return p[:, 0], p[:, 1]
+
+    def predict_state(self, frames: Tensor, texts: list[str], batch_size: int = 256) -> Tensor:
+        """-> [N, state_dim] the robot state read from the frames (raw units)."""
+        if not self.config.state_dim:
+            raise JudgeError("this judge reads no state (trained before `vidact judge` learned the state head); "
+                             "re-train it")
+        return self._outputs(frames, texts, batch_size)[:, 2:] * self.state_std + self.state_mean
 
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file
@@ -145,11 +159,12 @@ class JudgeData:
     value: Tensor  # [N]
     done: Tensor  # [N]
     succeeded: Tensor  # [N] bool: the frame's episode succeeded
+    state: Tensor | None = None  # [N,S] the robot state at the frame
 
 
 def judge_data(datasets: list, gamma: float, every: int = 1) -> JudgeData:
     """Every ``every``-th frame (first camera) of each ``RobotDataset`` episode with its labels."""
-    frames, texts, value, done, ok = [], [], [], [], []
+    frames, texts, value, done, ok, state = [], [], [], [], [], []
     for ds in datasets:
         if not ds.has_success:
             raise JudgeError(f"dataset {ds.meta.root} has no 'next.success' column: the judge learns from per-step "
@@ -163,7 +178,8 @@ def judge_data(datasets: list, gamma: float, every: int = 1) -> JudgeData:
             value.append(v[rows])
             done.append(d[rows])
             ok.append(torch.full((len(v[rows]),), bool(data["success"].any())))
-    return JudgeData(torch.cat(frames), texts, torch.cat(value), torch.cat(done), torch.cat(ok))
+            state.append(data["state"][rows].float())
+    return JudgeData(torch.cat(frames), texts, torch.cat(value), torch.cat(done), torch.cat(ok), torch.cat(state))
 
 
 def train_judge(data: JudgeData, config: JudgeConfig, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
@@ -173,6 +189,13 @@ def train_judge(data: JudgeData, config: JudgeConfig, steps: int = 1500, batch_s
     ``shift``: random translation by up to that many pixels."""
     torch.manual_seed(seed)
     judge = Judge(config)
+    S = config.state_dim
+    if S:
+        if data.state is None or data.state.shape[1] != S:
+            raise JudgeError(f"JudgeConfig.state_dim={S} but the data's state is "
+                             f"{None if data.state is None else list(data.state.shape[1:])}")
+        judge.state_mean.copy_(data.state.mean(0))
+        judge.state_std.copy_(data.state.std(0).clamp(min=1e-6))
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
     warm = max(1, steps // 10)  # linear warm-up, then cosine to 0 (any step count, 1 included)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -192,6 +215,9 @@ def train_judge(data: JudgeData, config: JudgeConfig, steps: int = 1500, batch_s
         logits = judge.head(judge.body(judge.features(x * 2 - 1)) + judge.task_emb(ids[idx]))
         loss = (F.binary_cross_entropy_with_logits(logits[:, 0], data.value[idx])
                 + F.binary_cross_entropy_with_logits(logits[:, 1], data.done[idx]))
+        if S:
+            target = (data.state[idx] - judge.state_mean) / judge.state_std
+            loss = loss + F.smooth_l1_loss(logits[:, 2:], target, beta=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -303,7 +329,8 @@ def _judge(args: argparse.Namespace) -> int:
     tasks = sorted(set(data.texts))
     log(f"{len(data.texts)} frames from {len(args.datasets)} dataset(s), {int(data.succeeded.sum())} in succeeding "
         f"episodes, {len(tasks)} instruction(s); loaded in {time.time() - t:.0f} s")
-    jcfg = JudgeConfig(channels=cfg.channels, height=cfg.height, width=cfg.width, tasks=tasks, gamma=args.gamma)
+    jcfg = JudgeConfig(channels=cfg.channels, height=cfg.height, width=cfg.width, tasks=tasks, gamma=args.gamma,
+                       state_dim=cfg.state_dim)
     t = time.time()
     judge = train_judge(data, jcfg, steps=args.steps, batch_size=args.batch_size, seed=args.seed, log=log)
     report: dict = {"datasets": args.datasets, "steps": args.steps, "train_seconds": round(time.time() - t, 1),
@@ -314,6 +341,8 @@ def _judge(args: argparse.Namespace) -> int:
         held = judge_data([ds], args.gamma)
         entry = {"real_all_frames": judge_metrics(*judge.predict(held.frames, held.texts), held.value, held.done,
                                                   held.succeeded)}
+        state_error = (judge.predict_state(held.frames, held.texts) - held.state).abs().mean(0)
+        entry["real_all_frames"]["state_mae"] = [round(float(e), 5) for e in state_error]
         if args.imagine_horizon and model.future_tokens:
             entry.update(evaluate_imagined(judge, model, sampler_cfg, ds, args.imagine_horizon, args.imagine_every,
                                            args.seed))

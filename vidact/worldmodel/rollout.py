@@ -65,6 +65,21 @@ def frames_per_call(model, horizon: int) -> int:
     return max(1, min(c.future_frames, c.chunk_length // s))
 
 
+def history_batch(start: RolloutStart, frames: list[Tensor], j: int, Th: int) -> Batch:
+    """The model's input at grid index ``j``: history frames ``j - Th + 1 .. j`` from ``frames``
+    (the grid from ``j = -(Th-1)``: real frames, then imagined ones appended), real state and
+    padding flags where the history is real, state masked out where it is imagined."""
+    B = start.frames.shape[0]
+    real_pad = start.is_pad if start.is_pad is not None else torch.zeros(B, Th, dtype=torch.bool)
+    grid = range(j - Th + 1, j + 1)
+    known = torch.tensor([g <= 0 for g in grid])
+    state = torch.stack([start.state[:, g + Th - 1] if g <= 0 else start.state[:, -1] for g in grid], 1)
+    obs_pad = torch.stack([real_pad[:, g + Th - 1] if g <= 0 else torch.zeros(B, dtype=torch.bool)
+                           for g in grid], 1)
+    return Batch(obs_frames=torch.stack([frames[g + Th - 1] for g in grid], 1), state=state, text=list(start.text),
+                 obs_is_pad=obs_pad, state_is_pad=(~known)[None].expand(B, -1).clone())
+
+
 @torch.no_grad()
 def rollout(sampler: Sampler, start: RolloutStart, horizon: int, actions: Tensor | None = None, seed: int = 0,
             progress: bool = False) -> RolloutOutput:
@@ -83,21 +98,13 @@ def rollout(sampler: Sampler, start: RolloutStart, horizon: int, actions: Tensor
         raise RolloutError(f"actions cover {actions.shape[1]} steps, fewer than the horizon {horizon}")
     if actions is not None:  # pad so every chunk has K steps
         actions = torch.cat([actions, actions[:, -1:].expand(B, K, -1)], 1)
-    real_pad = start.is_pad if start.is_pad is not None else torch.zeros(B, Th, dtype=torch.bool)
-
     frames = list(start.frames.unbind(1))  # the grid from j = -(Th-1); imagined frames are appended
     executed = []
     n_grid = horizon // s
     j, call = 0, 0
     bar = tqdm(total=n_grid, desc="imagining", unit="frame", disable=not progress, leave=False)
     while j < n_grid:
-        grid = range(j - Th + 1, j + 1)  # history grid indices
-        known = torch.tensor([g <= 0 for g in grid])
-        state = torch.stack([start.state[:, g + Th - 1] if g <= 0 else start.state[:, -1] for g in grid], 1)
-        obs_pad = torch.stack([real_pad[:, g + Th - 1] if g <= 0 else torch.zeros(B, dtype=torch.bool)
-                               for g in grid], 1)
-        batch = Batch(obs_frames=torch.stack([frames[g + Th - 1] for g in grid], 1), state=state,
-                      text=list(start.text), obs_is_pad=obs_pad, state_is_pad=(~known)[None].expand(B, -1).clone())
+        batch = history_batch(start, frames, j, Th)
         n = min(advance, n_grid - j)
         if actions is not None:
             batch.actions = actions[:, j * s: j * s + K]
