@@ -8,7 +8,9 @@ demonstrations and ``vidact eval --save-dataset`` rollouts, failures included):
 - ``value``: the discounted success to come, ``gamma ** (steps until the first success)`` in an
   episode that succeeds (1 from the first success on) and 0 throughout one that fails: progress
   toward success that also knows a failing state from a succeeding one;
-- ``done``: the probability that the frame shows the task done (this step's success flag).
+- ``done``: the probability that the frame shows the task done (this step's success flag);
+- the robot state (``state_dim`` values, regressed): the proprioception a policy evaluated inside
+  the world model reads from imagined frames (``vidact.worldmodel.env``).
 
 Each instruction it was trained on gets a learned embedding (drawer-open and drawer-close share a
 scene; only the instruction tells which way is progress); an instruction it never saw is refused.
