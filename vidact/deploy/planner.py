@@ -9,8 +9,8 @@ with the model's ``forward_dynamics`` mode, execute the one whose imagined futur
 A future is scored by the judge (``vidact.worldmodel.judge``: the value of the last imagined
 frame) or, given a goal image, by closeness to the goal in the model's own frame latent space
 (minus the mean squared latent difference). All candidates go through the model in one batch:
-one policy call and one ``forward_dynamics`` call per round. Every candidate keeps its video noise
-through the rounds, so candidates are compared on the same imagination noise.
+one policy call and one ``forward_dynamics`` call per round. Every candidate of every round is
+imagined from the same video noise, so imagined futures differ by their actions alone.
 """
 
 from __future__ import annotations
@@ -140,14 +140,17 @@ class Planner:
         actions = self.sampler.sample(big, mode, seed=seed, noise=(noise_v, noise_a)).actions.float()
         if self.clip is not None:
             actions = self.clip(actions)
-        frames = self.imagine(big, actions, noise_v, seed)
+        # Every candidate is imagined from the same video noise (candidate 0's): the imagined
+        # futures then differ by the actions alone, not by the luck of the draw.
+        common_v = noise[0][0].repeat_interleave(N, 0)
+        frames = self.imagine(big, actions, common_v, seed)
         scores = self.score(frames, big.text).view(B, N)
         best = scores.argmax(1)
         take = lambda x: x.view(B, N, *x.shape[1:])[torch.arange(B), best]  # noqa: E731
         chosen_actions, chosen_frames, best_score = take(actions), take(frames), scores.max(1).values
         if cfg.kind == "cem":
             chosen_actions, chosen_frames, best_score, scores, best = self._cem(
-                big, actions, scores, noise_v, seed, chosen_actions, chosen_frames, best_score, best)
+                big, actions, scores, common_v, seed, chosen_actions, chosen_frames, best_score, best)
         return Plan(chosen_actions, chosen_frames, scores, best_score, best)
 
     def _cem(self, big: Batch, actions: Tensor, scores: Tensor, noise_v: Tensor, seed: int, best_actions: Tensor,
