@@ -54,7 +54,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.setdefault("MUJOCO_GL", "egl")
-    jobs = [(t, s) for s in args.settings for t in args.tasks]
+    jobs = [(t, s) for t in args.tasks for s in args.settings]  # task by task: a cut run has whole comparisons
 
     def run(job) -> None:
         task, setting = job

@@ -33,7 +33,8 @@ def test_judge_is_trained_evaluated_and_exported(judged_bundle, metaworld_bundle
     held = report[f"heldout:{metaworld_bundle.parent / 'data'}"]
     # Real frames, and frames imagined 4 steps ahead beside the real frames of the same steps.
     assert held["imagined"]["frames"] == held["real"]["frames"] > 0
-    assert 0 <= held["real_all_frames"]["value_mae"] <= 1
+    assert 0 <= held["real_all_frames"]["value_mae"] <= 1 and len(held["real_all_frames"]["state_mae"]) == 4
+    assert report["heldout_pooled"]["imagined"]["frames"] == held["imagined"]["frames"]  # one held-out dataset
     # A run directory's judge goes into the bundle `vidact export` writes.
     run = tmp_path / "run"
     shutil.copytree(metaworld_bundle.parent / "run", run)

@@ -251,10 +251,11 @@ def judge_metrics(value: Tensor, done: Tensor, target_value: Tensor, target_done
 
 
 def evaluate_imagined(judge: Judge, model, sampler_cfg, dataset, horizon: int, every: int, seed: int,
-                      log=None) -> dict[str, float]:
+                      log=None) -> dict[str, tuple[Tensor, ...]]:
     """The judge on frames the world model imagined ``horizon`` steps ahead (recorded actions,
-    forward_dynamics) from windows of ``dataset`` every ``every`` steps, against the labels of the
-    real frames at the same steps; and on those real frames (the same windows), side by side."""
+    forward_dynamics) from windows of ``dataset`` every ``every`` steps, and on the real frames of
+    the same steps: ``{"imagined": (value, done), "real": (value, done), "labels": (value, done,
+    episode succeeded)}``, the labels being the real frames' (``judge_metrics`` scores them)."""
     from vidact.generative.sample import Sampler
     from vidact.worldmodel.imagine import episode_windows
     from vidact.worldmodel.rollout import rollout
@@ -277,9 +278,8 @@ def evaluate_imagined(judge: Judge, model, sampler_cfg, dataset, horizon: int, e
         ok.append(torch.full((len(steps),), bool(data["success"].any())))
         if log:
             log(f"judge on imagined frames: episode {ep} ({len(steps)} windows)")
-    tv, td, ok = torch.cat(tv), torch.cat(td), torch.cat(ok)
-    return {"imagined": judge_metrics(*judge.predict(torch.cat(imagined), texts), tv, td, ok),
-            "real": judge_metrics(*judge.predict(torch.cat(real), texts), tv, td, ok)}
+    return {"imagined": judge.predict(torch.cat(imagined), texts), "real": judge.predict(torch.cat(real), texts),
+            "labels": (torch.cat(tv), torch.cat(td), torch.cat(ok))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,18 +338,27 @@ def _judge(args: argparse.Namespace) -> int:
     report: dict = {"datasets": args.datasets, "steps": args.steps, "train_seconds": round(time.time() - t, 1),
                     "gamma": args.gamma, "train": judge_metrics(*judge.predict(data.frames, data.texts), data.value,
                                                                 data.done, data.succeeded)}
+    pooled: dict[str, list] = {}  # every held-out dataset together: (predictions, labels) per kind of frame
     for d in args.heldout:
         ds = RobotDataset(d, cfg)
         held = judge_data([ds], args.gamma)
-        entry = {"real_all_frames": judge_metrics(*judge.predict(held.frames, held.texts), held.value, held.done,
-                                                  held.succeeded)}
+        kinds = {"real_all_frames": (judge.predict(held.frames, held.texts), (held.value, held.done, held.succeeded))}
+        if args.imagine_horizon and model.future_tokens:
+            imagined = evaluate_imagined(judge, model, sampler_cfg, ds, args.imagine_horizon, args.imagine_every,
+                                         args.seed)
+            kinds.update({k: (imagined[k], imagined["labels"]) for k in ("imagined", "real")})
+        entry = {k: judge_metrics(*pred, *labels) for k, (pred, labels) in kinds.items()}
         state_error = (judge.predict_state(held.frames, held.texts) - held.state).abs().mean(0)
         entry["real_all_frames"]["state_mae"] = [round(float(e), 5) for e in state_error]
-        if args.imagine_horizon and model.future_tokens:
-            entry.update(evaluate_imagined(judge, model, sampler_cfg, ds, args.imagine_horizon, args.imagine_every,
-                                           args.seed))
+        for k, v in kinds.items():
+            pooled.setdefault(k, []).append(v)
         report[f"heldout:{d}"] = entry
         log(f"held-out {d}: {json.dumps(entry)}")
+    if pooled:
+        cat = lambda parts, i, j: torch.cat([p[i][j] for p in parts])  # noqa: E731
+        report["heldout_pooled"] = {k: judge_metrics(cat(parts, 0, 0), cat(parts, 0, 1), cat(parts, 1, 0),
+                                                     cat(parts, 1, 1), cat(parts, 1, 2)) for k, parts in pooled.items()}
+        log(f"held-out, all datasets: {json.dumps(report['heldout_pooled'])}")
     out = Path(args.out) if args.out else _default_folder(args.model)
     judge.save(out)
     (out / JUDGE_EVAL).write_text(json.dumps(report, indent=2))
