@@ -229,3 +229,36 @@ def test_action_guidance_interpolates_between_video_and_forward_dynamics(tiny_mo
     assert not torch.allclose(plain, video.future_latents, atol=1e-3)
     pushed = Sampler(tiny_model, SamplerConfig(steps=3, action_guidance=3.0)).forward_dynamics(batch, seed=1)
     assert not torch.allclose(pushed.future_latents, plain, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_inverse_dynamics_labels_beat_the_mean_action():
+    """What `vidact label` relies on, with a known answer: on the sliding square with one instruction
+    for every sample, a model trained in inverse_dynamics mode infers the actions from the frames
+    alone (state masked out, as for videos) better than the mean action does. Measured (1 thread):
+    label MAE 0.85 / 0.59 / 0.45 / 0.43 after 200 / 400 / 500 / 600 steps, mean action 0.73."""
+    torch.manual_seed(0)
+    cfg = sliding_square_config(embedding_init_std=1.0)
+    model = VidAct(cfg)
+    gen = GenerativeConfig(language_dropout=0.0, state_dropout=0.5, mode_weights={"inverse_dynamics": 1.0})
+
+    def batch(n, rng):
+        return dataclasses.replace(sliding_square_batch(cfg, n, rng), text=["push"] * n)
+
+    steps = 500
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    rng = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        out = training_loss(model, batch(64, rng), gen, rng)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    test = batch(256, torch.Generator().manual_seed(999))
+    test.state_is_pad = torch.ones(256, cfg.history, dtype=torch.bool)
+    inferred = Sampler(model, SamplerConfig(steps=10)).sample(test, "inverse_dynamics", seed=0).actions
+    label_err = (inferred - test.actions).abs().mean()
+    mean_err = (test.actions.mean((0, 1)) - test.actions).abs().mean()
+    assert label_err < 0.75 * mean_err, dict(label=float(label_err), mean=float(mean_err))

@@ -49,6 +49,12 @@ def _autoencoder(args: argparse.Namespace) -> int:
     return autoencoder_main(args.args)
 
 
+def _label(args: argparse.Namespace) -> int:
+    from vidact.data.label import main as label_main
+
+    return label_main(args.args)
+
+
 def _judge(args: argparse.Namespace) -> int:
     from vidact.worldmodel.judge import main as judge_main
 
@@ -343,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "scores candidates with (vidact judge --help)", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_judge)
+
+    p = sub.add_parser("label", help="infer actions for action-free videos with inverse dynamics; a LeRobot dataset "
+                       "to train on (vidact label --help)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_label)
 
     p = sub.add_parser("report", help="success rates, training curves and rollout videos on one page")
     p.add_argument("run_dir")

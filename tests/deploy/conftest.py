@@ -52,3 +52,19 @@ def metaworld_bundle(tmp_path_factory) -> Path:
                  f"run_dir={run}"]) == 0
     assert main(["export", str(run), str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def judged_bundle(metaworld_bundle, tmp_path_factory):
+    """A copy of the MetaWorld bundle with a judge trained by `vidact judge` (a few steps)."""
+    import shutil
+
+    from vidact.cli import main
+
+    root = tmp_path_factory.mktemp("judged")
+    bundle = root / "bundle"
+    shutil.copytree(metaworld_bundle, bundle)
+    data = metaworld_bundle.parent / "data"
+    assert main(["judge", str(bundle), "--datasets", str(data), "--heldout", str(data), "--steps", "10",
+                 "--every", "1", "--imagine-horizon", "4", "--imagine-every", "4", "--sampler-steps", "1"]) == 0
+    return bundle

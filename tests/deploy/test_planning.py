@@ -16,18 +16,6 @@ from vidact.cli import main
 TASK = "button-press-topdown-v3"  # the metaworld_bundle fixture's task
 
 
-@pytest.fixture(scope="module")
-def judged_bundle(metaworld_bundle, tmp_path_factory):
-    """A copy of the MetaWorld bundle with a judge trained by `vidact judge` (a few steps)."""
-    root = tmp_path_factory.mktemp("judged")
-    bundle = root / "bundle"
-    shutil.copytree(metaworld_bundle, bundle)
-    data = metaworld_bundle.parent / "data"
-    assert main(["judge", str(bundle), "--datasets", str(data), "--heldout", str(data), "--steps", "10",
-                 "--every", "1", "--imagine-horizon", "4", "--imagine-every", "4", "--sampler-steps", "1"]) == 0
-    return bundle
-
-
 def test_judge_is_trained_evaluated_and_exported(judged_bundle, metaworld_bundle, tmp_path):
     report = json.loads((judged_bundle / "judge" / "judge_eval.json").read_text())
     held = report[f"heldout:{metaworld_bundle.parent / 'data'}"]

@@ -1,0 +1,61 @@
+"""`vidact label` through the CLI on a tiny MetaWorld model: action-free videos in, a LeRobot
+dataset with inferred actions out, which LeRobot's own class loads and `vidact train` trains on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vidact.cli import main
+
+TASK = "button-press-topdown-v3"  # the metaworld_bundle fixture's task
+MW_MODEL = ["model.height=32", "model.width=32", "model.channels=3", "model.state_dim=4", "model.action_dim=4",
+            "model.history=2", "model.future_frame_stride=2", "model.chunk_length=4",
+            "model.frame_tokenizer.patch_size=8"]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """Two expert episodes as action-free mp4s + manifest, and the same episodes with their actions."""
+    root = tmp_path_factory.mktemp("videos")
+    assert main(["data", "metaworld", "--tasks", TASK, "--episodes", "2", "--seed", "300", "--height", "32",
+                 "--width", "32", "--out", str(root / "data"), "--video-out", str(root / "videos")]) == 0
+    return root
+
+
+def test_label_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle, videos, tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out = tmp_path / "labelled"
+    assert main(["label", str(judged_bundle), "--videos", str(videos / "videos" / "manifest.jsonl"), "--out", str(out),
+                 "--true-actions", str(videos / "data"), "--steps", "1"]) == 0
+    ds, true = LeRobotDataset("vidact/labelled", root=out), LeRobotDataset("vidact/true", root=videos / "data")
+    assert ds.num_episodes == 2 and ds.num_frames == true.num_frames
+    item = ds[0]
+    assert item["observation.image"].shape == (3, 32, 32) and item["action"].shape == (4,)
+    assert item["observation.state"].shape == (4,) and item["task"] == true[0]["task"]
+    meta = json.loads((out / "meta" / "vidact_labels.json").read_text())
+    assert len(meta["episodes"]) == 2 and meta["label_mae"] >= 0 and meta["mean_action_mae"] > 0
+    run = tmp_path / "run"
+    assert main(["train", "debug_sliding_square", *MW_MODEL, "data.kind=lerobot",
+                 f"data.sources=[{{kind: lerobot, path: '{out}'}}]", "train.steps=1", "train.batch_size=4",
+                 f"run_dir={run}"]) == 0
+    assert main(["label", str(judged_bundle), "--videos", str(videos / "videos"), "--out", str(out),
+                 "--instruction", true[0]["task"]]) == 2  # exists: refused without --overwrite
+
+
+@pytest.mark.parametrize("which, words", [
+    ("empty", "no video files"),
+    ("missing", "does not exist"),
+    ("no_judge", "has no judge with a state head"),
+    ("no_caption", "has no caption; pass --instruction"),
+])
+def test_label_bad_input_is_one_line(judged_bundle, metaworld_bundle, videos, tmp_path, capsys, which, words):
+    (tmp_path / "empty").mkdir()
+    model = metaworld_bundle if which == "no_judge" else judged_bundle
+    source = {"empty": tmp_path / "empty", "missing": tmp_path / "none.jsonl",
+              "no_judge": videos / "videos" / "manifest.jsonl", "no_caption": videos / "videos"}[which]
+    assert main(["label", str(model), "--videos", str(source), "--out", str(tmp_path / "out"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vidact label: error:") and words in err and "\n" not in err, err

@@ -1,0 +1,204 @@
+"""``vidact label MODEL --videos MANIFEST --out DIR``: actions for action-free videos, inferred by
+the model's ``inverse_dynamics`` mode (issue 14, "video, then inverse dynamics"), written as a
+LeRobot v3 dataset a recipe can train on.
+
+Each video is read at the robot's control rate (``--fps``, default the video's own rate) and fitted
+to the model's frame size. Chunk by chunk (every ``chunk_length`` steps) the model is given the
+observed history and the future frames of the chunk and generates its ``chunk_length`` actions,
+all chunks of a video in one batch. Videos carry no proprioception: the model reads the state as
+masked out (it learns that with ``generative.state_dropout``), and the dataset's
+``observation.state`` comes from the model's judge (``vidact judge``: its state head reads the
+state from each frame). ``--true-actions DATASET``, the same episodes with their recorded actions
+(``vidact data metaworld --video-out`` writes both, in the same order), reports the label error
+beside the mean-action baseline in ``meta/vidact_labels.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidact.types import Batch
+
+LABELS_META = "vidact_labels.json"
+
+
+class LabelError(ValueError):
+    """A labelling run that cannot go on as asked; the message names the problem."""
+
+
+def video_entries(videos: str) -> list[tuple[Path, str]]:
+    """(video file, caption) from a manifest (.jsonl / .csv, ``vidact.data.webvideo``) or a folder of mp4s."""
+    from vidact.data.webvideo import VIDEO_SUFFIXES, read_manifest
+
+    path = Path(videos)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.suffix in VIDEO_SUFFIXES)
+        if not files:
+            raise LabelError(f"--videos {path}: no video files ({', '.join(VIDEO_SUFFIXES)}) in the folder")
+        return [(f, "") for f in files]
+    if not path.exists():
+        raise LabelError(f"--videos {path} does not exist")
+    return [(Path(e.path), e.caption) for e in read_manifest(path)]
+
+
+def read_frames(path: Path, fps: float | None) -> tuple[torch.Tensor, float]:
+    """All frames of a video as uint8 [T,C,H,W], resampled to ``fps`` (nearest frame) when given."""
+    from torchcodec.decoders import VideoDecoder
+
+    try:
+        decoder = VideoDecoder(str(path), dimension_order="NCHW")
+    except (RuntimeError, ValueError) as e:
+        raise LabelError(f"{path}: not a readable video ({str(e).splitlines()[0]})") from None
+    own = float(decoder.metadata.average_fps)
+    n = decoder.metadata.num_frames
+    if fps is None or abs(fps - own) < 1e-3:
+        return decoder.get_frames_in_range(0, n).data, own
+    duration = n / own
+    times = np.arange(0, duration - 0.5 / own, 1 / fps)
+    indices = np.minimum(np.rint(times * own).astype(np.int64), n - 1)
+    return decoder.get_frames_at(indices=indices.tolist()).data, own
+
+
+@torch.no_grad()
+def infer_actions(sampler, frames: torch.Tensor, text: str, seed: int) -> torch.Tensor:
+    """[T,V,C,H,W] frames in [0,1] (one video at the control rate) -> [T,A] inferred actions."""
+    model = sampler.model
+    c = model.config
+    s, K, Th, Tf = c.future_frame_stride, c.chunk_length, c.history, c.future_frames
+    T = frames.shape[0]
+    starts = list(range(0, T, K))  # the last chunks see clamped (padded) futures
+    hist = torch.tensor([[t - (Th - 1 - i) * s for i in range(Th)] for t in starts])
+    fut = torch.tensor([[t + (j + 1) * s for j in range(Tf)] for t in starts])
+    B = len(starts)
+    batch = Batch(obs_frames=frames[hist.clamp(0, T - 1)], state=torch.zeros(B, Th, c.state_dim), text=[text] * B,
+                  obs_is_pad=hist < 0, state_is_pad=torch.ones(B, Th, dtype=torch.bool),
+                  future_frames=frames[fut.clamp(0, T - 1)], future_is_pad=fut > T - 1)
+    actions = sampler.sample(batch, "inverse_dynamics", seed=seed).actions.float()  # [B,K,A]
+    return actions.reshape(B * K, -1)[:T]
+
+
+def label_features(height: int, width: int, channels: int, state_dim: int, action_dim: int) -> dict:
+    return {
+        "observation.image": {"dtype": "video", "shape": (height, width, channels),
+                              "names": ["height", "width", "channels"]},
+        "observation.state": {"dtype": "float32", "shape": (state_dim,), "names": None},
+        "action": {"dtype": "float32", "shape": (action_dim,), "names": None},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vidact label", description=__doc__.splitlines()[0])
+    p.add_argument("model", help="run directory or bundle (a video model trained with inverse_dynamics, and a judge)")
+    p.add_argument("--videos", required=True, help="manifest (.jsonl/.csv: path, caption) or a folder of videos")
+    p.add_argument("--out", required=True, help="LeRobot dataset folder to write")
+    p.add_argument("--fps", type=float, default=None, help="the robot's control rate (default: each video's own)")
+    p.add_argument("--instruction", default=None, help="instruction for videos without a caption")
+    p.add_argument("--true-actions", default=None, help="LeRobot dataset with the videos' recorded actions, same "
+                   "episodes in the same order: report the label error")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _label(args)
+    except (LabelError, ValueError, FileNotFoundError) as e:
+        print(f"vidact label: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _label(args: argparse.Namespace) -> int:
+    from lerobot.configs.video import RGBEncoderConfig
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from tqdm import tqdm
+
+    from vidact.data.transforms import fit_frames
+    from vidact.generative.sample import Sampler
+    from vidact.worldmodel.imagine import load_model
+    from vidact.worldmodel.judge import Judge, find_judge
+
+    entries = video_entries(args.videos)
+    uncaptioned = [str(path) for path, caption in entries if not caption]
+    if uncaptioned and not args.instruction:
+        raise LabelError(f"{uncaptioned[0]} has no caption; pass --instruction ({len(uncaptioned)} video(s) without one)")
+    model, sampler_cfg = load_model(args.model)
+    c = model.config
+    if model.future_tokens == 0:
+        raise LabelError(f"{args.model} predicts no future frames (model.future_frames=0): inverse dynamics needs a "
+                         "video model")
+    if c.views != 1:
+        raise LabelError(f"{args.model} reads {c.views} cameras; a video gives one")
+    folder = find_judge(args.model)
+    judge = Judge.load(folder) if folder else None
+    if judge is None or not judge.config.state_dim:
+        raise LabelError(f"{args.model} has no judge with a state head to read observation.state from the frames: "
+                         f"train one with `vidact judge {args.model} --datasets ...`")
+    unknown = sorted({caption or args.instruction for _, caption in entries} - set(judge.config.tasks))
+    if unknown:
+        raise LabelError(f"the judge was not trained on instruction(s) {unknown}; it knows {judge.config.tasks}")
+    if args.steps:
+        sampler_cfg.steps = args.steps
+    true = None
+    if args.true_actions:
+        from vidact.data.robot import RobotDataset
+
+        true = RobotDataset(args.true_actions, c)
+        if len(true.episode_lengths) != len(entries):
+            raise LabelError(f"--true-actions {args.true_actions} has {len(true.episode_lengths)} episodes, the "
+                             f"videos {len(entries)}")
+    out = Path(args.out)
+    if out.exists():
+        if not args.overwrite:
+            raise LabelError(f"{out} exists; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    sampler = Sampler(model, sampler_cfg)
+    dataset = None
+    records, errors, baseline = [], [], []
+    mean_action = torch.from_numpy(true.columns()["action"].mean(0)) if true is not None else None
+    for i, (path, caption) in enumerate(tqdm(entries, desc="labelling videos", unit="video")):
+        text = caption or args.instruction
+        raw, own_fps = read_frames(path, args.fps)
+        fps = args.fps or own_fps
+        if raw.shape[1] != c.channels:
+            raise LabelError(f"{path} has {raw.shape[1]} channels, the model reads {c.channels}")
+        frames = fit_frames(raw, c.height, c.width, "resize")[:, None]  # [T,1,C,H,W] in [0,1]
+        actions = infer_actions(sampler, frames, text, args.seed + i)
+        state = judge.predict_state(frames[:, 0], [text] * len(frames))
+        if dataset is None:
+            dataset = LeRobotDataset.create(repo_id=f"vidact/labelled_{out.name}", fps=int(round(fps)), root=out,
+                                            features=label_features(raw.shape[2], raw.shape[3], c.channels,
+                                                                    c.state_dim, c.action_dim),
+                                            use_videos=True, rgb_encoder=RGBEncoderConfig(vcodec="libsvtav1"))
+        for t in range(len(frames)):
+            dataset.add_frame({"observation.image": raw[t].permute(1, 2, 0).numpy(),
+                               "observation.state": state[t].numpy().astype(np.float32),
+                               "action": actions[t].numpy().astype(np.float32), "task": text})
+        dataset.save_episode()
+        record = {"episode_index": i, "video": str(path), "frames": len(frames)}
+        if true is not None:
+            real = true.episode(sorted(true.episode_lengths)[i])["action"].float()
+            n = min(len(real), len(actions))
+            record["label_mae"] = float((actions[:n] - real[:n]).abs().mean())
+            record["mean_action_mae"] = float((mean_action - real[:n]).abs().mean())
+            errors.append(record["label_mae"])
+            baseline.append(record["mean_action_mae"])
+        records.append(record)
+    dataset.finalize()
+    summary = {"model": str(args.model), "videos": str(args.videos), "episodes": records, "fps": args.fps,
+               "sampler_steps": sampler_cfg.steps}
+    if errors:
+        summary["label_mae"], summary["mean_action_mae"] = float(np.mean(errors)), float(np.mean(baseline))
+    (out / "meta" / LABELS_META).write_text(json.dumps(summary, indent=2))
+    tail = (f"; label error {summary['label_mae']:.4f} vs mean action {summary['mean_action_mae']:.4f} (MAE)"
+            if errors else "")
+    print(f"vidact label: {len(records)} video(s) -> {out}{tail}")
+    return 0
