@@ -8,6 +8,7 @@ import torch
 
 from vidact.data.fake import sliding_square_batch, sliding_square_config
 from vidact.generative import GenerativeConfig, Sampler, SamplerConfig, training_loss
+from vidact.generative.schedule import Mode
 from vidact.models import VidAct, VidActConfig
 from vidact.types import Batch
 from vidact.worldmodel.metrics import moving_mask, moving_mse, mse, psnr, ssim
@@ -258,7 +259,7 @@ def test_inverse_dynamics_labels_beat_the_mean_action():
     model.eval()
     test = batch(256, torch.Generator().manual_seed(999))
     test.state_is_pad = torch.ones(256, cfg.history, dtype=torch.bool)
-    inferred = Sampler(model, SamplerConfig(steps=10)).sample(test, "inverse_dynamics", seed=0).actions
+    inferred = Sampler(model, SamplerConfig(steps=10)).sample(test, Mode.INVERSE_DYNAMICS, seed=0).actions
     label_err = (inferred - test.actions).abs().mean()
     mean_err = (test.actions.mean((0, 1)) - test.actions).abs().mean()
     assert label_err < 0.75 * mean_err, dict(label=float(label_err), mean=float(mean_err))

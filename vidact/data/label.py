@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidact.generative.schedule import Mode
 from vidact.types import Batch
 
 LABELS_META = "vidact_labels.json"
@@ -80,7 +81,7 @@ def infer_actions(sampler, frames: torch.Tensor, text: str, seed: int) -> torch.
     batch = Batch(obs_frames=frames[hist.clamp(0, T - 1)], state=torch.zeros(B, Th, c.state_dim), text=[text] * B,
                   obs_is_pad=hist < 0, state_is_pad=torch.ones(B, Th, dtype=torch.bool),
                   future_frames=frames[fut.clamp(0, T - 1)], future_is_pad=fut > T - 1)
-    actions = sampler.sample(batch, "inverse_dynamics", seed=seed).actions.float()  # [B,K,A]
+    actions = sampler.sample(batch, Mode.INVERSE_DYNAMICS, seed=seed).actions.float()  # [B,K,A]
     return actions.reshape(B * K, -1)[:T]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidact.generative.schedule import Mode
 from vidact.worldmodel.rollout import RolloutStart, history_batch
 
 SUCCESS_THRESHOLD = 0.5
@@ -106,7 +107,7 @@ def imagine_episodes(policy, sampler, judge, starts: list[dict], max_steps: int,
         acts = torch.cat([acts, acts[:, -1:].expand(B, max(K - s, 0), -1)], 1)[:, :K]
         batch = history_batch(start, grid, j, Th)
         batch.actions = acts
-        new = sampler.sample(batch, "forward_dynamics", seed=seed + j).future_frames[:, 0].float().clamp(0, 1)
+        new = sampler.sample(batch, Mode.FORWARD_DYNAMICS, seed=seed + j).future_frames[:, 0].float().clamp(0, 1)
         grid.append(new)
         _, p_done = judge.predict(new[:, 0], texts)
         state = judge.predict_state(new[:, 0], texts)
