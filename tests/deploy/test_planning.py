@@ -23,6 +23,13 @@ def test_judge_is_trained_evaluated_and_exported(judged_bundle, metaworld_bundle
     assert held["imagined"]["frames"] == held["real"]["frames"] > 0
     assert 0 <= held["real_all_frames"]["value_mae"] <= 1 and len(held["real_all_frames"]["state_mae"]) == 4
     assert report["heldout_pooled"]["imagined"]["frames"] == held["imagined"]["frames"]  # one held-out dataset
+    # --train-on-imagined adds the frames the model imagines from the training windows.
+    data = metaworld_bundle.parent / "data"
+    assert main(["judge", str(judged_bundle), "--datasets", str(data), "--steps", "2", "--every", "1",
+                 "--train-on-imagined", "4", "--imagine-horizon", "4", "--sampler-steps", "1",
+                 "--out", str(tmp_path / "judge2")]) == 0
+    both = json.loads((tmp_path / "judge2" / "judge_eval.json").read_text())
+    assert both["train_on_imagined"] == 4 and both["train"]["frames"] > report["train"]["frames"]
     # A run directory's judge goes into the bundle `vidact export` writes.
     run = tmp_path / "run"
     shutil.copytree(metaworld_bundle.parent / "run", run)

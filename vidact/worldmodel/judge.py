@@ -250,36 +250,46 @@ def judge_metrics(value: Tensor, done: Tensor, target_value: Tensor, target_done
             "episode_success_auc": auc(value[before], succeeded[before])}
 
 
-def evaluate_imagined(judge: Judge, model, sampler_cfg, dataset, horizon: int, every: int, seed: int,
-                      log=None) -> dict[str, tuple[Tensor, ...]]:
-    """The judge on frames the world model imagined ``horizon`` steps ahead (recorded actions,
-    forward_dynamics) from windows of ``dataset`` every ``every`` steps, and on the real frames of
-    the same steps: ``{"imagined": (value, done), "real": (value, done), "labels": (value, done,
-    episode succeeded)}``, the labels being the real frames' (``judge_metrics`` scores them)."""
+def imagined_data(model, sampler_cfg, dataset, horizon: int, every: int, seed: int,
+                  gamma: float) -> tuple[JudgeData, JudgeData]:
+    """Frames the world model imagines ``horizon`` steps ahead (recorded actions, forward_dynamics)
+    from windows of ``dataset`` every ``every`` steps, and the real frames of the same steps, both
+    with the real frames' labels: (imagined, real)."""
     from vidact.generative.sample import Sampler
     from vidact.worldmodel.imagine import episode_windows
-    from vidact.worldmodel.rollout import rollout
+    from vidact.worldmodel.rollout import RolloutError, rollout
 
-    lengths = dataset.episode_lengths
-    imagined, real, texts, tv, td, ok = [], [], [], [], [], []
     sampler = Sampler(model, sampler_cfg)
     s = model.config.future_frame_stride
-    for ep in sorted(lengths):
+    imagined, real, texts, value, done, ok, state = [], [], [], [], [], [], []
+    for ep in sorted(dataset.episode_lengths):
+        try:
+            windows = episode_windows(dataset, [ep], horizon, every=every)
+        except RolloutError:  # shorter than the first window
+            continue
         data = dataset.episode(ep)
-        windows = episode_windows(dataset, [ep], horizon, every=every)
-        out = rollout(sampler, windows.start, horizon, windows.actions, seed=seed)
+        out = rollout(sampler, windows.start, horizon, windows.actions, seed=seed + ep)
         steps = [t0 + horizon for t0 in windows.t0]
-        v, d = episode_labels(data["success"], judge.config.gamma)
-        imagined.append(out.frames[:, horizon // s - 1, 0])
-        real.append(windows.real[:, -1, 0])
+        v, d = episode_labels(data["success"], gamma)
+        to_uint8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
+        imagined.append(to_uint8(out.frames[:, horizon // s - 1, 0]))
+        real.append(to_uint8(windows.real[:, -1, 0]))
         texts += windows.start.text
-        tv.append(v[steps])
-        td.append(d[steps])
+        value.append(v[steps])
+        done.append(d[steps])
         ok.append(torch.full((len(steps),), bool(data["success"].any())))
-        if log:
-            log(f"judge on imagined frames: episode {ep} ({len(steps)} windows)")
-    return {"imagined": judge.predict(torch.cat(imagined), texts), "real": judge.predict(torch.cat(real), texts),
-            "labels": (torch.cat(tv), torch.cat(td), torch.cat(ok))}
+        state.append(data["state"][steps].float())
+    if not imagined:
+        raise JudgeError(f"no episode of {dataset.meta.root} is longer than the imagination horizon {horizon}")
+    labels = (texts, torch.cat(value), torch.cat(done), torch.cat(ok))
+    return (JudgeData(torch.cat(imagined), *labels, torch.cat(state)),
+            JudgeData(torch.cat(real), *labels, torch.cat(state)))
+
+
+def concat_data(parts: list[JudgeData]) -> JudgeData:
+    return JudgeData(torch.cat([p.frames for p in parts]), [t for p in parts for t in p.texts],
+                     torch.cat([p.value for p in parts]), torch.cat([p.done for p in parts]),
+                     torch.cat([p.succeeded for p in parts]), torch.cat([p.state for p in parts]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--imagine-horizon", type=int, default=16, help="control steps ahead for the imagined-frame "
                    "evaluation (0: skip it)")
     p.add_argument("--imagine-every", type=int, default=16, help="a window every n steps of each held-out episode")
+    p.add_argument("--train-on-imagined", type=int, default=0, metavar="EVERY", help="also train on frames the model "
+                   "imagines --imagine-horizon steps ahead from windows every EVERY steps of the training episodes, "
+                   "labelled as the real frames (0: real frames only)")
     p.add_argument("--sampler-steps", type=int, default=None, help="sampler steps for imagining (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
@@ -315,6 +328,8 @@ def _judge(args: argparse.Namespace) -> int:
     from vidact.data.robot import RobotDataset
     from vidact.worldmodel.imagine import load_model
 
+    if args.train_on_imagined and args.imagine_horizon < 1:
+        raise JudgeError("--train-on-imagined needs --imagine-horizon >= 1 (the steps ahead it imagines)")
     if args.steps < 1 or args.every < 1 or not 0 < args.gamma <= 1:
         raise JudgeError(f"--steps and --every must be >= 1 and --gamma in (0, 1]; got {args.steps}, {args.every}, "
                          f"{args.gamma}")
@@ -327,7 +342,19 @@ def _judge(args: argparse.Namespace) -> int:
     cfg = model.config
     log = lambda m: print(f"vidact judge: {m}", flush=True)  # noqa: E731
     t = time.time()
-    data = judge_data([RobotDataset(d, cfg) for d in args.datasets], args.gamma, args.every)
+    train_sets = [RobotDataset(d, cfg) for d in args.datasets]
+    data = judge_data(train_sets, args.gamma, args.every)
+    if args.train_on_imagined:
+        # Frames the model imagines, labelled as the real frames they stand for: the judge learns to
+        # read imagination, artifacts included (scored on real frames only, a planner picks the
+        # candidates whose imagined artifacts look like success).
+        if not model.future_tokens:
+            raise JudgeError("--train-on-imagined needs a model that imagines frames (model.future_frames > 0)")
+        extra = [imagined_data(model, sampler_cfg, ds, args.imagine_horizon, args.train_on_imagined, args.seed,
+                               args.gamma)[0] for ds in train_sets]
+        data = concat_data([data, *extra])
+        log(f"+ {sum(len(e.texts) for e in extra)} imagined frames ({args.imagine_horizon} steps ahead, a window every "
+            f"{args.train_on_imagined} steps)")
     tasks = sorted(set(data.texts))
     log(f"{len(data.texts)} frames from {len(args.datasets)} dataset(s), {int(data.succeeded.sum())} in succeeding "
         f"episodes, {len(tasks)} instruction(s); loaded in {time.time() - t:.0f} s")
@@ -335,7 +362,8 @@ def _judge(args: argparse.Namespace) -> int:
                        state_dim=cfg.state_dim)
     t = time.time()
     judge = train_judge(data, jcfg, steps=args.steps, batch_size=args.batch_size, seed=args.seed, log=log)
-    report: dict = {"datasets": args.datasets, "steps": args.steps, "train_seconds": round(time.time() - t, 1),
+    report: dict = {"datasets": args.datasets, "steps": args.steps, "train_on_imagined": args.train_on_imagined,
+                    "train_seconds": round(time.time() - t, 1),
                     "gamma": args.gamma, "train": judge_metrics(*judge.predict(data.frames, data.texts), data.value,
                                                                 data.done, data.succeeded)}
     pooled: dict[str, list] = {}  # every held-out dataset together: (predictions, labels) per kind of frame
@@ -344,9 +372,10 @@ def _judge(args: argparse.Namespace) -> int:
         held = judge_data([ds], args.gamma)
         kinds = {"real_all_frames": (judge.predict(held.frames, held.texts), (held.value, held.done, held.succeeded))}
         if args.imagine_horizon and model.future_tokens:
-            imagined = evaluate_imagined(judge, model, sampler_cfg, ds, args.imagine_horizon, args.imagine_every,
-                                         args.seed)
-            kinds.update({k: (imagined[k], imagined["labels"]) for k in ("imagined", "real")})
+            imagined, real = imagined_data(model, sampler_cfg, ds, args.imagine_horizon, args.imagine_every,
+                                           args.seed, args.gamma)
+            kinds.update({k: (judge.predict(d.frames, d.texts), (d.value, d.done, d.succeeded))
+                          for k, d in (("imagined", imagined), ("real", real))})
         entry = {k: judge_metrics(*pred, *labels) for k, (pred, labels) in kinds.items()}
         state_error = (judge.predict_state(held.frames, held.texts) - held.state).abs().mean(0)
         entry["real_all_frames"]["state_mae"] = [round(float(e), 5) for e in state_error]
