@@ -181,20 +181,18 @@ def test_frame_metrics_known_answers():
     assert torch.isnan(moving_mse(last, last, last)).all()  # nothing moved: undefined, not 0
 
 
-def test_trained_model_is_worse_with_shuffled_actions():
-    """Sliding square with one instruction for all samples: the future square position is known only
-    from the actions, so a forward model must use them (the failure "different actions, same video")."""
+def _train_sliding_square(gen: GenerativeConfig, steps: int):
+    """A tiny model trained on the sliding square with one instruction for every sample (so only the
+    frames and actions say where the square goes) -> (model in eval mode, batch(n, generator))."""
     torch.manual_seed(0)
     # Token-identity embeddings at DiT's scale: at ViT's 0.02 this model learned no forward dynamics
     # in 300-600 steps (error = copying the frame, true and shuffled actions alike; docs/notes.md).
     cfg = sliding_square_config(embedding_init_std=1.0)
     model = VidAct(cfg)
-    gen = GenerativeConfig(language_dropout=0.0, mode_weights={"forward_dynamics": 1.0})
 
     def batch(n, rng):
         return dataclasses.replace(sliding_square_batch(cfg, n, rng), text=["push"] * n)
 
-    steps = 500  # measured (1 thread): true 0.084, shuffled 0.100, copy 0.095; at 300 steps 0.085 / 0.093
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     rng = torch.Generator().manual_seed(1)
@@ -204,7 +202,15 @@ def test_trained_model_is_worse_with_shuffled_actions():
         out.loss.backward()
         opt.step()
         sched.step()
-    model.eval()
+    return model.eval(), batch
+
+
+def test_trained_model_is_worse_with_shuffled_actions():
+    """Sliding square with one instruction for all samples: the future square position is known only
+    from the actions, so a forward model must use them (the failure "different actions, same video")."""
+    # measured (1 thread): true 0.084, shuffled 0.100, copy 0.095; at 300 steps 0.085 / 0.093
+    gen = GenerativeConfig(language_dropout=0.0, mode_weights={"forward_dynamics": 1.0})
+    model, batch = _train_sliding_square(gen, steps=500)
     test = batch(256, torch.Generator().manual_seed(999))
     start = RolloutStart(frames=test.obs_frames, state=test.state, text=test.text)
     sampler = Sampler(model, SamplerConfig(steps=10))
@@ -238,27 +244,10 @@ def test_inverse_dynamics_labels_beat_the_mean_action():
     for every sample, a model trained in inverse_dynamics mode infers the actions from the frames
     alone (state masked out, as for videos) better than the mean action does. Measured (1 thread):
     label MAE 0.85 / 0.59 / 0.45 / 0.43 after 200 / 400 / 500 / 600 steps, mean action 0.73."""
-    torch.manual_seed(0)
-    cfg = sliding_square_config(embedding_init_std=1.0)
-    model = VidAct(cfg)
     gen = GenerativeConfig(language_dropout=0.0, state_dropout=0.5, mode_weights={"inverse_dynamics": 1.0})
-
-    def batch(n, rng):
-        return dataclasses.replace(sliding_square_batch(cfg, n, rng), text=["push"] * n)
-
-    steps = 500
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
-    rng = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        out = training_loss(model, batch(64, rng), gen, rng)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        sched.step()
-    model.eval()
+    model, batch = _train_sliding_square(gen, steps=500)
     test = batch(256, torch.Generator().manual_seed(999))
-    test.state_is_pad = torch.ones(256, cfg.history, dtype=torch.bool)
+    test.state_is_pad = torch.ones(256, model.config.history, dtype=torch.bool)
     inferred = Sampler(model, SamplerConfig(steps=10)).sample(test, Mode.INVERSE_DYNAMICS, seed=0).actions
     label_err = (inferred - test.actions).abs().mean()
     mean_err = (test.actions.mean((0, 1)) - test.actions).abs().mean()
