@@ -104,9 +104,9 @@ def main() -> None:
     p.add_argument("--horizons", type=int, nargs="+", default=[8, 32, 64])
     p.add_argument("--every", type=int, default=16, help="control steps between window starts in an episode")
     p.add_argument("--steps", type=int, default=10, help="sampler steps")
-    p.add_argument("--action-guidance", type=float, nargs="+", default=[1.0],
+    p.add_argument("--action-guidance", type=float, nargs="+", default=None,
                    help="classifier-free guidance weights on the actions to try (1: none; needs a model that "
-                        "learned video mode on robot samples)")
+                        "learned video mode on robot samples; default: each model's sampler.action_guidance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
@@ -148,7 +148,7 @@ def main() -> None:
                            ("real future frame", real_k)):
             results[name][h] = score(pred, real_k, last_k, probe, hand[:, k], V)
     for model_label, (model, sampler_cfg) in zip(labels, models):
-        for w in args.action_guidance:
+        for w in args.action_guidance or [sampler_cfg.action_guidance]:
             label = model_label if w == 1 else f"{model_label}, action guidance {w:g}"
             sampler = Sampler(model.eval(), dataclasses.replace(sampler_cfg, steps=args.steps, action_guidance=w))
             for variant, acts in (("", windows.actions), (", shuffled actions", shuffled)):

@@ -55,6 +55,12 @@ def _label(args: argparse.Namespace) -> int:
     return label_main(args.args)
 
 
+def _synth(args: argparse.Namespace) -> int:
+    from vidact.worldmodel.synth import main as synth_main
+
+    return synth_main(args.args)
+
+
 def _judge(args: argparse.Namespace) -> int:
     from vidact.worldmodel.judge import main as judge_main
 
@@ -354,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "to train on (vidact label --help)", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_label)
+
+    p = sub.add_parser("synth", help="imagine whole episodes from new scenes' first frames, keep the ones the judge "
+                       "accepts; a LeRobot dataset to train on (vidact synth --help)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_synth)
 
     p = sub.add_parser("report", help="success rates, training curves and rollout videos on one page")
     p.add_argument("run_dir")

@@ -15,6 +15,7 @@ masked out (``Batch.state_is_pad``; models learn that with ``generative.state_dr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -81,28 +82,18 @@ def history_batch(start: RolloutStart, frames: list[Tensor], j: int, Th: int) ->
 
 
 @torch.no_grad()
-def rollout(sampler: Sampler, start: RolloutStart, horizon: int, actions: Tensor | None = None, seed: int = 0,
-            progress: bool = False) -> RolloutOutput:
-    """Imagine ``horizon`` control steps from ``start``. ``actions`` [B, >=horizon, A] raw: roll them
-    in ``forward_dynamics`` mode (steps past their end repeat the last one, as LeRobot pads);
-    ``None``: ``policy`` mode, the model's own actions. Call ``i`` samples with ``seed + i``."""
-    model = sampler.model
-    c = model.config
+def rollout_calls(sampler: Sampler, start: RolloutStart, n_grid: int, actions: Tensor | None = None,
+                  seed: int = 0) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """The rollout one model call at a time, up to ``n_grid`` grid frames: yields ``(j, frames,
+    actions)`` with the call's imagined frames [B,n,V,C,H,W] (grid ``j + 1 .. j + n``) and the
+    ``n * s`` actions that lead there [B,n*s,A]. ``actions`` (raw, padded to every chunk's K steps):
+    ``forward_dynamics``; ``None``: ``policy``. Call ``i`` samples with ``seed + i``. A caller may
+    stop early (``vidact synth`` stops when the judge says every episode is done)."""
+    c = sampler.model.config
     s, K, Th = c.future_frame_stride, c.chunk_length, c.history
-    advance = frames_per_call(model, horizon)
-    B = start.frames.shape[0]
-    if actions is not None and (actions.ndim != 3 or actions.shape[0] != B or actions.shape[2] != c.action_dim):
-        raise RolloutError(f"actions: expected shape [B={B}, T>={horizon}, A={c.action_dim}], "
-                           f"got {list(actions.shape)}")
-    if actions is not None and actions.shape[1] < horizon:
-        raise RolloutError(f"actions cover {actions.shape[1]} steps, fewer than the horizon {horizon}")
-    if actions is not None:  # pad so every chunk has K steps
-        actions = torch.cat([actions, actions[:, -1:].expand(B, K, -1)], 1)
+    advance = frames_per_call(sampler.model, n_grid * s)
     frames = list(start.frames.unbind(1))  # the grid from j = -(Th-1); imagined frames are appended
-    executed = []
-    n_grid = horizon // s
     j, call = 0, 0
-    bar = tqdm(total=n_grid, desc="imagining", unit="frame", disable=not progress, leave=False)
     while j < n_grid:
         batch = history_batch(start, frames, j, Th)
         n = min(advance, n_grid - j)
@@ -111,9 +102,36 @@ def rollout(sampler: Sampler, start: RolloutStart, horizon: int, actions: Tensor
             out = sampler.sample(batch, Mode.FORWARD_DYNAMICS, seed=seed + call)
         else:
             out = sampler.sample(batch, Mode.POLICY, seed=seed + call)
-        executed.append(out.actions[:, : n * s].float())
-        frames.extend(out.future_frames[:, :n].float().clamp(0, 1).unbind(1))
+        new = out.future_frames[:, :n].float().clamp(0, 1)
+        frames.extend(new.unbind(1))
+        yield j, new, out.actions[:, : n * s].float()
         j, call = j + n, call + 1
-        bar.update(n)
-    bar.close()
-    return RolloutOutput(frames=torch.stack(frames[Th:], 1), actions=torch.cat(executed, 1)[:, :horizon], calls=call)
+
+
+@torch.no_grad()
+def rollout(sampler: Sampler, start: RolloutStart, horizon: int, actions: Tensor | None = None, seed: int = 0,
+            progress: bool = False) -> RolloutOutput:
+    """Imagine ``horizon`` control steps from ``start``. ``actions`` [B, >=horizon, A] raw: roll them
+    in ``forward_dynamics`` mode (steps past their end repeat the last one, as LeRobot pads);
+    ``None``: ``policy`` mode, the model's own actions. Call ``i`` samples with ``seed + i``."""
+    model = sampler.model
+    c = model.config
+    s, K = c.future_frame_stride, c.chunk_length
+    frames_per_call(model, horizon)  # checks the horizon against the frame grid
+    B = start.frames.shape[0]
+    if actions is not None and (actions.ndim != 3 or actions.shape[0] != B or actions.shape[2] != c.action_dim):
+        raise RolloutError(f"actions: expected shape [B={B}, T>={horizon}, A={c.action_dim}], "
+                           f"got {list(actions.shape)}")
+    if actions is not None and actions.shape[1] < horizon:
+        raise RolloutError(f"actions cover {actions.shape[1]} steps, fewer than the horizon {horizon}")
+    if actions is not None:  # pad so every chunk has K steps
+        actions = torch.cat([actions, actions[:, -1:].expand(B, K, -1)], 1)
+    imagined, executed, calls = [], [], 0
+    n_grid = horizon // s
+    with tqdm(total=n_grid, desc="imagining", unit="frame", disable=not progress, leave=False) as bar:
+        for _, new, acts in rollout_calls(sampler, start, n_grid, actions, seed):
+            imagined.append(new)
+            executed.append(acts)
+            calls += 1
+            bar.update(new.shape[1])
+    return RolloutOutput(frames=torch.cat(imagined, 1), actions=torch.cat(executed, 1)[:, :horizon], calls=calls)
