@@ -97,14 +97,15 @@ def test_lerobot_camera_records_what_lerobot_eval_shows_the_policy(tmp_path):
 
 def test_parallel_generation_writes_the_one_process_dataset(tmp_path):
     """--workers 2: one process per task, joined by LeRobot's aggregate_datasets, gives the episodes
-    (seeds, actions, states, tasks, order) of a one-process run, and one video manifest."""
+    (seeds, actions, states, tasks, order) of a one-process run, and one video manifest; with
+    --action-free, the extra episodes are videos only, their actions withheld beside them."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     def generate(workers: int) -> LeRobotDataset:
         out = tmp_path / f"w{workers}"
         assert main(["metaworld", "--tasks", "button-press-topdown-v3", "reach-v3", "--episodes", "1",
                      "--out", str(out), "--height", "32", "--width", "32", "--seed", "3", "--workers", str(workers),
-                     "--video-out", str(tmp_path / f"videos{workers}")]) == 0
+                     "--video-out", str(tmp_path / f"videos{workers}"), "--action-free", "1"]) == 0
         return LeRobotDataset("local/p", root=out)
 
     one, two = generate(1), generate(2)
@@ -116,6 +117,13 @@ def test_parallel_generation_writes_the_one_process_dataset(tmp_path):
     last = two.meta.episodes[1]["dataset_to_index"] - 1
     assert two[last]["observation.image"].shape == (3, 32, 32) and two[last]["next.success"].item()
     assert (tmp_path / "videos2" / "manifest.jsonl").read_text() == (tmp_path / "videos1" / "manifest.jsonl").read_text()
+    manifest = [json.loads(line) for line in (tmp_path / "videos2" / "manifest.jsonl").read_text().splitlines()]
+    assert [m["path"] for m in manifest] == ["button-press-topdown-v3_seed4.mp4", "reach-v3_seed100004.mp4"]
+    held = [LeRobotDataset("local/h", root=tmp_path / f"videos{w}" / "withheld_actions") for w in (1, 2)]
+    assert held[1].meta.total_episodes == 2
+    np.testing.assert_array_equal(np.stack(held[0].hf_dataset.with_format("numpy")["action"]),
+                                  np.stack(held[1].hf_dataset.with_format("numpy")["action"]))
+    assert not np.array_equal(np.stack(held[1].hf_dataset.with_format("numpy")["action"])[:5], np.stack(b["action"])[:5])
     assert json.loads((tmp_path / "w2" / "meta" / "vidact_generation.json").read_text())["summary"] == \
         json.loads((tmp_path / "w1" / "meta" / "vidact_generation.json").read_text())["summary"]
 
@@ -126,6 +134,9 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
     (tmp_path / "exists").mkdir()
     assert main(["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(tmp_path / "exists")]) == 2
     assert "already exists" in capsys.readouterr().err
+    assert main(["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--action-free", "2", "--out",
+                 str(tmp_path / "y")]) == 2
+    assert "--action-free needs --video-out" in capsys.readouterr().err
 
 
 # MetaWorld's MT10 (Yu et al. 2019, "Meta-World", Table of MT10 tasks), in the package's v3 names.

@@ -36,6 +36,9 @@ def main(argv: list[str]) -> int:
                     "success (longer held-out episodes for world-model rollouts; default: end at first success)")
     mw.add_argument("--keep-failed", action="store_true", help="also keep episodes the expert did not finish")
     mw.add_argument("--video-out", default=None, help="also write action-free mp4s + manifest.jsonl here")
+    mw.add_argument("--action-free", type=int, default=0, help="per task, N more episodes written only as "
+                    "action-free videos in --video-out (their true actions withheld in VIDEO_OUT/withheld_actions, "
+                    "to measure `vidact label`); the --episodes demos then go to --out only")
     mw.add_argument("--vcodec", default="libsvtav1", help="LeRobot video codec (libsvtav1, h264, ...)")
     mw.add_argument("--workers", type=int, default=None, help="processes generating tasks in parallel, one task "
                     "at a time each, joined with LeRobot's aggregate_datasets; an interrupted run resumes "
@@ -65,6 +68,7 @@ def _metaworld(args: argparse.Namespace) -> int:
                                  height=args.height, width=args.width, seed=args.seed, max_steps=args.max_steps,
                                  keep_failed=args.keep_failed,
                                  steps_after_success=args.steps_after_success, video_out=args.video_out, vcodec=args.vcodec,
+                                 action_free=args.action_free,
                                  overwrite=args.overwrite)
         workers = args.workers or min(os.cpu_count() or 1, len(cfg.tasks))
         if workers < 1:
@@ -76,7 +80,7 @@ def _metaworld(args: argparse.Namespace) -> int:
     width = max(map(len, summary))
     for task, s in summary.items():
         print(f"{task:{width}s}  expert succeeded in {s['expert_successes']} of {s['tried']} episodes tried, "
-              f"kept {s['kept']}")
+              f"kept {s['kept']}" + (f" + {s['action_free']} as action-free videos" if "action_free" in s else ""))
     print(f"wrote {args.out} ({len(summary)} tasks; per-task expert success in "
           f"{Path(args.out) / 'meta' / 'vidact_generation.json'})")
     return 0

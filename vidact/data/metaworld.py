@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 FPS = 80  # LeRobot's MetaworldEnv config runs at 80 fps
 CORNER2_POSITION = (0.75, 0.075, 0.7)  # LeRobot's moved corner2 camera (https://arxiv.org/pdf/2206.14244)
 PRIMARY_IMAGE_KEY = "observation.image"
+WITHHELD_DIR = "withheld_actions"  # the action-free episodes' true actions, beside their videos
 CAMERA_MODES = ("vidact", "lerobot")
 LEROBOT_IMAGE_SIZE = 480  # LeRobot's MetaworldEnv observation_height/width
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
@@ -109,6 +110,12 @@ class MetaWorldGenConfig:
     steps_after_success: int = 0
     max_attempts_factor: int = 3  # give up on a task after episodes * factor failed rollouts
     video_out: str | None = None  # also write action-free mp4s + manifest.jsonl here
+    # Episodes per task recorded beyond ``episodes`` as action-free videos only (the few-demos +
+    # many-videos setting of issue 14): mp4s + manifest in video_out, their withheld actions in
+    # ``withheld_out`` (default VIDEO_OUT/withheld_actions; to measure `vidact label`, not to train on).
+    # With it, the demos in ``out`` are not written to video_out.
+    action_free: int = 0
+    withheld_out: str | None = None
     vcodec: str = "libsvtav1"
     overwrite: bool = False
     # Position of tasks[0] in the whole task list (a part written by generate_parallel): seeds are
@@ -123,6 +130,12 @@ class MetaWorldGenConfig:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
         if self.height < 8 or self.width < 8:
             raise ValueError(f"--height/--width must be >= 8, got {self.height}x{self.width}")
+        if self.action_free < 0:
+            raise ValueError(f"--action-free must be >= 0, got {self.action_free}")
+        if self.action_free and not self.video_out:
+            raise ValueError("--action-free needs --video-out (where the action-free videos go)")
+        if self.action_free and self.withheld_out is None:
+            self.withheld_out = str(Path(self.video_out) / WITHHELD_DIR)
         if self.steps_after_success < 0:
             raise ValueError(f"--steps-after-success must be >= 0, got {self.steps_after_success}")
         if not self.cameras:
@@ -267,16 +280,19 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
     out = Path(cfg.out)
     dataset = create_dataset(out, repo_id(cfg), cfg.cameras, cfg.height, cfg.width, cfg.vcodec, cfg.overwrite)
     video_writer = ActionFreeVideoWriter(Path(cfg.video_out), cfg.manifest_name) if cfg.video_out else None
+    withheld = (create_dataset(Path(cfg.withheld_out), repo_id(cfg) + "_withheld", cfg.cameras, cfg.height,
+                               cfg.width, cfg.vcodec, overwrite=True) if cfg.action_free else None)
     summary: dict[str, dict[str, int]] = {}  # per task: episodes kept, tried, and the expert's successes
     desc = cfg.tasks[0] if len(cfg.tasks) == 1 else "metaworld episodes"
-    progress = tqdm(total=cfg.episodes * len(cfg.tasks), desc=desc, unit="ep")
+    per_task = cfg.episodes + cfg.action_free
+    progress = tqdm(total=per_task * len(cfg.tasks), desc=desc, unit="ep")
     for task_number, task in enumerate(cfg.tasks, start=cfg.task_number_offset):
         rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width, cfg.camera)
         kept = tried = successes = 0
         try:
-            while kept < cfg.episodes:
-                if tried >= cfg.episodes * cfg.max_attempts_factor:
-                    raise RuntimeError(f"task {task}: only {kept}/{cfg.episodes} successful episodes in {tried} "
+            while kept < per_task:
+                if tried >= per_task * cfg.max_attempts_factor:
+                    raise RuntimeError(f"task {task}: only {kept}/{per_task} successful episodes in {tried} "
                                        f"attempts (max_steps={cfg.max_steps}); raise --max-steps or use --keep-failed")
                 # Seeds are disjoint across tasks so two tasks never share an initial layout draw.
                 seed = cfg.seed + 100_000 * task_number + tried
@@ -287,16 +303,21 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
                 if not success and not cfg.keep_failed:
                     log.info("task %s seed %d failed after %d steps; not kept", task, seed, len(episode["action"]))
                     continue
-                write_episode(dataset, cfg.cameras, rollout.description, episode)
-                if video_writer is not None:
+                demo = kept < cfg.episodes  # the first ones are demos; with action_free, the rest are videos
+                write_episode(dataset if demo else withheld, cfg.cameras, rollout.description, episode)
+                if video_writer is not None and (not demo or not cfg.action_free):
                     video_writer.write(episode["frames"], rollout.description, f"{task}_seed{seed}")
                 kept += 1
                 progress.update(1)
         finally:
             rollout.close()
-        summary[task] = {"kept": kept, "tried": tried, "expert_successes": successes}
+        summary[task] = {"kept": min(kept, cfg.episodes), "tried": tried, "expert_successes": successes}
+        if cfg.action_free:
+            summary[task]["action_free"] = kept - cfg.episodes
     progress.close()
     dataset.finalize()
+    if withheld is not None:
+        withheld.finalize()
     if video_writer is not None:
         video_writer.close()
     (out / "meta" / "vidact_generation.json").write_text(json.dumps(
@@ -320,7 +341,9 @@ def generate_parallel(cfg: MetaWorldGenConfig, workers: int) -> dict:
         raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it")
     parts_root = out.with_name(out.name + ".parts")
     parts = [dataclasses.replace(cfg, tasks=[task], out=str(parts_root / f"{i:03d}_{task}"), task_number_offset=i,
-                                 overwrite=True, manifest_name=f"manifest.{i:03d}.jsonl", benchmark=None)
+                                 overwrite=True, manifest_name=f"manifest.{i:03d}.jsonl", benchmark=None,
+                                 withheld_out=str(parts_root / f"{i:03d}_{task}_{WITHHELD_DIR}")
+                                 if cfg.action_free else None)
              for i, task in enumerate(cfg.tasks)]
     todo = [part for part in parts if not _finished(part)]
     if len(todo) < len(parts):
@@ -332,6 +355,12 @@ def generate_parallel(cfg: MetaWorldGenConfig, workers: int) -> dict:
         shutil.rmtree(out)
     aggregate_datasets([f"local/part{i}" for i in range(len(parts))], repo_id(cfg),
                        roots=[Path(part.out) for part in parts], aggr_root=out)
+    if cfg.action_free:
+        withheld = Path(cfg.withheld_out)
+        if withheld.exists():
+            shutil.rmtree(withheld)
+        aggregate_datasets([f"local/withheld{i}" for i in range(len(parts))], repo_id(cfg) + "_withheld",
+                           roots=[Path(part.withheld_out) for part in parts], aggr_root=withheld)
     summary = {}
     for part in parts:
         summary.update(json.loads((Path(part.out) / "meta" / "vidact_generation.json").read_text())["summary"])
