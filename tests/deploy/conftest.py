@@ -38,6 +38,21 @@ MW_MODEL = ["model.height=32", "model.width=32", "model.channels=3", "model.stat
             "model.frame_tokenizer.patch_size=8"]
 
 
+def train_tiny(dataset: Path, run: Path, steps: int = 1) -> int:
+    """`vidact train` of the MetaWorld-shaped tiny model on one LeRobot dataset; the exit code."""
+    from vidact.cli import main
+
+    return main(["train", "debug_sliding_square", *MW_MODEL, "data.kind=lerobot",
+                 f"data.sources=[{{kind: lerobot, path: '{dataset}'}}]", f"train.steps={steps}", "train.batch_size=4",
+                 f"run_dir={run}"])
+
+
+@pytest.fixture(scope="session")
+def trains_on():
+    """``trains_on(dataset, run)``: a training step on the dataset succeeds (datasets vidact writes)."""
+    return lambda dataset, run: train_tiny(dataset, run) == 0
+
+
 @pytest.fixture(scope="session")
 def metaworld_bundle(tmp_path_factory) -> Path:
     """1 expert episode generated with `vidact data metaworld`, 2 training steps, exported."""
@@ -47,9 +62,7 @@ def metaworld_bundle(tmp_path_factory) -> Path:
     data, run, out = root / "data", root / "run", root / "bundle"
     assert main(["data", "metaworld", "--tasks", TASK, "--episodes", "1", "--out", str(data),
                  "--height", "32", "--width", "32"]) == 0
-    assert main(["train", "debug_sliding_square", *MW_MODEL, "data.kind=lerobot",
-                 f"data.sources=[{{kind: lerobot, path: '{data}'}}]", "train.steps=2", "train.batch_size=4",
-                 f"run_dir={run}"]) == 0
+    assert train_tiny(data, run, steps=2) == 0
     assert main(["export", str(run), str(out)]) == 0
     return out
 

@@ -10,9 +10,6 @@ import pytest
 from vidact.cli import main
 
 TASK = "button-press-topdown-v3"  # the metaworld_bundle fixture's task
-MW_MODEL = ["model.height=32", "model.width=32", "model.channels=3", "model.state_dim=4", "model.action_dim=4",
-            "model.history=2", "model.future_frame_stride=2", "model.chunk_length=4",
-            "model.frame_tokenizer.patch_size=8"]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +21,7 @@ def videos(tmp_path_factory):
     return root
 
 
-def test_label_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle, videos, tmp_path):
+def test_label_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle, videos, trains_on, tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     out = tmp_path / "labelled"
@@ -37,10 +34,7 @@ def test_label_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle
     assert item["observation.state"].shape == (4,) and item["task"] == true[0]["task"]
     meta = json.loads((out / "meta" / "vidact_labels.json").read_text())
     assert len(meta["episodes"]) == 2 and meta["label_mae"] >= 0 and meta["mean_action_mae"] > 0
-    run = tmp_path / "run"
-    assert main(["train", "debug_sliding_square", *MW_MODEL, "data.kind=lerobot",
-                 f"data.sources=[{{kind: lerobot, path: '{out}'}}]", "train.steps=1", "train.batch_size=4",
-                 f"run_dir={run}"]) == 0
+    assert trains_on(out, tmp_path / "run")
     assert main(["label", str(judged_bundle), "--videos", str(videos / "videos"), "--out", str(out),
                  "--instruction", true[0]["task"]]) == 2  # exists: refused without --overwrite
 

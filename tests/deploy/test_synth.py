@@ -12,9 +12,6 @@ import pytest
 from vidact.cli import main
 
 TASK = "button-press-topdown-v3"  # the metaworld_bundle fixture's task
-MW_MODEL = ["model.height=32", "model.width=32", "model.channels=3", "model.state_dim=4", "model.action_dim=4",
-            "model.history=2", "model.future_frame_stride=2", "model.chunk_length=4",
-            "model.frame_tokenizer.patch_size=8"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +23,7 @@ def starts(tmp_path_factory):
     return out
 
 
-def test_synth_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle, starts, tmp_path):
+def test_synth_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle, starts, trains_on, tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     out = tmp_path / "synthetic"
@@ -48,10 +45,7 @@ def test_synth_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle
     # The start state is the scene's real one.
     real = LeRobotDataset("vidact/starts", root=starts)[0]["observation.state"]
     np.testing.assert_allclose(first["observation.state"].numpy(), real.numpy(), rtol=1e-5)
-    run = tmp_path / "run"
-    assert main(["train", "debug_sliding_square", *MW_MODEL, "data.kind=lerobot",
-                 f"data.sources=[{{kind: lerobot, path: '{out}'}}]", "train.steps=1", "train.batch_size=4",
-                 f"run_dir={run}"]) == 0
+    assert trains_on(out, tmp_path / "run")
 
 
 def test_synth_keeps_rejected_rollouts_only_when_asked(judged_bundle, starts, tmp_path, capsys):
