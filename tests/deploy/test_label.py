@@ -53,3 +53,16 @@ def test_label_bad_input_is_one_line(judged_bundle, metaworld_bundle, videos, tm
     assert main(["label", str(model), "--videos", str(source), "--out", str(tmp_path / "out"), "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("vidact label: error:") and words in err and "\n" not in err, err
+
+
+def test_label_says_when_it_resamples_a_video(judged_bundle, videos, tmp_path, capsys):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out = tmp_path / "half_rate"
+    assert main(["label", str(judged_bundle), "--videos", str(videos / "videos" / "manifest.jsonl"), "--out", str(out),
+                 "--fps", "40", "--steps", "1"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("resampled from 80 to 40 fps") == 2 and "resized" not in said, said
+    full = LeRobotDataset("vidact/true", root=videos / "data")
+    half = LeRobotDataset("vidact/half", root=out)
+    assert half.fps == 40 and abs(half.num_frames - full.num_frames / 2) <= 2

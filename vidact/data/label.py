@@ -2,14 +2,16 @@
 the model's ``inverse_dynamics`` mode (issue 14, "video, then inverse dynamics"), written as a
 LeRobot v3 dataset a recipe can train on.
 
-Each video is read at the robot's control rate (``--fps``, default the video's own rate) and fitted
-to the model's frame size. Chunk by chunk (every ``chunk_length`` steps) the model is given the
+Each video is read at the robot's control rate (``--fps``, default the first video's own rate) and
+fitted to the model's frame size; a video resampled in time or size is named with what was done.
+Chunk by chunk (every ``chunk_length`` steps) the model is given the
 observed history and the future frames of the chunk and generates its ``chunk_length`` actions,
 all chunks of a video in one batch. Videos carry no proprioception: the model reads the state as
 masked out (it learns that with ``generative.state_dropout``), and the dataset's
 ``observation.state`` comes from the model's judge (``vidact judge``: its state head reads the
 state from each frame). ``--true-actions DATASET``, the same episodes with their recorded actions
-(``vidact data metaworld --video-out`` writes both, in the same order), reports the label error
+(``vidact data metaworld --video-out`` writes both, in the same order; with ``--action-free N``
+the videos' own actions are withheld in ``VIDEO_OUT/withheld_actions``), reports the label error
 beside the mean-action baseline in ``meta/vidact_labels.json``.
 """
 
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", help="run directory or bundle (a video model trained with inverse_dynamics, and a judge)")
     p.add_argument("--videos", required=True, help="manifest (.jsonl/.csv: path, caption) or a folder of videos")
     p.add_argument("--out", required=True, help="LeRobot dataset folder to write")
-    p.add_argument("--fps", type=float, default=None, help="the robot's control rate (default: each video's own)")
+    p.add_argument("--fps", type=float, default=None, help="the robot's control rate (default: the first video's own; others are resampled to it)")
     p.add_argument("--instruction", default=None, help="instruction for videos without a caption")
     p.add_argument("--true-actions", default=None, help="LeRobot dataset with the videos' recorded actions, same "
                    "episodes in the same order: report the label error")
@@ -165,12 +167,18 @@ def _label(args: argparse.Namespace) -> int:
     dataset = None
     records, errors, baseline = [], [], []
     mean_action = torch.from_numpy(true.columns()["action"].mean(0)) if true is not None else None
+    fps = args.fps
     for i, (path, caption) in enumerate(tqdm(entries, desc="labelling videos", unit="video")):
         text = caption or args.instruction
-        raw, own_fps = read_frames(path, args.fps)
-        fps = args.fps or own_fps
+        raw, own_fps = read_frames(path, fps)
+        fps = fps or own_fps  # without --fps, every video is read at the first one's rate
         if raw.shape[1] != c.channels:
             raise LabelError(f"{path} has {raw.shape[1]} channels, the model reads {c.channels}")
+        changes = ([f"resampled from {own_fps:g} to {fps:g} fps"] if abs(own_fps - fps) > 1e-3 else []) + \
+            ([f"resized from {raw.shape[3]}x{raw.shape[2]} to the model's {c.width}x{c.height}"]
+             if tuple(raw.shape[2:]) != (c.height, c.width) else [])
+        if changes:
+            tqdm.write(f"vidact label: {path.name}: {', '.join(changes)}")
         frames = fit_frames(raw, c.height, c.width, "resize")[:, None]  # [T,1,C,H,W] in [0,1]
         actions = infer_actions(sampler, frames, text, args.seed + i)
         state = judge.predict_state(frames[:, 0], [text] * len(frames))
@@ -194,7 +202,7 @@ def _label(args: argparse.Namespace) -> int:
             baseline.append(record["mean_action_mae"])
         records.append(record)
     dataset.finalize()
-    summary = {"model": str(args.model), "videos": str(args.videos), "episodes": records, "fps": args.fps,
+    summary = {"model": str(args.model), "videos": str(args.videos), "episodes": records, "fps": fps,
                "sampler_steps": sampler_cfg.steps}
     if errors:
         summary["label_mae"], summary["mean_action_mae"] = float(np.mean(errors)), float(np.mean(baseline))
