@@ -320,12 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="PATH", help="also write the summary as JSON")
     p.add_argument("--stop-on-success", action="store_true", help="simulated robots: stop at the first success")
     p.add_argument("--mode", default=None, choices=["policy_fast", "policy"], help="default: the bundle's")
-    p.add_argument("--executor", default="open_loop", choices=["open_loop", "temporal_ensemble", "rtc"])
+    p.add_argument("--executor", default="open_loop", choices=["open_loop", "temporal_ensemble", "rtc", "async"],
+                   help="async: the next chunk is computed in a background thread while the current one runs")
     p.add_argument("--n-action-steps", type=int, default=None)
     p.add_argument("--sampler-steps", type=int, default=None, help="sampler steps (default: the bundle's)")
-    p.add_argument("--execution-horizon", type=int, default=None, help="rtc: steps between chunk requests (K/2)")
+    p.add_argument("--execution-horizon", type=int, default=None, help="rtc/async: steps between chunk requests "
+                   "(K/2)")
     p.add_argument("--delay", default="0", help="rtc: inference delay in control steps, or 'auto' (measured)")
-    p.add_argument("--overlap", type=int, default=0, help="rtc: steps cross-faded from the old chunk to the new")
+    p.add_argument("--overlap", type=int, default=0, help="rtc/async: steps cross-faded from the old chunk to the "
+                   "new")
     p.add_argument("--ensemble-coeff", type=float, default=0.01, help="temporal_ensemble: weight exp(-coeff * i)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")

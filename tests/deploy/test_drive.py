@@ -46,6 +46,19 @@ def test_drive_metaworld_sim_through_the_cli(metaworld_bundle, tmp_path):
     assert frames[0].std() > 0  # a rendered scene, not a blank frame
 
 
+def test_drive_async_executor_through_the_cli(metaworld_bundle, tmp_path):
+    """--executor async: chunks computed in a background thread while the simulated arm moves."""
+    summary_path = tmp_path / "summary.json"
+    out = run_cli(str(metaworld_bundle), "--robot.type=metaworld_sim", f"--robot.task={TASK}", "--steps", "24",
+                  "--fps", "20", "--executor", "async", "--execution-horizon", "2", "--overlap", "1",
+                  "--json", str(summary_path), "--threads", "1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "AsyncChunking" in out.stdout and "waited for a chunk" in out.stdout
+    s = json.loads(summary_path.read_text())
+    assert s["steps"] == 24 and s["executor"] == "AsyncChunking" and s["executor_waits"] >= 0
+    assert s["chunks"] >= 24 // 4  # a request every 2 steps once the first chunk runs
+
+
 def test_metaworld_sim_is_a_lerobot_robot():
     from lerobot.robots import Robot, RobotConfig, make_robot_from_config
 

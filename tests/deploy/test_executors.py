@@ -118,3 +118,73 @@ def test_rtc_delay_filling_the_whole_slack_never_runs_out():
     assert s.calls == [0, 4, 8, 12]
     # the chunk from step c lands at c + 4 and serves its rows 4..7 (steps c+4 .. c+7)
     assert actions == [0, 1, 2, 3, 4, 5, 6, 7, 404, 405, 406, 407, 804, 805, 806, 807]
+
+
+class SlowPolicy:
+    """A policy that plans perfectly but thinks for ``latency`` seconds: the chunk requested at step t
+    holds the actions for steps t .. t+K-1, so an executor that never sends a stale or misplaced
+    action sends exactly t at step t, whenever the chunk arrived."""
+
+    def __init__(self, latency: float):
+        self.latency, self.t, self.calls = latency, 0, []
+
+    def infer_now(self):
+        t = self.t  # the observation of this step, captured now (as Policy.select_action's closure does)
+
+        def infer():
+            import time
+
+            self.calls.append(t)
+            time.sleep(self.latency)
+            return np.arange(t, t + K, dtype=np.float64)[:, None]
+        return infer
+
+
+def control_loop(executor, policy: SlowPolicy, steps: int, period: float) -> tuple[list[float], list[float]]:
+    """A control loop at ``period`` seconds a step: (actions, seconds each act() took)."""
+    import time
+
+    actions, took = [], []
+    for _ in range(steps):
+        tick = time.perf_counter()
+        actions.append(float(executor.act(policy.infer_now())[0]))
+        took.append(time.perf_counter() - tick)
+        policy.t += 1
+        time.sleep(max(0.0, period - (time.perf_counter() - tick)))
+    return actions, took
+
+
+def test_async_chunking_computes_the_next_chunk_while_the_robot_moves():
+    from vidact.deploy.executors import AsyncChunking
+
+    policy = SlowPolicy(latency=0.05)  # 2.5 control periods of 20 ms
+    ex = AsyncChunking(K, execution_horizon=4)
+    actions, took = control_loop(ex, policy, 24, period=0.02)
+    assert actions == list(range(24))  # stale rows skipped, every step's own action sent
+    assert max(took[1:]) < 0.03, took  # after the first chunk act() never waits for inference
+    assert ex.waits == 0 and len(policy.calls) >= 4
+    # the synchronous executor with the same latency blocks the loop on every request
+    sync, sync_took = control_loop(RealTimeChunking(K, execution_horizon=4, delay=0), SlowPolicy(0.05), 12, 0.02)
+    assert sum(t > 0.04 for t in sync_took) >= 3
+
+
+def test_async_chunking_waits_only_when_the_chunk_runs_out_and_reraises_errors():
+    from vidact.deploy.executors import AsyncChunking, build_executor
+
+    policy = SlowPolicy(latency=0.12)  # longer than the 4 steps of slack (4 x 10 ms)
+    ex = build_executor("async", K, execution_horizon=4, overlap=1)
+    actions, _ = control_loop(ex, policy, 20, period=0.01)
+    assert actions == list(range(20)) and ex.waits >= 1  # blending equal plans changes nothing
+    ex.reset()
+    assert ex.waits == 0 and ex.request is None
+
+    def broken():
+        raise RuntimeError("model exploded")
+
+    ex = AsyncChunking(K, execution_horizon=2)
+    ex.act(lambda: np.zeros((K, 1)))
+    ex.act(lambda: np.zeros((K, 1)))
+    ex.act(broken)  # requested in the background
+    with pytest.raises(RuntimeError, match="model exploded"):
+        for _ in range(K):
+            ex.act(lambda: np.zeros((K, 1)))

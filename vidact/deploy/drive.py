@@ -24,8 +24,11 @@ A count or name mismatch is an error naming the key, before the robot moves. For
 ``metaworld_sim`` the cameras, their mapping and the image size default to what ``vidact eval``
 renders for the bundle (``observation.image`` <- ``corner2``, at the recorded size).
 
-The loop is synchronous: the robot holds its last command while a chunk is inferred (that step
-is counted late when inference takes longer than the period). Ctrl-C stops the loop; the robot
+With the default executors the loop is synchronous: the robot holds its last command while a
+chunk is inferred (that step is counted late when inference takes longer than the period). With
+``--executor async`` the next chunk is computed in a background thread while the current one is
+executed (``vidact.deploy.executors.AsyncChunking``); the summary counts the steps that still had to
+wait for it (``executor_waits``). Ctrl-C stops the loop; the robot
 is always disconnected, the video and the summary are still written.
 
 Refused observations (issue 16; ``vidact.deploy.policy.ObservationChecks``: NaN/inf, a state far
@@ -292,6 +295,7 @@ def drive(policy, robot, obs_map: ObservationMap, act_keys: list[str], fps: floa
     policy.reset()
     frames, latencies, step_times = [], [], []
     n = late = held = refused = bad_in_a_row = 0
+    seen = policy.last_chunk  # the last chunk counted in latencies
     interrupted, stopped = False, None
     start = time.perf_counter()
     last_log = start
@@ -300,7 +304,6 @@ def drive(policy, robot, obs_map: ObservationMap, act_keys: list[str], fps: floa
             tick = time.perf_counter()
             captured = time.time()
             raw = robot.get_observation()
-            before = policy.last_chunk
             try:
                 action = np.asarray(policy.select_action(obs_map(raw, captured)), np.float32).reshape(-1)
             except ObservationError as e:
@@ -319,8 +322,9 @@ def drive(policy, robot, obs_map: ObservationMap, act_keys: list[str], fps: floa
                 stopped = f"step {n}: {e}"
                 break
             bad_in_a_row = 0
-            if policy.last_chunk is not before:
-                latencies.append(policy.last_chunk.latency_s)
+            if policy.last_chunk is not None and policy.last_chunk is not seen:  # async: set by another thread
+                seen = policy.last_chunk
+                latencies.append(seen.latency_s)
             robot.send_action({k: float(v) for k, v in zip(act_keys, action)})
             if record_key is not None:
                 frames.append(np.asarray(raw[record_key]))
@@ -347,6 +351,8 @@ def drive(policy, robot, obs_map: ObservationMap, act_keys: list[str], fps: floa
         "chunk_latency_max_s": float(np.max(latencies)) if latencies else None,
         "step_time_max_s": float(np.max(step_times)) if step_times else None,
         "executor": type(policy.executor).__name__, "mode": policy.mode.value,
+        # async: steps on which the current chunk ran out before the next one was computed
+        "executor_waits": getattr(policy.executor, "waits", None),
         "mapping": obs_map.describe(), "actions": act_keys,
         "refused_observations": refused, "held_steps": held, "stopped": stopped,
     }
@@ -362,7 +368,8 @@ def format_summary(s: dict) -> str:
              f"{s['achieved_hz']:.1f} Hz of {s['target_hz']:g} Hz target, {s['late_steps']} late steps"
              + (" (interrupted)" if s["interrupted"] else ""),
              f"  chunks: {s['chunks']}, latency mean {(s['chunk_latency_mean_s'] or 0) * 1e3:.0f} ms, max "
-             f"{(s['chunk_latency_max_s'] or 0) * 1e3:.0f} ms ({s['executor']}, {s['mode']})"]
+             f"{(s['chunk_latency_max_s'] or 0) * 1e3:.0f} ms ({s['executor']}, {s['mode']})"
+             + (f", waited for a chunk {s['executor_waits']} times" if s.get("executor_waits") is not None else "")]
     if s.get("refused_observations"):
         lines.append(f"  refused observations: {s['refused_observations']} ({s['held_steps']} held)")
     if "success" in s:
@@ -403,6 +410,7 @@ def main(args) -> int:
     check_port(config)  # before the bundle loads: a missing port is the likeliest real-robot error
     executor_kwargs = {"rtc": {"execution_horizon": args.execution_horizon, "overlap": args.overlap,
                                "delay": None if args.delay == "auto" else int(args.delay), "fps": args.fps},
+                       "async": {"execution_horizon": args.execution_horizon, "overlap": args.overlap},
                        "temporal_ensemble": {"coeff": args.ensemble_coeff}}.get(args.executor, {})
     kwargs = {"n_action_steps": args.n_action_steps} if args.n_action_steps else {}
     kwargs.update(planner_kwargs(args))

@@ -15,11 +15,14 @@ or [K,B,A]) whose row 0 is the action for the current step. The executor decides
   blending baseline of Black et al. 2025, "Real-Time Execution of Action Chunking Flow Policies";
   their guided inpainting needs model support and is not done here). In a synchronous loop (sim
   evaluation) the delay is simulated exactly: the old chunk keeps running for ``delay`` steps.
+- ``AsyncChunking``: the same, with the next chunk computed in a background thread while the
+  current one is executed, so a control loop never waits for inference (``vidact drive``).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from typing import Callable
@@ -155,7 +158,64 @@ class RealTimeChunking(Executor):
         self.plan, self.plan_start = chunk, start
 
 
-EXECUTORS = {"open_loop": OpenLoop, "temporal_ensemble": TemporalEnsemble, "rtc": RealTimeChunking}
+class AsyncChunking(RealTimeChunking):
+    """Real-time chunking with inference in a background thread (LeRobot's async inference,
+    LingBot-VA's asynchronous execution): when ``execution_horizon`` actions of the current chunk
+    have run, the next chunk is requested from the observation of that step and computed while the
+    robot keeps executing the current one; ``act`` never waits for it unless the current chunk runs
+    out (counted in ``waits``: raise the control period or lower ``execution_horizon``). The new
+    chunk takes over on the first step after it is ready: its rows for the steps that passed while
+    it was computed are skipped and the next ``overlap`` are cross-faded from the old chunk, as in
+    ``RealTimeChunking`` (whose ``delay`` is here what the wall clock measured). ``infer`` must be
+    safe to run in another thread on the observation it was made for (``Policy.select_action``'s is).
+    """
+
+    def __init__(self, chunk_length: int, execution_horizon: int | None = None, overlap: int = 0):
+        super().__init__(chunk_length, execution_horizon, delay=0, overlap=overlap)
+
+    def reset(self) -> None:
+        pending = getattr(self, "request", None)
+        if pending is not None:  # a chunk for the old episode: let it finish, drop it
+            pending[0].join()
+        super().reset()
+        self.request: tuple[threading.Thread, dict, int] | None = None  # (thread, its result, request step)
+        self.waits = 0
+
+    def _request(self, infer: Infer) -> None:
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                result["chunk"] = self._infer(infer)
+            except BaseException as e:  # re-raised on the control thread when the chunk is collected
+                result["error"] = e
+
+        thread = threading.Thread(target=run, name="vidact-infer", daemon=True)
+        thread.start()
+        self.request = (thread, result, self.t)
+
+    def act(self, infer: Infer) -> np.ndarray:
+        if self.plan is None:  # first step: nothing to execute while we wait
+            self.plan, self.plan_start = self._infer(infer), self.t
+        if self.request is not None:
+            thread, result, start = self.request
+            if thread.is_alive() and self.t - self.plan_start >= self.chunk_length:
+                self.waits += 1  # the current chunk ran out
+                thread.join()
+            if not thread.is_alive():
+                self.request = None
+                if "error" in result:
+                    raise result["error"]
+                self._switch(result["chunk"], start)
+        if self.request is None and self.t - self.plan_start >= self.execution_horizon:
+            self._request(infer)
+        action = self.plan[self.t - self.plan_start]
+        self.t += 1
+        return action
+
+
+EXECUTORS = {"open_loop": OpenLoop, "temporal_ensemble": TemporalEnsemble, "rtc": RealTimeChunking,
+             "async": AsyncChunking}
 
 
 def build_executor(name: str, chunk_length: int, **kwargs) -> Executor:
