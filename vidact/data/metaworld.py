@@ -147,6 +147,13 @@ class MetaWorldGenConfig:
                              f"got --cameras {self.cameras}")
 
 
+def episode_seed(seed: int, task_number: int, attempt: int) -> int:
+    """The simulator seed of a task's ``attempt``-th episode (with ``--keep-failed`` every attempt is
+    kept, so episode k of task i has seed ``episode_seed(seed, i, k)``). Seeds are disjoint across
+    tasks so two tasks never share an initial layout draw."""
+    return seed + 100_000 * task_number + attempt
+
+
 def image_key(camera_index: int, camera: str) -> str:
     return PRIMARY_IMAGE_KEY if camera_index == 0 else f"observation.images.{camera}"
 
@@ -294,8 +301,7 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
                 if tried >= per_task * cfg.max_attempts_factor:
                     raise RuntimeError(f"task {task}: only {kept}/{per_task} successful episodes in {tried} "
                                        f"attempts (max_steps={cfg.max_steps}); raise --max-steps or use --keep-failed")
-                # Seeds are disjoint across tasks so two tasks never share an initial layout draw.
-                seed = cfg.seed + 100_000 * task_number + tried
+                seed = episode_seed(cfg.seed, task_number, tried)
                 episode = rollout.run(seed, cfg.max_steps, cfg.steps_after_success)
                 tried += 1
                 success = any(episode["success"])
