@@ -109,8 +109,7 @@ def imagine_episodes(policy, sampler, judge, starts: list[dict], max_steps: int,
         batch.actions = acts
         new = sampler.sample(batch, Mode.FORWARD_DYNAMICS, seed=seed + j).future_frames[:, 0].float().clamp(0, 1)
         grid.append(new)
-        _, p_done = judge.predict(new[:, 0], texts)
-        state = judge.predict_state(new[:, 0], texts)
+        _, p_done, state = judge.read(new[:, 0], texts)
         now = (p_done > SUCCESS_THRESHOLD) & ~done
         length[now] = (j + 1) * s
         done |= now

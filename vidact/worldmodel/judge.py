@@ -107,10 +107,16 @@ class Judge(nn.Module):
 
     def predict_state(self, frames: Tensor, texts: list[str], batch_size: int = 256) -> Tensor:
         """-> [N, state_dim] the robot state read from the frames (raw units)."""
+        return self.read(frames, texts, batch_size)[2]
+
+    def read(self, frames: Tensor, texts: list[str], batch_size: int = 256) -> tuple[Tensor, Tensor, Tensor]:
+        """-> (value [N], done probability [N], state [N, state_dim]) in one pass over the frames."""
         if not self.config.state_dim:
             raise JudgeError("this judge reads no state (trained before `vidact judge` learned the state head); "
                              "re-train it")
-        return self._outputs(frames, texts, batch_size)[:, 2:] * self.state_std + self.state_mean
+        out = self._outputs(frames, texts, batch_size)
+        p = torch.sigmoid(out[:, :2])
+        return p[:, 0], p[:, 1], out[:, 2:] * self.state_std + self.state_mean
 
     def save(self, folder: str | Path) -> Path:
         from safetensors.torch import save_file

@@ -126,9 +126,9 @@ def imagine_batch(sampler, judge, frames: Tensor, state: Tensor, texts: list[str
         actions.append(acts)
         for k in range(new.shape[1]):
             g = j + k + 1
-            _, p_done = judge.predict(new[:, k, 0], list(texts))
+            _, p_done, read_state = judge.read(new[:, k, 0], list(texts))
             grid.append(new[:, k])
-            grid_state.append(judge.predict_state(new[:, k, 0], list(texts)))
+            grid_state.append(read_state)
             best = torch.maximum(best, p_done)
             done_at[(p_done > threshold) & (done_at < 0)] = g
         if bool((done_at >= 0).all()):
