@@ -56,7 +56,9 @@ def test_drive_async_executor_through_the_cli(metaworld_bundle, tmp_path):
     assert "AsyncChunking" in out.stdout and "waited for a chunk" in out.stdout
     s = json.loads(summary_path.read_text())
     assert s["steps"] == 24 and s["executor"] == "AsyncChunking" and s["executor_waits"] >= 0
-    assert s["chunks"] >= 24 // 4  # a request every 2 steps once the first chunk runs
+    # the first chunk, then at least one computed in the background and switched in (how many more
+    # depends on the machine's load: a request goes out 2 steps after the last one took over)
+    assert s["chunks"] >= 2 and s["chunk_latency_max_s"] >= s["chunk_latency_mean_s"] > 0
 
 
 def test_metaworld_sim_is_a_lerobot_robot():
