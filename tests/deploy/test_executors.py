@@ -163,6 +163,8 @@ def test_async_chunking_computes_the_next_chunk_while_the_robot_moves():
     assert actions == list(range(24))  # stale rows skipped, every step's own action sent
     assert max(took[1:]) < 0.06, took  # after the first chunk act() never waits out an inference
     assert len(policy.calls) >= 4
+    ex.close()  # joins a request still running, so nothing outlives the loop
+    assert ex.request is None
     # the synchronous executor with the same latency blocks the loop on every request
     sync, sync_took = control_loop(RealTimeChunking(K, execution_horizon=4, delay=0), SlowPolicy(0.1), 12, 0.03)
     assert sum(t > 0.09 for t in sync_took) >= 3

@@ -449,6 +449,7 @@ def main(args) -> int:
                         record_key=record_key, stop_on_success=args.stop_on_success,
                         max_bad_observations=args.max_bad_observations)
     finally:
+        policy.executor.close()  # an inference still running in the background (--executor async)
         try:
             robot.disconnect()
         except Exception as e:  # report, but keep the summary

@@ -39,6 +39,9 @@ class Executor:
     def act(self, infer: Infer) -> np.ndarray:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Finish work still running (a background inference) before the process moves on or exits."""
+
 
 def _check_chunk(chunk: np.ndarray, chunk_length: int) -> np.ndarray:
     chunk = np.asarray(chunk)
@@ -174,12 +177,18 @@ class AsyncChunking(RealTimeChunking):
         super().__init__(chunk_length, execution_horizon, delay=0, overlap=overlap)
 
     def reset(self) -> None:
-        pending = getattr(self, "request", None)
-        if pending is not None:  # a chunk for the old episode: let it finish, drop it
-            pending[0].join()
+        self.close()  # a chunk for the old episode: let it finish, drop it
         super().reset()
         self.request: tuple[threading.Thread, dict, int] | None = None  # (thread, its result, request step)
         self.waits = 0
+
+    def close(self) -> None:
+        # Joined, not abandoned: a daemon thread still inside torch when the interpreter exits
+        # aborts the process ("terminate called without an active exception").
+        pending = getattr(self, "request", None)
+        if pending is not None:
+            pending[0].join()
+            self.request = None
 
     def _request(self, infer: Infer) -> None:
         result: dict = {}
