@@ -1,0 +1,225 @@
+"""A few demos with actions and many videos without: which way of using the videos pays? Issue 14.
+
+The setting (``vidact data metaworld --episodes 5 --action-free 50 --video-out V``): per task, 5
+expert demos with actions and 50 more expert episodes kept only as action-free mp4s (their true
+actions withheld in ``V/withheld_actions``, for the label error). Every arm trains the same model
+(``recipes/finetune_metaworld_few.yaml``: the quickstart's shape) for the same total number of
+optimizer steps (``--steps``) with the same seed, and is evaluated by ``vidact eval`` (policy_fast,
+held-out seeds 1e9.., ``--max-steps`` cap) on every task:
+
+(a) ``demos``: the 5 demos only.
+(b) ``cotrain``: the demos and the videos in one stream (``data.kind: mixture``, ``--video-weight``
+    of the samples are video clips, trained in ``video`` mode: ``has_actions=False``).
+(c) ``pretrain``: ``video`` mode on the videos for half the steps, then the demos for the other
+    half (``train.init_from``).
+(d) ``labels``: the videos labelled with actions by arm (a)'s own model (``vidact label``: its
+    inverse_dynamics mode; the state read from the frames by a judge trained on the demos with
+    ``vidact judge``), then the demos and the labelled episodes from scratch. The labeller's
+    training (arm (a)) is not counted in (d)'s steps: the table gives its time.
+(f) ``features``: (c)'s video model frozen (every video and language input, the time embedding and
+    the first ``depth - 1`` transformer blocks: ``train.freeze``), an action head on its features
+    (the last block, the action and state projections) trained on the demos for the other half of
+    the steps, ``policy_fast`` only (the features of the observed frames; VPP also feeds one noisy
+    future, which this head does not see).
+
+One invocation runs one training seed (``--seed``); run one per core with ``taskset`` and then
+``--report`` for the table over every seed found in ``--out``. Stages are skipped when their
+output exists, so an interrupted run resumes.
+
+    DATA=outputs/af
+    vidact data metaworld --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 --episodes 5 \\
+        --action-free 50 --seed 4000 --height 96 --width 96 --video-out $DATA/videos --out $DATA/demos
+    taskset -c 0 python bench/bench_action_free.py --data $DATA --seed 0 &
+    taskset -c 1 python bench/bench_action_free.py --data $DATA --seed 1; wait
+    python bench/bench_action_free.py --data $DATA --report
+
+The table lands in OUT/results.md and OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_learning import VIDACT, run  # noqa: E402
+from bench_pretraining import evaluate_arm, stage, train  # noqa: E402
+
+TASKS = ["button-press-topdown-v3", "drawer-open-v3", "door-open-v3"]
+ARMS = {"demos": "(a) 5 demos only", "cotrain": "(b) demos + videos co-trained (video mode)",
+        "pretrain": "(c) video pretraining, then the demos", "labels": "(d) demos + pseudo-labelled videos",
+        "features": "(f) frozen video model of (c), action head on its features"}
+# Every arm: the quickstart model, and state dropout so that the model also acts without
+# proprioception (how `vidact label` reads a video: it has no state).
+COMMON = ["generative.state_dropout=0.3"]
+# (f): the video model's parameters (the quickstart shape: depth 4); blocks.3, final_adaLN, action_*,
+# state_proj stay trainable.
+VIDEO_MODEL = ["text_encoder", "text_proj", "modality_emb", "obs_pos", "future_pos", "view_emb", "history_emb",
+               "future_time_emb", "obs_proj", "future_in", "future_out", "time_embed", "backbone.blocks.0",
+               "backbone.blocks.1", "backbone.blocks.2"]
+
+
+def lerobot(path, weight: float | None = None) -> str:
+    w = f", weight: {weight}" if weight is not None else ""
+    return f"{{kind: lerobot, path: {path}{w}}}"
+
+
+def clips_manifest(videos: Path, copies: int) -> Path:
+    """The action-free videos' manifest, each video listed ``copies`` times (the web-video loader draws
+    one clip per entry per epoch and drops a partial last batch; each copy draws its own clip)."""
+    manifest = videos / "manifest.jsonl"
+    if not manifest.is_file():
+        sys.exit(f"{manifest} not found: generate the setting first (see this script's docstring)")
+    out = videos / f"manifest_x{copies}.jsonl"
+    entries = manifest.read_text().splitlines()
+    out.write_text("".join(line + "\n" for line in entries for _ in range(copies)))
+    return out
+
+
+def webvideo(manifest: Path, weight: float | None = None) -> str:
+    w = f", weight: {weight}" if weight is not None else ""
+    return f"{{kind: webvideo, path: {manifest}, fps: 80.0, fit: resize{w}}}"
+
+
+def run_seed(args, env) -> None:
+    data = Path(args.data).resolve()
+    demos, videos = data / "demos", data / "videos"
+    root = Path(args.out).resolve() / f"seed{args.seed}"
+    root.mkdir(parents=True, exist_ok=True)
+    clips = clips_manifest(videos, args.clips_per_video)
+    common = [*COMMON, f"seed={args.seed}"]
+    half = args.steps // 2
+
+    def arm(name: str, recipe_overrides: list[str], steps: int = args.steps, init: str | None = None,
+            folder: str | None = None) -> dict:
+        path = root / (folder or name)
+        path.mkdir(exist_ok=True)
+        extra = [f"train.init_from={init}"] if init else []
+        return stage(root, folder or name, lambda: train(args.recipe, path / "run", steps,
+                                                         [*common, *recipe_overrides, *extra], path / "train.log", env))
+
+    def finish(name: str, info: dict) -> None:
+        results = evaluate_arm(root / name, args, env)
+        (root / name / "results.json").write_text(json.dumps({"train": info, "eval": results}, indent=2))
+
+    a = arm("demos", [f"data.sources=[{lerobot(demos)}]"])
+    finish("demos", a)
+    # (d)'s labeller: arm (a)'s model, with a judge to read the state from the frames.
+    a_run = Path(a["run_dir"])
+    judge = stage(root, "judge", lambda: {"seconds": run(
+        [*VIDACT, "judge", str(a_run), "--datasets", str(demos), "--steps", str(args.judge_steps),
+         "--imagine-horizon", "0", "--threads", "1", "--seed", str(args.seed)], root / "judge.log", env)})
+    labelled = root / "labelled"
+    label = stage(root, "label", lambda: {"seconds": run(
+        [*VIDACT, "label", str(a_run), "--videos", str(videos / "manifest.jsonl"), "--true-actions",
+         str(videos / "withheld_actions"), "--threads", "1", "--seed", str(args.seed), "--out", str(labelled),
+         "--overwrite"], root / "label.log", env)})
+    d = arm("labels", ["data.kind=mixture", f"data.sources=[{lerobot(demos)}, {lerobot(labelled)}]"])
+    finish("labels", dict(d, judge_seconds=judge["seconds"], label_seconds=label["seconds"]))
+    pre = arm("pretrain_video", ["data.kind=webvideo", f"data.sources=[{webvideo(clips)}]"], steps=half)
+    c = arm("pretrain", [f"data.sources=[{lerobot(demos)}]"], steps=args.steps - half, init=pre["run_dir"])
+    finish("pretrain", dict(c, pretrain_steps=half, pretrain_seconds=pre["train_seconds"]))
+    f = arm("features", [f"data.sources=[{lerobot(demos)}]", "generative.mode_weights={policy_fast: 1.0}",
+                         f"train.freeze=[{', '.join(VIDEO_MODEL)}]"], steps=args.steps - half, init=pre["run_dir"])
+    finish("features", dict(f, pretrain_steps=half, pretrain_seconds=pre["train_seconds"]))
+    b = arm("cotrain", ["data.kind=mixture", f"data.sources=[{lerobot(demos, 1 - args.video_weight)}, "
+                                             f"{webvideo(clips, args.video_weight)}]"])
+    finish("cotrain", b)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def report(args) -> None:
+    root = Path(args.out).resolve()
+    seeds = sorted(p for p in root.glob("seed*") if p.is_dir())
+    rows, table = {}, []
+    for name, title in ARMS.items():
+        per_seed = []
+        for s in seeds:
+            f = s / name / "results.json"
+            if f.is_file():
+                per_seed.append((s.name, json.loads(f.read_text())))
+        if per_seed:
+            rows[name] = per_seed
+    labels = [json.loads(f.read_text()) for f in sorted(root.glob("seed*/labelled/meta/vidact_labels.json"))]
+    header = ("| arm | seed | " + " | ".join(args.tasks) + " | mean (Wilson 95% over the pooled episodes) | "
+              "train min |")
+    table += [header, "|---|---|" + "---|" * len(args.tasks) + "---|---:|"]
+    summary = {}
+    for name, per_seed in rows.items():
+        pooled_k = pooled_n = 0
+        for seed, r in per_seed:
+            cells, k_all, n_all = [], 0, 0
+            for t in args.tasks:
+                e = r["eval"].get(t)
+                if e is None:
+                    cells.append("-")
+                    continue
+                cells.append(f"{e['successes']}/{e['episodes']}")
+                k_all, n_all = k_all + e["successes"], n_all + e["episodes"]
+            lo, hi = wilson(k_all, n_all)
+            train_min = (r["train"]["train_seconds"] + r["train"].get("pretrain_seconds", 0)) / 60
+            table.append(f"| {ARMS[name]} | {seed} | " + " | ".join(cells)
+                         + f" | {100 * k_all / max(n_all, 1):.0f}% ({100 * lo:.0f}-{100 * hi:.0f}%) | {train_min:.1f} |")
+            pooled_k, pooled_n = pooled_k + k_all, pooled_n + n_all
+        lo, hi = wilson(pooled_k, pooled_n)
+        summary[name] = {"successes": pooled_k, "episodes": pooled_n, "rate": pooled_k / max(pooled_n, 1),
+                         "wilson95": [lo, hi], "seeds": [s for s, _ in per_seed]}
+        table.append(f"| **{ARMS[name]}** | all | | | | **{100 * pooled_k / max(pooled_n, 1):.0f}%** "
+                     f"({100 * lo:.0f}-{100 * hi:.0f}%, {pooled_k}/{pooled_n}) | |")
+    lines = [f"steps per arm: {args.steps}; eval: policy_fast, held-out seeds 1e9.., {args.max_steps}-step cap", "",
+             *table]
+    if labels:
+        lines += ["", "label error of (d)'s labeller (`vidact label`, mean absolute error per action dimension, "
+                      "MetaWorld action units in [-1, 1], against the withheld true actions):"]
+        for seed_dir, lab in zip(sorted(root.glob("seed*/labelled/meta/vidact_labels.json")), labels):
+            lines.append(f"- {seed_dir.parts[-4]}: {lab['label_mae']:.3f} over {len(lab['episodes'])} videos "
+                         f"(mean action: {lab['mean_action_mae']:.3f})")
+    labels = [{k: v for k, v in lab.items() if k != "episodes"} for lab in labels]
+    text = "\n".join(lines)
+    (root / "results.md").write_text(text + "\n")
+    (root / "results.json").write_text(json.dumps({"arms": summary, "labels": labels}, indent=2))
+    print(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="outputs/af", help="folder with demos/ and videos/ (see the docstring)")
+    p.add_argument("--tasks", nargs="+", default=TASKS)
+    p.add_argument("--seed", type=int, default=0, help="training seed of this invocation")
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps of every arm ((c): half video, half demos)")
+    p.add_argument("--recipe", default="finetune_metaworld_few")
+    p.add_argument("--video-weight", type=float, default=0.5, help="(b): share of video clips in the stream")
+    p.add_argument("--clips-per-video", type=int, default=4, help="manifest entries per action-free video")
+    p.add_argument("--judge-steps", type=int, default=1000, help="(d): the state-reading judge's steps")
+    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--videos", type=int, default=1, help="rollout mp4s per task and arm")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report", action="store_true", help="only write the table over the seeds in --out")
+    p.add_argument("--out", default="outputs/af/bench")
+    args = p.parse_args()
+    args.heldout, args.windows = "", 0  # evaluate_arm: no imagined-future MSE here
+    if args.report:
+        report(args)
+        return
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
+               MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    run_seed(args, env)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
