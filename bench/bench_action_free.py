@@ -16,6 +16,10 @@ held-out seeds 1e9.., ``--max-steps`` cap) on every task:
     inverse_dynamics mode; the state read from the frames by a judge trained on the demos with
     ``vidact judge``), then the demos and the labelled episodes from scratch. The labeller's
     training (arm (a)) is not counted in (d)'s steps: the table gives its time.
+(e) ``synth``: (c)'s model as a world model: a judge trained on the demos and on its own imagined
+    frames (``vidact judge --train-on-imagined``), ``vidact synth`` imagines one episode from each
+    new scene's first frame (``--starts``: simulator resets no demo or video came from) and keeps
+    the ones the judge accepts; then the demos and the accepted synthetic episodes from scratch.
 (f) ``features``: (c)'s video model frozen (every video and language input, the time embedding and
     the first ``depth - 1`` transformer blocks: ``train.freeze``), an action head on its features
     (the last block, the action and state projections) trained on the demos for the other half of
@@ -29,6 +33,8 @@ output exists, so an interrupted run resumes.
     DATA=outputs/af
     vidact data metaworld --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 --episodes 5 \\
         --action-free 50 --seed 4000 --height 96 --width 96 --video-out $DATA/videos --out $DATA/demos
+    vidact data metaworld --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 --episodes 50 \
+        --seed 3000000 --max-steps 1 --keep-failed --height 96 --width 96 --out $DATA/starts
     taskset -c 0 python bench/bench_action_free.py --data $DATA --seed 0 &
     taskset -c 1 python bench/bench_action_free.py --data $DATA --seed 1; wait
     python bench/bench_action_free.py --data $DATA --report
@@ -40,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -49,9 +54,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_learning import VIDACT, run  # noqa: E402
 from bench_pretraining import evaluate_arm, stage, train  # noqa: E402
 
+from vidact.deploy.sim import wilson_interval  # noqa: E402
+
 TASKS = ["button-press-topdown-v3", "drawer-open-v3", "door-open-v3"]
 ARMS = {"demos": "(a) 5 demos only", "cotrain": "(b) demos + videos co-trained (video mode)",
         "pretrain": "(c) video pretraining, then the demos", "labels": "(d) demos + pseudo-labelled videos",
+        "synth": "(e) demos + synthetic episodes imagined by (c)",
         "features": "(f) frozen video model of (c), action head on its features"}
 # Every arm: the quickstart model, and state dropout so that the model also acts without
 # proprioception (how `vidact label` reads a video: it has no state).
@@ -108,37 +116,50 @@ def run_seed(args, env) -> None:
 
     a = arm("demos", [f"data.sources=[{lerobot(demos)}]"])
     finish("demos", a)
-    # (d)'s labeller: arm (a)'s model, with a judge to read the state from the frames.
-    a_run = Path(a["run_dir"])
-    judge = stage(root, "judge", lambda: {"seconds": run(
-        [*VIDACT, "judge", str(a_run), "--datasets", str(demos), "--steps", str(args.judge_steps),
-         "--imagine-horizon", "0", "--threads", "1", "--seed", str(args.seed)], root / "judge.log", env)})
-    labelled = root / "labelled"
-    label = stage(root, "label", lambda: {"seconds": run(
-        [*VIDACT, "label", str(a_run), "--videos", str(videos / "manifest.jsonl"), "--true-actions",
-         str(videos / "withheld_actions"), "--threads", "1", "--seed", str(args.seed), "--out", str(labelled),
-         "--overwrite"], root / "label.log", env)})
-    d = arm("labels", ["data.kind=mixture", f"data.sources=[{lerobot(demos)}, {lerobot(labelled)}]"])
-    finish("labels", dict(d, judge_seconds=judge["seconds"], label_seconds=label["seconds"]))
-    pre = arm("pretrain_video", ["data.kind=webvideo", f"data.sources=[{webvideo(clips)}]"], steps=half)
-    c = arm("pretrain", [f"data.sources=[{lerobot(demos)}]"], steps=args.steps - half, init=pre["run_dir"])
-    finish("pretrain", dict(c, pretrain_steps=half, pretrain_seconds=pre["train_seconds"]))
-    f = arm("features", [f"data.sources=[{lerobot(demos)}]", "generative.mode_weights={policy_fast: 1.0}",
-                         f"train.freeze=[{', '.join(VIDEO_MODEL)}]"], steps=args.steps - half, init=pre["run_dir"])
-    finish("features", dict(f, pretrain_steps=half, pretrain_seconds=pre["train_seconds"]))
-    b = arm("cotrain", ["data.kind=mixture", f"data.sources=[{lerobot(demos, 1 - args.video_weight)}, "
-                                             f"{webvideo(clips, args.video_weight)}]"])
-    finish("cotrain", b)
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
+    if "labels" in args.arms:
+        # (d)'s labeller: arm (a)'s model, with a judge to read the state from the frames.
+        a_run = Path(a["run_dir"])
+        judge = stage(root, "judge", lambda: {"seconds": run(
+            [*VIDACT, "judge", str(a_run), "--datasets", str(demos), "--steps", str(args.judge_steps),
+             "--imagine-horizon", "0", "--threads", "1", "--seed", str(args.seed)], root / "judge.log", env)})
+        labelled = root / "labelled"
+        label = stage(root, "label", lambda: {"seconds": run(
+            [*VIDACT, "label", str(a_run), "--videos", str(videos / "manifest.jsonl"), "--true-actions",
+             str(videos / "withheld_actions"), "--threads", "1", "--seed", str(args.seed), "--out", str(labelled),
+             "--overwrite"], root / "label.log", env)})
+        d = arm("labels", ["data.kind=mixture", f"data.sources=[{lerobot(demos)}, {lerobot(labelled)}]"])
+        finish("labels", dict(d, judge_seconds=judge["seconds"], label_seconds=label["seconds"]))
+    if {"pretrain", "features", "synth"} & set(args.arms):
+        pre = arm("pretrain_video", ["data.kind=webvideo", f"data.sources=[{webvideo(clips)}]"], steps=half)
+        c = arm("pretrain", [f"data.sources=[{lerobot(demos)}]"], steps=args.steps - half, init=pre["run_dir"])
+        finish("pretrain", dict(c, pretrain_steps=half, pretrain_seconds=pre["train_seconds"]))
+    if "features" in args.arms:
+        f = arm("features", [f"data.sources=[{lerobot(demos)}]", "generative.mode_weights={policy_fast: 1.0}",
+                             f"train.freeze=[{', '.join(VIDEO_MODEL)}]"], steps=args.steps - half, init=pre["run_dir"])
+        finish("features", dict(f, pretrain_steps=half, pretrain_seconds=pre["train_seconds"]))
+    if "cotrain" in args.arms:
+        b = arm("cotrain", ["data.kind=mixture", f"data.sources=[{lerobot(demos, 1 - args.video_weight)}, "
+                                                 f"{webvideo(clips, args.video_weight)}]"])
+        finish("cotrain", b)
+    if "synth" in args.arms:
+        starts = data / "starts"
+        if not (starts / "meta" / "info.json").is_file():
+            sys.exit(f"{starts} not found: generate the new scenes first (see this script's docstring)")
+        c_run = Path(c["run_dir"])
+        wm_judge = stage(root, "judge_c", lambda: {"seconds": run(
+            [*VIDACT, "judge", str(c_run), "--datasets", str(demos), "--steps", str(args.judge_steps),
+             "--imagine-horizon", "16", "--train-on-imagined", "16", "--threads", "1", "--seed", str(args.seed)],
+            root / "judge_c.log", env)})
+        synthetic = root / "synthetic"
+        synth = stage(root, "synthesize", lambda: {"seconds": run(
+            [*VIDACT, "synth", str(c_run), "--start-frames", str(starts), "--episodes", str(args.synth_episodes),
+             "--max-attempts", str(args.synth_episodes), "--batch-size", "8", "--max-steps", str(args.max_steps),
+             "--threads", "1", "--seed", str(args.seed), "--out", str(synthetic), "--overwrite"],
+            root / "synth.log", env)})
+        meta = json.loads((synthetic / "meta" / "vidact_synth.json").read_text())
+        e = arm("synth", ["data.kind=mixture", f"data.sources=[{lerobot(demos)}, {lerobot(synthetic)}]"])
+        finish("synth", dict(e, judge_seconds=wm_judge["seconds"], synth_seconds=synth["seconds"],
+                             synthetic_accepted=meta["accepted"], synthetic_imagined=meta["imagined"]))
 
 
 def report(args) -> None:
@@ -169,12 +190,12 @@ def report(args) -> None:
                     continue
                 cells.append(f"{e['successes']}/{e['episodes']}")
                 k_all, n_all = k_all + e["successes"], n_all + e["episodes"]
-            lo, hi = wilson(k_all, n_all)
+            lo, hi = wilson_interval(k_all, n_all)
             train_min = (r["train"]["train_seconds"] + r["train"].get("pretrain_seconds", 0)) / 60
             table.append(f"| {ARMS[name]} | {seed} | " + " | ".join(cells)
                          + f" | {100 * k_all / max(n_all, 1):.0f}% ({100 * lo:.0f}-{100 * hi:.0f}%) | {train_min:.1f} |")
             pooled_k, pooled_n = pooled_k + k_all, pooled_n + n_all
-        lo, hi = wilson(pooled_k, pooled_n)
+        lo, hi = wilson_interval(pooled_k, pooled_n)
         summary[name] = {"successes": pooled_k, "episodes": pooled_n, "rate": pooled_k / max(pooled_n, 1),
                          "wilson95": [lo, hi], "seeds": [s for s, _ in per_seed]}
         table.append(f"| **{ARMS[name]}** | all | | | | **{100 * pooled_k / max(pooled_n, 1):.0f}%** "
@@ -204,6 +225,9 @@ def main() -> None:
     p.add_argument("--video-weight", type=float, default=0.5, help="(b): share of video clips in the stream")
     p.add_argument("--clips-per-video", type=int, default=4, help="manifest entries per action-free video")
     p.add_argument("--judge-steps", type=int, default=1000, help="(d): the state-reading judge's steps")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS),
+                   help="arms to run ((a) always runs: it is the baseline and (d)'s labeller)")
+    p.add_argument("--synth-episodes", type=int, default=150, help="(e): scenes imagined from (one rollout each)")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--videos", type=int, default=1, help="rollout mp4s per task and arm")

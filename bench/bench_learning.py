@@ -54,6 +54,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from vidact.deploy.sim import wilson_interval
+
 VIDACT = [sys.executable, "-m", "vidact.cli"]
 TASKS = ["button-press-topdown-v3", "drawer-open-v3"]
 
@@ -339,7 +341,8 @@ def report(root: Path, args) -> str:
     lines = [f"{len(args.tasks)} tasks, {args.max_steps}-step cap, held-out seeds from {args.eval_seed}; "
              f"budget {args.budget_minutes:g} min of training wall clock per method; dataset {args.dataset}", "",
              "| method | training (last checkpoint) | "
-             + " | ".join(f"{t} (Wilson 95%)" for t in args.tasks) + " |", "|---|---|" + "---|" * len(args.tasks)]
+             + " | ".join(f"{t} (Wilson 95%)" for t in args.tasks) + " | average (Wilson 95%) | tasks below 40% |",
+             "|---|---|" + "---|" * len(args.tasks) + "---|---:|"]
     curves, curve_rows = {}, []
     for method in args.methods:
         info = json.loads((root / method / "trained.json").read_text())
@@ -349,6 +352,10 @@ def report(root: Path, args) -> str:
         for t in args.tasks:
             lo, hi = results[t]["wilson95"]
             cells.append(f"{results[t]['successes']}/{results[t]['episodes']} ({100 * lo:.0f}-{100 * hi:.0f}%)")
+        k, n = sum(results[t]["successes"] for t in args.tasks), sum(results[t]["episodes"] for t in args.tasks)
+        lo, hi = wilson_interval(k, n)
+        below = sum(results[t]["successes"] < 0.4 * results[t]["episodes"] for t in args.tasks)
+        cells += [f"**{100 * k / n:.1f}%** ({100 * lo:.0f}-{100 * hi:.0f}%)", str(below)]
         lines.append(f"| {method} | {last['step']} steps, {last['minutes']:.1f} min | " + " | ".join(cells) + " |")
         points = []
         for ckpt in curve_checkpoints(info, args):
@@ -372,6 +379,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, help="LeRobot dataset of MetaWorld demos (vidact data metaworld)")
     p.add_argument("--tasks", nargs="+", default=TASKS)
+    p.add_argument("--benchmark", default=None, metavar="MT10|MT25|MT50",
+                   help="instead of --tasks: every task of this MetaWorld benchmark")
     p.add_argument("--methods", nargs="+", default=["diffusion", "act", "vidact_actions_only", "vidact"],
                    choices=METHODS, help="trained in this order (the last one's evaluation runs after all training)")
     p.add_argument("--recipe", default="quickstart_metaworld")
@@ -399,6 +408,11 @@ def main() -> None:
     p.add_argument("--from-end", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     from vidact.deploy.sim import EVAL_SEED_BASE
+
+    if args.benchmark:
+        from vidact.data.metaworld import benchmark_tasks
+
+        args.tasks = benchmark_tasks(args.benchmark)
 
     args.eval_seed = EVAL_SEED_BASE if args.eval_seed is None else args.eval_seed
     args.dataset = str(Path(args.dataset).resolve())
