@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vidact.errors import run_command
 from vidact.generative.schedule import Mode
 from vidact.types import Batch
 
@@ -109,14 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return _label(args)
-    except (LabelError, ValueError, FileNotFoundError) as e:
-        print(f"vidact label: error: {e}", file=sys.stderr)
-        return 2
+    return run_command("vidact label", _label, p.parse_args(argv), (LabelError, ValueError, FileNotFoundError))
 
 
 def _label(args: argparse.Namespace) -> int:

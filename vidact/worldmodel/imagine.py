@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 
 from vidact.data.transforms import frame_to_uint8
+from vidact.errors import run_command
 from vidact.worldmodel.metrics import frame_metrics
 from vidact.worldmodel.rollout import RolloutError, RolloutStart, frames_per_call, rollout
 
@@ -151,14 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--batch-size", type=int, default=16, help="episodes imagined at once")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return _imagine(args)
-    except (RolloutError, ValueError, KeyError, FileNotFoundError) as e:
-        print(f"vidact imagine: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
+    return run_command("vidact imagine", _imagine, p.parse_args(argv),
+                       (RolloutError, ValueError, KeyError, FileNotFoundError))
 
 
 def _imagine(args: argparse.Namespace) -> int:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidact.errors import run_command
 from vidact.worldmodel.probe import conv_trunk
 
 JUDGE_DIR = "judge"
@@ -320,14 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler-steps", type=int, default=None, help="sampler steps for imagining (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return _judge(args)
-    except (JudgeError, ValueError, KeyError, FileNotFoundError) as e:
-        print(f"vidact judge: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
+    return run_command("vidact judge", _judge, p.parse_args(argv), (JudgeError, ValueError, KeyError, FileNotFoundError))
 
 
 def _judge(args: argparse.Namespace) -> int:

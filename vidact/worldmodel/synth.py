@@ -28,13 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from vidact.errors import run_command
 
 SYNTH_META = "vidact_synth.json"
 SYNTHETIC_KEY = "synthetic"
@@ -183,14 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return _synth(args)
-    except (SynthError, ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"vidact synth: error: {e}", file=sys.stderr)
-        return 2
+    return run_command("vidact synth", _synth, p.parse_args(argv),
+                       (SynthError, ValueError, FileNotFoundError, FileExistsError))
 
 
 def _synth(args: argparse.Namespace) -> int:
