@@ -49,6 +49,12 @@ def _autoencoder(args: argparse.Namespace) -> int:
     return autoencoder_main(args.args)
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from vidact.generative.distill import main as distill_main
+
+    return distill_main(args.args)
+
+
 def _label(args: argparse.Namespace) -> int:
     from vidact.data.label import main as label_main
 
@@ -368,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "accepts; a LeRobot dataset to train on (vidact synth --help)", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_synth)
+
+    p = sub.add_parser("distill", help="a few-step sampler: train a copy of a bundle's network to reach its "
+                       "sampler's output in 1-2 steps; a new bundle (vidact distill --help)", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_distill)
 
     p = sub.add_parser("report", help="success rates, training curves and rollout videos on one page")
     p.add_argument("run_dir")
