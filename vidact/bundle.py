@@ -12,8 +12,12 @@ read (a leaf module: it imports nothing of vidact at import time, so deploy neve
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -65,6 +69,34 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
         path = path / WEIGHTS_NAME
     weights = load_file(str(path))
     return {k[len(MODULE_PREFIX):] if k.startswith(MODULE_PREFIX) else k: v for k, v in weights.items()}
+
+
+def write_weights(folder: str | Path, state_dict: dict[str, Tensor]) -> None:
+    """``model.safetensors`` in ``folder`` from VidAct names (the ``model.`` prefix added). Tensors are
+    cloned: safetensors refuses tensors sharing storage (T5 ties its input embeddings)."""
+    from safetensors.torch import save_file
+
+    save_file({MODULE_PREFIX + k: v.detach().clone().contiguous() for k, v in state_dict.items()},
+              str(Path(folder) / WEIGHTS_NAME), metadata={"format": "pt", "vidact_bundle": str(BUNDLE_FORMAT)})
+
+
+@contextmanager
+def staged_folder(final: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``final`` to write a bundle into, moved into place (replacing
+    ``final``) when the block succeeds and removed when it fails: a write that stops half way
+    leaves no half bundle that would load with missing files."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.chmod(staging, 0o755)  # mkdtemp makes it private
+    os.replace(staging, final)
 
 
 def network_config(bundle: str | Path, network: dict[str, Any], info: dict[str, Any]) -> VidActConfig:

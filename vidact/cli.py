@@ -50,7 +50,7 @@ def _autoencoder(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from vidact.generative.distill import main as distill_main
+    from vidact.export.distill import main as distill_main
 
     return distill_main(args.args)
 

@@ -1,7 +1,9 @@
-"""Errors shared across layers (a leaf module: no torch, no omegaconf).
+"""Errors shared across layers, and how commands report them (a leaf module: no omegaconf, and
+torch only when a command asks for threads).
 
 ``ConfigError`` lives here rather than in ``vidact.config`` so the data readers, which the
 deploy side imports, can raise it without importing omegaconf; ``vidact.config`` re-exports it.
+``run_command`` runs a command's body and turns its bad-input errors into one line.
 """
 
 from __future__ import annotations

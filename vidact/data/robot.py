@@ -245,6 +245,11 @@ class RobotDataset(Dataset):
     def episode_lengths(self) -> dict[int, int]:
         return {ep: end - start for ep, (start, end) in self._ep_rows.items()}
 
+    @property
+    def window_episodes(self) -> np.ndarray:
+        """[len(self)] the episode of every window (item ``i`` is the window at row ``i``)."""
+        return self._episode
+
     def episode(self, ep: int) -> dict[str, Any]:
         """One whole episode at the model's resolution: ``frames`` [T,V,C,H,W] float in [0,1],
         ``state`` [T,S], ``action`` [T,A], ``text`` (for world-model rollouts, ``vidact imagine``),

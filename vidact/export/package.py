@@ -27,17 +27,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from vidact.bundle import (ACTION_KEY, BUNDLE_FORMAT, CONFIG_NAME, MODULE_PREFIX, POLICY_INFO_NAME, POLICY_TYPE,
-                           PRIMARY_IMAGE_KEY, STATE_KEY, TEXT_ENCODER_DIR, VAE_DIR, WEIGHTS_NAME)
+from vidact.bundle import (ACTION_KEY, BUNDLE_FORMAT, CONFIG_NAME, POLICY_INFO_NAME, POLICY_TYPE, PRIMARY_IMAGE_KEY,
+                           STATE_KEY, TEXT_ENCODER_DIR, VAE_DIR, staged_folder, write_weights)
 from vidact.export.consolidate import Consolidated, consolidate
 
 FORMATS = ("bundle", "torch_export")  # torch_export: the bundle + policy_fast.pt2
@@ -164,33 +162,20 @@ def package(run_or_checkpoint: str | Path, out: str | Path, mode: str = "policy_
         raise FileExistsError(f"{final} exists and is not empty; pass --overwrite to replace the bundle")
     # Written beside the destination and moved into place at the end: an export that fails half
     # way (a missing package, a full disk) leaves no half bundle that would load with missing files.
-    final.parent.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
+    with staged_folder(final) as out:
         _write_bundle(out, cfg, merged, mode, n_action_steps)
         if format == "torch_export":
             from vidact.export.torch_export import export_policy_fast
 
             export_policy_fast(out, log=log)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    os.chmod(out, 0o755)  # mkdtemp makes it private
-    os.replace(out, final)
     return final
 
 
 def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_steps: int) -> None:
-    from safetensors.torch import save_file
-
     from vidact.worldmodel.judge import JUDGE_CONFIG, JUDGE_DIR
 
     keys, sizes, fits, dataset_action_stats = camera_info(cfg)
-    # Clone: safetensors refuses tensors sharing storage (T5 ties its input embeddings).
-    save_file({MODULE_PREFIX + k: v.clone() for k, v in merged.state_dict.items()}, str(out / WEIGHTS_NAME),
-              metadata={"format": "pt", "vidact_bundle": str(BUNDLE_FORMAT)})
+    write_weights(out, merged.state_dict)
     bundle_model, folders = write_components(out, cfg.model)
     bundle_cfg = dataclasses.replace(cfg, model=bundle_model)
     (out / CONFIG_NAME).write_text(json.dumps(lerobot_config(bundle_cfg, keys, mode, n_action_steps), indent=2))
