@@ -33,7 +33,7 @@ output exists, so an interrupted run resumes.
     DATA=outputs/af
     vidact data metaworld --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 --episodes 5 \\
         --action-free 50 --seed 4000 --height 96 --width 96 --video-out $DATA/videos --out $DATA/demos
-    vidact data metaworld --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 --episodes 50 \
+    vidact data metaworld --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 --episodes 50 \\
         --seed 3000000 --max-steps 1 --keep-failed --height 96 --width 96 --out $DATA/starts
     taskset -c 0 python bench/bench_action_free.py --data $DATA --seed 0 &
     taskset -c 1 python bench/bench_action_free.py --data $DATA --seed 1; wait
@@ -52,7 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_learning import VIDACT, run  # noqa: E402
-from bench_pretraining import evaluate_arm, stage, train  # noqa: E402
+from bench_pretraining import check_settings, evaluate_arm, stage, train  # noqa: E402
 
 from vidact.deploy.sim import wilson_interval  # noqa: E402
 
@@ -83,8 +83,11 @@ def clips_manifest(videos: Path, copies: int) -> Path:
     if not manifest.is_file():
         sys.exit(f"{manifest} not found: generate the setting first (see this script's docstring)")
     out = videos / f"manifest_x{copies}.jsonl"
-    entries = manifest.read_text().splitlines()
-    out.write_text("".join(line + "\n" for line in entries for _ in range(copies)))
+    if not out.is_file():  # written once and atomically: the seeds' runs read it concurrently
+        entries = manifest.read_text().splitlines()
+        staging = out.with_suffix(f".tmp-{os.getpid()}")
+        staging.write_text("".join(line + "\n" for line in entries for _ in range(copies)))
+        os.replace(staging, out)
     return out
 
 
@@ -93,22 +96,26 @@ def webvideo(manifest: Path, weight: float | None = None) -> str:
     return f"{{kind: webvideo, path: {manifest}, fps: 80.0, fit: resize{w}}}"
 
 
+SETTINGS = ("data", "tasks", "steps", "recipe", "video_weight", "clips_per_video", "judge_steps", "synth_episodes",
+            "eval_episodes", "max_steps")
+
+
 def run_seed(args, env) -> None:
     data = Path(args.data).resolve()
     demos, videos = data / "demos", data / "videos"
     root = Path(args.out).resolve() / f"seed{args.seed}"
     root.mkdir(parents=True, exist_ok=True)
+    check_settings(root, args, SETTINGS)
     clips = clips_manifest(videos, args.clips_per_video)
     common = [*COMMON, f"seed={args.seed}"]
     half = args.steps // 2
 
-    def arm(name: str, recipe_overrides: list[str], steps: int = args.steps, init: str | None = None,
-            folder: str | None = None) -> dict:
-        path = root / (folder or name)
+    def arm(name: str, recipe_overrides: list[str], steps: int = args.steps, init: str | None = None) -> dict:
+        path = root / name
         path.mkdir(exist_ok=True)
         extra = [f"train.init_from={init}"] if init else []
-        return stage(root, folder or name, lambda: train(args.recipe, path / "run", steps,
-                                                         [*common, *recipe_overrides, *extra], path / "train.log", env))
+        return stage(root, name, lambda: train(args.recipe, path / "run", steps, [*common, *recipe_overrides, *extra],
+                                               path / "train.log", env))
 
     def finish(name: str, info: dict) -> None:
         results = evaluate_arm(root / name, args, env)
@@ -131,6 +138,7 @@ def run_seed(args, env) -> None:
         finish("labels", dict(d, judge_seconds=judge["seconds"], label_seconds=label["seconds"]))
     if {"pretrain", "features", "synth"} & set(args.arms):
         pre = arm("pretrain_video", ["data.kind=webvideo", f"data.sources=[{webvideo(clips)}]"], steps=half)
+    if {"pretrain", "synth"} & set(args.arms):
         c = arm("pretrain", [f"data.sources=[{lerobot(demos)}]"], steps=args.steps - half, init=pre["run_dir"])
         finish("pretrain", dict(c, pretrain_steps=half, pretrain_seconds=pre["train_seconds"]))
     if "features" in args.arms:
@@ -151,11 +159,20 @@ def run_seed(args, env) -> None:
              "--imagine-horizon", "16", "--train-on-imagined", "16", "--threads", "1", "--seed", str(args.seed)],
             root / "judge_c.log", env)})
         synthetic = root / "synthetic"
-        synth = stage(root, "synthesize", lambda: {"seconds": run(
-            [*VIDACT, "synth", str(c_run), "--start-frames", str(starts), "--episodes", str(args.synth_episodes),
-             "--max-attempts", str(args.synth_episodes), "--batch-size", "8", "--max-steps", str(args.max_steps),
-             "--threads", "1", "--seed", str(args.seed), "--out", str(synthetic), "--overwrite"],
-            root / "synth.log", env)})
+
+        def synthesize() -> dict:
+            cmd = [*VIDACT, "synth", str(c_run), "--start-frames", str(starts), "--episodes", str(args.synth_episodes),
+                   "--max-attempts", str(args.synth_episodes), "--batch-size", "8", "--max-steps", str(args.max_steps),
+                   "--threads", "1", "--seed", str(args.seed), "--out", str(synthetic), "--overwrite"]
+            try:
+                return {"seconds": run(cmd, root / "synth.log", env)}
+            except RuntimeError:  # the judge accepted nothing (or synth failed): the log says which
+                print(f"== synth wrote no dataset; see {root / 'synth.log'}; arm (e) not trained", flush=True)
+                return {"seconds": None, "failed": True}
+
+        synth = stage(root, "synthesize", synthesize)
+        if synth.get("failed"):
+            return
         meta = json.loads((synthetic / "meta" / "vidact_synth.json").read_text())
         e = arm("synth", ["data.kind=mixture", f"data.sources=[{lerobot(demos)}, {lerobot(synthetic)}]"])
         finish("synth", dict(e, judge_seconds=wm_judge["seconds"], synth_seconds=synth["seconds"],
@@ -165,6 +182,8 @@ def run_seed(args, env) -> None:
 def report(args) -> None:
     root = Path(args.out).resolve()
     seeds = sorted(p for p in root.glob("seed*") if p.is_dir())
+    if not seeds:
+        sys.exit(f"no seed*/ folders in {root}: run this script with --seed first")
     rows, table = {}, []
     for name, title in ARMS.items():
         per_seed = []
@@ -174,10 +193,11 @@ def report(args) -> None:
                 per_seed.append((s.name, json.loads(f.read_text())))
         if per_seed:
             rows[name] = per_seed
-    labels = [json.loads(f.read_text()) for f in sorted(root.glob("seed*/labelled/meta/vidact_labels.json"))]
+    label_files = sorted(root.glob("seed*/labelled/meta/vidact_labels.json"))
+    labels = [json.loads(f.read_text()) for f in label_files]
     header = ("| arm | seed | " + " | ".join(args.tasks) + " | mean (Wilson 95% over the pooled episodes) | "
-              "train min |")
-    table += [header, "|---|---|" + "---|" * len(args.tasks) + "---|---:|"]
+              "train min | other min |")
+    table += [header, "|---|---|" + "---|" * len(args.tasks) + "---|---:|---:|"]
     summary = {}
     for name, per_seed in rows.items():
         pooled_k = pooled_n = 0
@@ -192,20 +212,25 @@ def report(args) -> None:
                 k_all, n_all = k_all + e["successes"], n_all + e["episodes"]
             lo, hi = wilson_interval(k_all, n_all)
             train_min = (r["train"]["train_seconds"] + r["train"].get("pretrain_seconds", 0)) / 60
+            # Compute outside the arm's own training: (d)'s labeller (arm (a), its judge, labelling),
+            # (e)'s judge and imagination (its world model is arm (c)'s).
+            other = {"labels": ("judge_seconds", "label_seconds"), "synth": ("judge_seconds", "synth_seconds")}
+            other_min = sum(r["train"].get(k) or 0 for k in other.get(name, ())) / 60
             table.append(f"| {ARMS[name]} | {seed} | " + " | ".join(cells)
-                         + f" | {100 * k_all / max(n_all, 1):.0f}% ({100 * lo:.0f}-{100 * hi:.0f}%) | {train_min:.1f} |")
+                         + f" | {100 * k_all / max(n_all, 1):.0f}% ({100 * lo:.0f}-{100 * hi:.0f}%) | {train_min:.1f} | "
+                         + (f"{other_min:.1f} |" if other_min else "- |"))
             pooled_k, pooled_n = pooled_k + k_all, pooled_n + n_all
         lo, hi = wilson_interval(pooled_k, pooled_n)
         summary[name] = {"successes": pooled_k, "episodes": pooled_n, "rate": pooled_k / max(pooled_n, 1),
                          "wilson95": [lo, hi], "seeds": [s for s, _ in per_seed]}
-        table.append(f"| **{ARMS[name]}** | all | | | | **{100 * pooled_k / max(pooled_n, 1):.0f}%** "
-                     f"({100 * lo:.0f}-{100 * hi:.0f}%, {pooled_k}/{pooled_n}) | |")
+        table.append(f"| **{ARMS[name]}** | all |" + " |" * len(args.tasks) + f" **{100 * pooled_k / max(pooled_n, 1):.0f}%** "
+                     f"({100 * lo:.0f}-{100 * hi:.0f}%, {pooled_k}/{pooled_n}) | | |")
     lines = [f"steps per arm: {args.steps}; eval: policy_fast, held-out seeds 1e9.., {args.max_steps}-step cap", "",
              *table]
     if labels:
         lines += ["", "label error of (d)'s labeller (`vidact label`, mean absolute error per action dimension, "
                       "MetaWorld action units in [-1, 1], against the withheld true actions):"]
-        for seed_dir, lab in zip(sorted(root.glob("seed*/labelled/meta/vidact_labels.json")), labels):
+        for seed_dir, lab in zip(label_files, labels):
             lines.append(f"- {seed_dir.parts[-4]}: {lab['label_mae']:.3f} over {len(lab['episodes'])} videos "
                          f"(mean action: {lab['mean_action_mae']:.3f})")
     labels = [{k: v for k, v in lab.items() if k != "episodes"} for lab in labels]

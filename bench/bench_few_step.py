@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_latency import lerobot_policy, observation, time_calls  # noqa: E402
 from bench_learning import VIDACT, run  # noqa: E402
+from bench_pretraining import check_settings  # noqa: E402
 
 from vidact.deploy.sim import wilson_interval  # noqa: E402
 
@@ -117,18 +118,20 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="evaluations at once (one core each)")
     p.add_argument("--out", default="outputs/fewstep")
     args = p.parse_args()
+    if bool(args.run) == bool(args.teacher):
+        p.error("pass one of --run (a training run to export) and --teacher (a bundle)")
     root = Path(args.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
                MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    check_settings(root, args, ("run", "teacher", "dataset", "tasks", "student_steps", "modes", "distill_steps",
+                                "distill_lr", "calls", "image_size", "eval_episodes", "max_steps"))
     teacher = root / "teacher"
     if not (teacher / "model.safetensors").is_file():
         if args.teacher:
-            subprocess.run(["cp", "-r", args.teacher, str(teacher)], check=True)
-        elif args.run:
-            run([*VIDACT, "export", args.run, str(teacher), "--overwrite"], root / "export.log", env)
+            shutil.copytree(args.teacher, teacher, dirs_exist_ok=True)
         else:
-            sys.exit("pass --run or --teacher")
+            run([*VIDACT, "export", args.run, str(teacher), "--overwrite"], root / "export.log", env)
     teacher_steps = json.loads((teacher / "config.json").read_text())["sampler"]["steps"]
     distilled = {}
     for k in args.student_steps:

@@ -49,6 +49,21 @@ def stage(out: Path, name: str, fn) -> dict:
     return info
 
 
+def check_settings(root: Path, args, keys: tuple[str, ...]) -> None:
+    """Finished stages are reused on a re-run, but only with the settings they were made with: the
+    ``keys`` of ``args`` are kept in ROOT/settings.json and a re-run that changes one stops."""
+    settings = {k: getattr(args, k) for k in keys}
+    saved = root / "settings.json"
+    if saved.is_file():
+        before = json.loads(saved.read_text())
+        changed = [f"--{k.replace('_', '-')} {before[k]} -> {v}" for k, v in settings.items()
+                   if k in before and before[k] != v]
+        if changed:
+            sys.exit(f"{root} was made with other settings ({'; '.join(changed)}): pass another --out or the same "
+                     "settings")
+    saved.write_text(json.dumps(settings, indent=2))
+
+
 def make_data(tasks, episodes, seed, out: Path, log: Path, env, video_out: Path | None = None) -> dict:
     cmd = [*VIDACT, "data", "metaworld", "--tasks", *tasks, "--episodes", str(episodes), "--seed", str(seed),
            "--height", "96", "--width", "96", "--out", str(out), "--overwrite"]
