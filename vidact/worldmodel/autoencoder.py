@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from vidact.errors import run_command
 from vidact.tokenizers.autoencoder import AutoencoderConfig, FrameAutoencoder, reconstruction_loss
 from vidact.worldmodel.metrics import MOVING_THRESHOLD, mse, moving_mask
 
@@ -141,24 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return run_command("vidact autoencoder", _autoencoder, p.parse_args(argv), (ValueError, KeyError, FileNotFoundError))
+
+
+def _autoencoder(args: argparse.Namespace) -> int:
     config = AutoencoderConfig(latent_channels=args.latent_channels, patch=args.patch, widths=list(args.widths),
                                blocks=args.blocks)
     if args.height % config.downsample or args.width % config.downsample:
-        print(f"vidact autoencoder: error: frames {args.height}x{args.width} are not divisible by the downsampling "
-              f"{config.downsample} (--patch x 2^(stages-1))", file=sys.stderr)
-        return 2
-    try:
-        train, held = load_frames(args.dataset, args.height, args.width)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"vidact autoencoder: error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError(f"frames {args.height}x{args.width} are not divisible by the downsampling "
+                         f"{config.downsample} (--patch x 2^(stages-1))")
+    train, held = load_frames(args.dataset, args.height, args.width)
     if not train or not held:
-        print("vidact autoencoder: error: need at least 2 episodes (every tenth, or the last of fewer than ten, "
-              "is held out)", file=sys.stderr)
-        return 2
+        raise ValueError("need at least 2 episodes (every tenth, or the last of fewer than ten, is held out)")
     print(f"vidact autoencoder: {sum(len(e) for e in train)} training frames in {len(train)} episodes, "
           f"{sum(len(e) for e in held)} held out; latents {config.latent_channels}x{args.height // config.downsample}"
           f"x{args.width // config.downsample}")
