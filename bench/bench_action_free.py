@@ -179,6 +179,38 @@ def run_seed(args, env) -> None:
                              synthetic_accepted=meta["accepted"], synthetic_imagined=meta["imagined"]))
 
 
+def label_breakdown(labelled: Path, withheld: Path, chunk: int = 16) -> dict:
+    """The labels against the withheld true actions, per task, per action dimension (mean absolute
+    error, correlation), and per ``chunk``-step block (the error of what a block adds up to: the
+    displacement the frames show)."""
+    import numpy as np
+    import pandas as pd
+
+    def frames(root: Path) -> pd.DataFrame:
+        return pd.concat([pd.read_parquet(f) for f in sorted(root.glob("data/*/*.parquet"))]).sort_values("index")
+
+    lab, true = frames(labelled), frames(withheld)
+    meta = json.loads((labelled / "meta" / "vidact_labels.json").read_text())
+    per_task: dict[str, list[float]] = {}
+    for record in meta["episodes"]:
+        per_task.setdefault(Path(record["video"]).name.split("_seed")[0], []).append(record["label_mae"])
+    sums, a_all, b_all, state_errors = [], [], [], []
+    for ep in sorted(lab.episode_index.unique()):
+        mine, theirs = lab[lab.episode_index == ep], true[true.episode_index == ep]
+        a, b = np.stack(mine.action.values), np.stack(theirs.action.values)
+        n = min(len(a), len(b)) // chunk * chunk
+        a_all.append(a[:n]), b_all.append(b[:n])
+        state_errors.append(np.abs(np.stack(mine["observation.state"].values)[:n]
+                                   - np.stack(theirs["observation.state"].values)[:n]))
+        sums.append(np.abs(a[:n].reshape(-1, chunk, a.shape[1]).sum(1) - b[:n].reshape(-1, chunk, b.shape[1]).sum(1)))
+    a, b = np.concatenate(a_all), np.concatenate(b_all)
+    return {"per_task_mae": {t: round(float(np.mean(v)), 3) for t, v in per_task.items()},
+            "per_dim_mae": [round(float(x), 3) for x in np.abs(a - b).mean(0)],
+            "per_dim_correlation": [round(float(np.corrcoef(a[:, i], b[:, i])[0, 1]), 3) for i in range(a.shape[1])],
+            f"per_dim_{chunk}_step_sum_mae": [round(float(x), 2) for x in np.concatenate(sums).mean(0)],
+            "state_mae_per_dim": [round(float(x), 4) for x in np.concatenate(state_errors).mean(0)]}
+
+
 def report(args) -> None:
     root = Path(args.out).resolve()
     seeds = sorted(p for p in root.glob("seed*") if p.is_dir())
@@ -230,9 +262,13 @@ def report(args) -> None:
     if labels:
         lines += ["", "label error of (d)'s labeller (`vidact label`, mean absolute error per action dimension, "
                       "MetaWorld action units in [-1, 1], against the withheld true actions):"]
+        withheld = Path(args.data).resolve() / "videos" / "withheld_actions"
         for seed_dir, lab in zip(label_files, labels):
             lines.append(f"- {seed_dir.parts[-4]}: {lab['label_mae']:.3f} over {len(lab['episodes'])} videos "
                          f"(mean action: {lab['mean_action_mae']:.3f})")
+            if withheld.is_dir():
+                lab["breakdown"] = label_breakdown(seed_dir.parents[1], withheld)
+                lines.append(f"  {json.dumps(lab['breakdown'])}")
     labels = [{k: v for k, v in lab.items() if k != "episodes"} for lab in labels]
     text = "\n".join(lines)
     (root / "results.md").write_text(text + "\n")
