@@ -16,6 +16,8 @@ held-out seeds 1e9.., ``--max-steps`` cap) on every task:
     inverse_dynamics mode; the state read from the frames by a judge trained on the demos with
     ``vidact judge``), then the demos and the labelled episodes from scratch. The labeller's
     training (arm (a)) is not counted in (d)'s steps: the table gives its time.
+(d2) ``state_labels``: as (d), but labelled by ``vidact label --labeller state``: the judge's read
+    states turned into actions by a state-space inverse-dynamics network fitted on the demos.
 (e) ``synth``: (c)'s model as a world model: a judge trained on the demos and on its own imagined
     frames (``vidact judge --train-on-imagined``), ``vidact synth`` imagines one episode from each
     new scene's first frame (``--starts``: simulator resets no demo or video came from) and keeps
@@ -59,6 +61,7 @@ from vidact.deploy.sim import wilson_interval  # noqa: E402
 TASKS = ["button-press-topdown-v3", "drawer-open-v3", "door-open-v3"]
 ARMS = {"demos": "(a) 5 demos only", "cotrain": "(b) demos + videos co-trained (video mode)",
         "pretrain": "(c) video pretraining, then the demos", "labels": "(d) demos + pseudo-labelled videos",
+        "state_labels": "(d2) demos + videos labelled from the states the judge reads",
         "synth": "(e) demos + synthetic episodes imagined by (c)",
         "features": "(f) frozen video model of (c), action head on its features"}
 # Every arm: the quickstart model, and state dropout so that the model also acts without
@@ -97,7 +100,7 @@ def webvideo(manifest: Path, weight: float | None = None) -> str:
 
 
 SETTINGS = ("data", "tasks", "steps", "recipe", "video_weight", "clips_per_video", "judge_steps", "synth_episodes",
-            "eval_episodes", "max_steps")
+            "eval_episodes", "max_steps", "state_noise", "idm_steps")
 
 
 def run_seed(args, env) -> None:
@@ -123,19 +126,28 @@ def run_seed(args, env) -> None:
 
     a = arm("demos", [f"data.sources=[{lerobot(demos)}]"])
     finish("demos", a)
-    if "labels" in args.arms:
-        # (d)'s labeller: arm (a)'s model, with a judge to read the state from the frames.
+    if {"labels", "state_labels"} & set(args.arms):
+        # (d)'s labellers read arm (a)'s run: its judge reads the state from the frames; (d) labels
+        # with the model's inverse_dynamics mode, (d2) with a state-space inverse-dynamics network
+        # fitted on the demos (`vidact label --labeller state`).
         a_run = Path(a["run_dir"])
         judge = stage(root, "judge", lambda: {"seconds": run(
             [*VIDACT, "judge", str(a_run), "--datasets", str(demos), "--steps", str(args.judge_steps),
              "--imagine-horizon", "0", "--threads", "1", "--seed", str(args.seed)], root / "judge.log", env)})
-        labelled = root / "labelled"
-        label = stage(root, "label", lambda: {"seconds": run(
-            [*VIDACT, "label", str(a_run), "--videos", str(videos / "manifest.jsonl"), "--true-actions",
-             str(videos / "withheld_actions"), "--threads", "1", "--seed", str(args.seed), "--out", str(labelled),
-             "--overwrite"], root / "label.log", env)})
-        d = arm("labels", ["data.kind=mixture", f"data.sources=[{lerobot(demos)}, {lerobot(labelled)}]"])
-        finish("labels", dict(d, judge_seconds=judge["seconds"], label_seconds=label["seconds"]))
+        for name, stage_name, labelled, extra in (
+                ("labels", "label", root / "labelled", []),
+                ("state_labels", "label_state", root / "labelled_state",
+                 ["--labeller", "state", "--demos", str(demos), "--state-noise", str(args.state_noise),
+                  "--idm-steps", str(args.idm_steps)])):
+            if name not in args.arms:
+                continue
+            label = stage(root, stage_name, lambda labelled=labelled, extra=extra, stage_name=stage_name: {
+                "seconds": run([*VIDACT, "label", str(a_run), "--videos", str(videos / "manifest.jsonl"),
+                                "--true-actions", str(videos / "withheld_actions"), "--threads", "1", "--seed",
+                                str(args.seed), "--out", str(labelled), "--overwrite", *extra],
+                               root / f"{stage_name}.log", env)})
+            d = arm(name, ["data.kind=mixture", f"data.sources=[{lerobot(demos)}, {lerobot(labelled)}]"])
+            finish(name, dict(d, judge_seconds=judge["seconds"], label_seconds=label["seconds"]))
     if {"pretrain", "features", "synth"} & set(args.arms):
         pre = arm("pretrain_video", ["data.kind=webvideo", f"data.sources=[{webvideo(clips)}]"], steps=half)
     if {"pretrain", "synth"} & set(args.arms):
@@ -225,7 +237,8 @@ def report(args) -> None:
                 per_seed.append((s.name, json.loads(f.read_text())))
         if per_seed:
             rows[name] = per_seed
-    label_files = sorted(root.glob("seed*/labelled/meta/vidact_labels.json"))
+    label_files = sorted([*root.glob("seed*/labelled/meta/vidact_labels.json"),
+                          *root.glob("seed*/labelled_state/meta/vidact_labels.json")])
     labels = [json.loads(f.read_text()) for f in label_files]
     header = ("| arm | seed | " + " | ".join(args.tasks) + " | mean (Wilson 95% over the pooled episodes) | "
               "train min | other min |")
@@ -246,7 +259,8 @@ def report(args) -> None:
             train_min = (r["train"]["train_seconds"] + r["train"].get("pretrain_seconds", 0)) / 60
             # Compute outside the arm's own training: (d)'s labeller (arm (a), its judge, labelling),
             # (e)'s judge and imagination (its world model is arm (c)'s).
-            other = {"labels": ("judge_seconds", "label_seconds"), "synth": ("judge_seconds", "synth_seconds")}
+            other = {"labels": ("judge_seconds", "label_seconds"), "state_labels": ("judge_seconds", "label_seconds"),
+                     "synth": ("judge_seconds", "synth_seconds")}
             other_min = sum(r["train"].get(k) or 0 for k in other.get(name, ())) / 60
             table.append(f"| {ARMS[name]} | {seed} | " + " | ".join(cells)
                          + f" | {100 * k_all / max(n_all, 1):.0f}% ({100 * lo:.0f}-{100 * hi:.0f}%) | {train_min:.1f} | "
@@ -260,14 +274,15 @@ def report(args) -> None:
     lines = [f"steps per arm: {args.steps}; eval: policy_fast, held-out seeds 1e9.., {args.max_steps}-step cap", "",
              *table]
     if labels:
-        lines += ["", "label error of (d)'s labeller (`vidact label`, mean absolute error per action dimension, "
-                      "MetaWorld action units in [-1, 1], against the withheld true actions):"]
+        lines += ["", "label error of the labellers (`vidact label`, mean absolute error per action dimension, "
+                      "MetaWorld action units in [-1, 1], against the withheld true actions): (d) `--labeller "
+                      "model` in labelled/, (d2) `--labeller state` in labelled_state/"]
         withheld = Path(args.data).resolve() / "videos" / "withheld_actions"
-        for seed_dir, lab in zip(label_files, labels):
-            lines.append(f"- {seed_dir.parts[-4]}: {lab['label_mae']:.3f} over {len(lab['episodes'])} videos "
-                         f"(mean action: {lab['mean_action_mae']:.3f})")
+        for path, lab in zip(label_files, labels):
+            lines.append(f"- {path.parts[-4]}/{path.parts[-3]}: {lab['label_mae']:.3f} over {len(lab['episodes'])} "
+                         f"videos (mean action: {lab['mean_action_mae']:.3f})")
             if withheld.is_dir():
-                lab["breakdown"] = label_breakdown(seed_dir.parents[1], withheld)
+                lab["breakdown"] = label_breakdown(path.parents[1], withheld)
                 lines.append(f"  {json.dumps(lab['breakdown'])}")
     labels = [{k: v for k, v in lab.items() if k != "episodes"} for lab in labels]
     text = "\n".join(lines)
@@ -286,8 +301,10 @@ def main() -> None:
     p.add_argument("--video-weight", type=float, default=0.5, help="(b): share of video clips in the stream")
     p.add_argument("--clips-per-video", type=int, default=4, help="manifest entries per action-free video")
     p.add_argument("--judge-steps", type=int, default=1000, help="(d): the state-reading judge's steps")
+    p.add_argument("--state-noise", type=float, default=0.05, help="(d2): `vidact label --state-noise`")
+    p.add_argument("--idm-steps", type=int, default=3000, help="(d2): `vidact label --idm-steps`")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS),
-                   help="arms to run ((a) always runs: it is the baseline and (d)'s labeller)")
+                   help="arms to run ((a) always runs: it is the baseline and (d)'s and (d2)'s labeller)")
     p.add_argument("--synth-episodes", type=int, default=150, help="(e): scenes imagined from (one rollout each)")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--max-steps", type=int, default=200)

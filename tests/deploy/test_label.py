@@ -66,3 +66,33 @@ def test_label_says_when_it_resamples_a_video(judged_bundle, videos, tmp_path, c
     full = LeRobotDataset("vidact/true", root=videos / "data")
     half = LeRobotDataset("vidact/half", root=out)
     assert half.fps == 40 and abs(half.num_frames - full.num_frames / 2) <= 2
+
+
+def test_state_labeller_writes_a_dataset_with_its_fit(judged_bundle, videos, tmp_path):
+    """--labeller state: the judge's read states, turned into actions by a network fitted on the demos
+    (here the videos' own episodes, so the test does not depend on the tiny judge's accuracy)."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out = tmp_path / "state_labelled"
+    assert main(["label", str(judged_bundle), "--videos", str(videos / "videos" / "manifest.jsonl"), "--out", str(out),
+                 "--labeller", "state", "--demos", str(videos / "data"), "--idm-steps", "50",
+                 "--true-actions", str(videos / "data")]) == 0
+    ds = LeRobotDataset("vidact/state_labelled", root=out)
+    assert ds.num_episodes == 2 and ds[0]["action"].shape == (4,)
+    meta = json.loads((out / "meta" / "vidact_labels.json").read_text())
+    assert meta["labeller"] == "state" and meta["state_idm"]["heldout"]["heldout_episodes"] == 1
+    assert (out / "meta" / "state_idm.pt").is_file() and meta["label_mae"] >= 0
+
+
+@pytest.mark.parametrize("extra, words", [
+    ([], "--labeller state needs --demos"),
+    (["--demos", "DATA", "--fps", "40"], "differs from the demos' control rate 80"),
+    (["--demos", "MISSING"], "does not exist"),
+])
+def test_state_labeller_bad_input_is_one_line(judged_bundle, videos, tmp_path, capsys, extra, words):
+    extra = [{"DATA": str(videos / "data"), "MISSING": str(tmp_path / "none")}.get(a, a) for a in extra]
+    assert main(["label", str(judged_bundle), "--videos", str(videos / "videos" / "manifest.jsonl"), "--out",
+                 str(tmp_path / "out"), "--labeller", "state", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vidact label: error:") and words in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists()

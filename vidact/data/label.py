@@ -1,6 +1,12 @@
-"""``vidact label MODEL --videos MANIFEST --out DIR``: actions for action-free videos, inferred by
-the model's ``inverse_dynamics`` mode (issue 14, "video, then inverse dynamics"), written as a
-LeRobot v3 dataset a recipe can train on.
+"""``vidact label MODEL --videos MANIFEST --out DIR``: actions for action-free videos, written as a
+LeRobot v3 dataset a recipe can train on (issue 14, "video, then inverse dynamics").
+
+Two labellers. ``--labeller model`` (the default): the video model's ``inverse_dynamics`` mode
+reads the actions from the frames. ``--labeller state --demos DATASET``: the judge reads the
+state from each frame, and a small state-space inverse-dynamics network fitted on the demos'
+states and actions (``vidact.data.state_idm``) turns the read trajectory into actions; on the
+MetaWorld setting of issue 14 its labels are about five times closer to the true actions
+(BENCHMARKS.md).
 
 Each video is read at the robot's control rate (``--fps``, default the first video's own rate) and
 fitted to the model's frame size; a video resampled in time or size is named with what was done.
@@ -30,6 +36,8 @@ from vidact.generative.schedule import Mode
 from vidact.types import Batch
 
 LABELS_META = "vidact_labels.json"
+STATE_IDM_FILE = "state_idm.pt"  # the state labeller's weights, in the labelled dataset's meta/
+LABELLERS = ("model", "state")
 
 
 class LabelError(ValueError):
@@ -87,6 +95,39 @@ def infer_actions(sampler, frames: torch.Tensor, text: str, seed: int) -> torch.
     return actions.reshape(B * K, -1)[:T]
 
 
+def fit_labeller(args: argparse.Namespace, c) -> tuple:
+    """The state labeller, fitted on ``--demos``: (network, its report, the control rate to read the
+    videos at: the demos')."""
+    from vidact.data.robot import RobotDataset
+    from vidact.data.state_idm import fit_state_idm, heldout_error
+
+    if not args.demos:
+        raise LabelError("--labeller state needs --demos: LeRobot datasets with the states and actions to fit it on")
+    if args.state_noise < 0 or args.idm_steps < 1:
+        raise LabelError(f"--state-noise must be >= 0 and --idm-steps >= 1; got {args.state_noise}, {args.idm_steps}")
+    demos = []
+    for d in args.demos:
+        if not Path(d).is_dir():
+            raise LabelError(f"--demos {d} does not exist")
+        demos.append(RobotDataset(d, c))
+    rates = sorted({ds.fps for ds in demos})
+    if len(rates) > 1:
+        raise LabelError(f"--demos are recorded at different control rates {rates}; the state labeller needs one")
+    if args.fps is not None and abs(args.fps - rates[0]) > 1e-3:
+        raise LabelError(f"--fps {args.fps:g} differs from the demos' control rate {rates[0]}: the state labeller "
+                         "reads the videos at the rate it was fitted at")
+    trajectories = [t for ds in demos for t in ds.trajectories()]
+    if len(trajectories) < 2:
+        raise LabelError(f"--demos hold {len(trajectories)} episode(s); the state labeller needs at least 2 (one is "
+                         "held out to report its error)")
+    fit = {"noise": args.state_noise, "steps": args.idm_steps}
+    report = heldout_error(trajectories, heldout=max(1, len(trajectories) // 5), seed=args.seed, **fit)
+    print(f"vidact label: state labeller on {report['heldout_episodes']} held-out demo(s): action MAE "
+          f"{report['mae']:.4f} vs mean action {report['mean_action_mae']:.4f} (from their true states)", flush=True)
+    idm = fit_state_idm(trajectories, seed=args.seed, **fit)
+    return idm, {"demos": args.demos, "episodes": len(trajectories), **fit, "heldout": report}, float(rates[0])
+
+
 def label_features(height: int, width: int, channels: int, state_dim: int, action_dim: int) -> dict:
     return {
         "observation.image": {"dtype": "video", "shape": (height, width, channels),
@@ -105,7 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instruction", default=None, help="instruction for videos without a caption")
     p.add_argument("--true-actions", default=None, help="LeRobot dataset with the videos' recorded actions, same "
                    "episodes in the same order: report the label error")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.add_argument("--labeller", choices=LABELLERS, default="model", help="model: the video model's "
+                   "inverse_dynamics mode; state: the judge's state read from each frame, turned into actions by a "
+                   "state-space inverse-dynamics network fitted on --demos")
+    p.add_argument("--demos", nargs="+", default=[], help="LeRobot datasets with states and actions to fit the "
+                   "state labeller on (recorded at the videos' control rate)")
+    p.add_argument("--state-noise", type=float, default=0.05, help="state labeller: training noise on the states, "
+                   "in standard deviations of each state dimension (the judge reads states with some error)")
+    p.add_argument("--idm-steps", type=int, default=3000, help="state labeller: optimizer steps of its fit")
+    p.add_argument("--steps", type=int, default=None, help="model labeller: sampler steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
@@ -128,9 +177,9 @@ def _label(args: argparse.Namespace) -> int:
         raise LabelError(f"{uncaptioned[0]} has no caption; pass --instruction ({len(uncaptioned)} video(s) without one)")
     model, sampler_cfg = load_model(args.model)
     c = model.config
-    if model.future_tokens == 0:
+    if args.labeller == "model" and model.future_tokens == 0:
         raise LabelError(f"{args.model} predicts no future frames (model.future_frames=0): inverse dynamics needs a "
-                         "video model")
+                         "video model (or use --labeller state)")
     if c.views != 1:
         raise LabelError(f"{args.model} reads {c.views} cameras; a video gives one")
     folder = find_judge(args.model)
@@ -151,6 +200,9 @@ def _label(args: argparse.Namespace) -> int:
         if len(true.episode_lengths) != len(entries):
             raise LabelError(f"--true-actions {args.true_actions} has {len(true.episode_lengths)} episodes, the "
                              f"videos {len(entries)}")
+    fps, idm, idm_report = args.fps, None, None
+    if args.labeller == "state":
+        idm, idm_report, fps = fit_labeller(args, c)
     out = Path(args.out)
     if out.exists():
         if not args.overwrite:
@@ -160,7 +212,6 @@ def _label(args: argparse.Namespace) -> int:
     dataset = None
     records, errors, baseline = [], [], []
     mean_action = torch.from_numpy(true.columns()["action"].mean(0)) if true is not None else None
-    fps = args.fps
     for i, (path, caption) in enumerate(tqdm(entries, desc="labelling videos", unit="video")):
         text = caption or args.instruction
         raw, own_fps = read_frames(path, fps)
@@ -173,8 +224,8 @@ def _label(args: argparse.Namespace) -> int:
         if changes:
             tqdm.write(f"vidact label: {path.name}: {', '.join(changes)}")
         frames = fit_frames(raw, c.height, c.width, "resize")[:, None]  # [T,1,C,H,W] in [0,1]
-        actions = infer_actions(sampler, frames, text, args.seed + i)
         state = judge.predict_state(frames[:, 0], [text] * len(frames))
+        actions = idm.infer(state) if idm is not None else infer_actions(sampler, frames, text, args.seed + i)
         if dataset is None:
             dataset = LeRobotDataset.create(repo_id=f"vidact/labelled_{out.name}", fps=int(round(fps)), root=out,
                                             features=label_features(raw.shape[2], raw.shape[3], c.channels,
@@ -195,8 +246,13 @@ def _label(args: argparse.Namespace) -> int:
             baseline.append(record["mean_action_mae"])
         records.append(record)
     dataset.finalize()
-    summary = {"model": str(args.model), "videos": str(args.videos), "episodes": records, "fps": fps,
-               "sampler_steps": sampler_cfg.steps}
+    summary = {"model": str(args.model), "videos": str(args.videos), "labeller": args.labeller, "episodes": records,
+               "fps": fps}
+    if idm is not None:
+        summary["state_idm"] = idm_report
+        torch.save(idm.state_dict_with_config(), out / "meta" / STATE_IDM_FILE)
+    else:
+        summary["sampler_steps"] = sampler_cfg.steps
     if errors:
         summary["label_mae"], summary["mean_action_mae"] = float(np.mean(errors)), float(np.mean(baseline))
     (out / "meta" / LABELS_META).write_text(json.dumps(summary, indent=2))

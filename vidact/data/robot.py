@@ -271,6 +271,11 @@ class RobotDataset(Dataset):
     def has_success(self) -> bool:
         return self._success is not None
 
+    def trajectories(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(state [T,S], action [T,A]) of every episode, in episode order, without decoding frames."""
+        return [(torch.from_numpy(self._state[start:end]), torch.from_numpy(self._action[start:end]))
+                for _, (start, end) in sorted(self._ep_rows.items())]
+
     def columns(self) -> dict[str, np.ndarray]:
         """The raw state and action columns (for statistics)."""
         return {"state": self._state, "action": self._action}
