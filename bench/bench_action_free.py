@@ -141,7 +141,7 @@ def run_seed(args, env) -> None:
                   "--idm-steps", str(args.idm_steps)])):
             if name not in args.arms:
                 continue
-            label = stage(root, stage_name, lambda labelled=labelled, extra=extra, stage_name=stage_name: {
+            label = stage(root, stage_name, lambda: {
                 "seconds": run([*VIDACT, "label", str(a_run), "--videos", str(videos / "manifest.jsonl"),
                                 "--true-actions", str(videos / "withheld_actions"), "--threads", "1", "--seed",
                                 str(args.seed), "--out", str(labelled), "--overwrite", *extra],
@@ -279,6 +279,7 @@ def report(args) -> None:
                       "model` in labelled/, (d2) `--labeller state` in labelled_state/"]
         withheld = Path(args.data).resolve() / "videos" / "withheld_actions"
         for path, lab in zip(label_files, labels):
+            lab["source"] = f"{path.parts[-4]}/{path.parts[-3]}"
             lines.append(f"- {path.parts[-4]}/{path.parts[-3]}: {lab['label_mae']:.3f} over {len(lab['episodes'])} "
                          f"videos (mean action: {lab['mean_action_mae']:.3f})")
             if withheld.is_dir():

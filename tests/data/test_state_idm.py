@@ -31,7 +31,8 @@ def test_window_features_are_the_state_and_its_differences():
 
 
 def test_recovers_the_actions_of_unseen_trajectories():
-    torch.manual_seed(0)
+    """Measured (300 steps, seeds 0-2): error / mean-action error 0.11; trained one step out of
+    alignment (state t+1 paired with action t) 0.25, so the bound catches an off-by-one."""
     train = [lagging_arm(seed) for seed in range(8)]
     idm = fit_state_idm(train, noise=0.0, steps=300, seed=0)
     test = [lagging_arm(seed) for seed in range(100, 104)]
@@ -39,16 +40,39 @@ def test_recovers_the_actions_of_unseen_trajectories():
     inferred = torch.cat([idm.infer(s) for s, _ in test])
     mean = torch.cat([a for _, a in train]).mean(0)
     err, baseline = (inferred - real).abs().mean(), (mean - real).abs().mean()
-    assert err < 0.25 * baseline, dict(err=float(err), mean=float(baseline))
-    assert inferred.min() >= real.min() - 0.05 and inferred.max() <= 1.0  # inside the demos' action range
+    assert err < 0.15 * baseline, dict(err=float(err), mean=float(baseline))
     report = heldout_error(train, heldout=2, noise=0.0, steps=300)
-    assert report["heldout_episodes"] == 2 and report["mae"] < 0.25 * report["mean_action_mae"], report
+    assert report["heldout_episodes"] == 2 and report["mae"] < 0.2 * report["mean_action_mae"], report
+
+
+def test_actions_stay_inside_the_demos_range_and_the_seed_decides_the_fit():
+    train = [lagging_arm(0), lagging_arm(1)]
+    idm = fit_state_idm(train, steps=5, seed=3)
+    actions = torch.cat([a for _, a in train])
+    assert torch.equal(idm.action_low, actions.min(0).values) and torch.equal(idm.action_high, actions.max(0).values)
+    wild = idm.infer(lagging_arm(7)[0] * 1000)  # states far outside the demos'
+    assert ((wild == idm.action_low) | (wild == idm.action_high)).float().mean() > 0.5
+    assert ((wild >= idm.action_low) & (wild <= idm.action_high)).all()
+    torch.manual_seed(123)  # the global generator does not matter
+    again = fit_state_idm(train, steps=5, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(idm.state_dict().values(), again.state_dict().values()))
+    other = fit_state_idm(train, steps=5, seed=4)
+    assert not torch.equal(other.net[0].weight, idm.net[0].weight)
+
+
+def test_a_state_dimension_constant_in_the_demos_does_not_blow_up_read_states():
+    """A state dimension the demos never move (here a fourth, always 0) still carries a reader's
+    error on videos: its features' scale is floored, so a millimetre there is not a huge input."""
+    train = [(torch.cat([s, torch.zeros(len(s), 1)], 1), a) for s, a in (lagging_arm(k) for k in range(6))]
+    idm = fit_state_idm(train, noise=0.05, steps=300, seed=0)
+    states, real = lagging_arm(100)
+    clean = idm.infer(torch.cat([states, torch.zeros(len(states), 1)], 1))
+    read = idm.infer(torch.cat([states, torch.full((len(states), 1), 1e-3)], 1))
+    assert (read - clean).abs().mean() < 0.1 * (clean - real.mean(0)).abs().mean() + 0.05
 
 
 def test_weights_and_normalization_round_trip():
     idm = fit_state_idm([lagging_arm(0), lagging_arm(1)], steps=5)
-    saved = idm.state_dict_with_config()
-    copy = StateInverseDynamics(type(idm.config)(**saved["config"]))
-    copy.load_state_dict(saved["weights"])
+    copy = StateInverseDynamics.from_saved(idm.state_dict_with_config())
     states = lagging_arm(7)[0]
     assert torch.equal(copy.infer(states), idm.infer(states))

@@ -33,7 +33,9 @@ def test_label_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle
     assert item["observation.image"].shape == (3, 32, 32) and item["action"].shape == (4,)
     assert item["observation.state"].shape == (4,) and item["task"] == true[0]["task"]
     meta = json.loads((out / "meta" / "vidact_labels.json").read_text())
-    assert len(meta["episodes"]) == 2 and meta["label_mae"] >= 0 and meta["mean_action_mae"] > 0
+    assert len(meta["episodes"]) == 2 and meta["labeller"] == "model" and meta["sampler_steps"] == 1
+    assert 0 < meta["label_mae"] == pytest.approx(sum(e["label_mae"] for e in meta["episodes"]) / 2)
+    assert meta["mean_action_mae"] > 0
     assert trains_on(out, tmp_path / "run")
     assert main(["label", str(judged_bundle), "--videos", str(videos / "videos"), "--out", str(out),
                  "--instruction", true[0]["task"]]) == 2  # exists: refused without --overwrite
@@ -70,8 +72,14 @@ def test_label_says_when_it_resamples_a_video(judged_bundle, videos, tmp_path, c
 
 def test_state_labeller_writes_a_dataset_with_its_fit(judged_bundle, videos, tmp_path):
     """--labeller state: the judge's read states, turned into actions by a network fitted on the demos
-    (here the videos' own episodes, so the test does not depend on the tiny judge's accuracy)."""
+    (here the videos' own episodes). The written actions are the saved network applied to the
+    written states, whatever the tiny judge's accuracy."""
+    import numpy as np
+    import pandas as pd
+    import torch
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from vidact.data.state_idm import StateInverseDynamics
 
     out = tmp_path / "state_labelled"
     assert main(["label", str(judged_bundle), "--videos", str(videos / "videos" / "manifest.jsonl"), "--out", str(out),
@@ -80,19 +88,48 @@ def test_state_labeller_writes_a_dataset_with_its_fit(judged_bundle, videos, tmp
     ds = LeRobotDataset("vidact/state_labelled", root=out)
     assert ds.num_episodes == 2 and ds[0]["action"].shape == (4,)
     meta = json.loads((out / "meta" / "vidact_labels.json").read_text())
-    assert meta["labeller"] == "state" and meta["state_idm"]["heldout"]["heldout_episodes"] == 1
-    assert (out / "meta" / "state_idm.pt").is_file() and meta["label_mae"] >= 0
+    assert meta["labeller"] == "state" and meta["fps"] == 80 and "sampler_steps" not in meta
+    assert meta["state_idm"]["heldout"]["heldout_episodes"] == 1 and meta["state_idm"]["idm_steps"] == 50
+    idm = StateInverseDynamics.from_saved(torch.load(out / "meta" / "state_idm.pt"))
+    frames = pd.concat(pd.read_parquet(f) for f in sorted(out.glob("data/*/*.parquet"))).sort_values("index")
+    for ep in range(2):
+        rows = frames[frames.episode_index == ep]
+        state, action = (torch.from_numpy(np.stack(rows[k].values)) for k in ("observation.state", "action"))
+        assert len(rows) > 16 and torch.allclose(idm.infer(state), action, atol=1e-5)
 
 
 @pytest.mark.parametrize("extra, words", [
     ([], "--labeller state needs --demos"),
     (["--demos", "DATA", "--fps", "40"], "differs from the demos' control rate 80"),
     (["--demos", "MISSING"], "does not exist"),
+    (["--demos", "DATA", "--state-noise", "-1"], "--state-noise must be >= 0"),
+    (["--demos", "DATA", "--steps", "2"], "--steps belong(s) to --labeller model"),
 ])
-def test_state_labeller_bad_input_is_one_line(judged_bundle, videos, tmp_path, capsys, extra, words):
+def test_state_labeller_bad_input_is_one_line_and_keeps_the_old_dataset(judged_bundle, videos, tmp_path, capsys, extra,
+                                                                        words):
     extra = [{"DATA": str(videos / "data"), "MISSING": str(tmp_path / "none")}.get(a, a) for a in extra]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("an earlier dataset")
     assert main(["label", str(judged_bundle), "--videos", str(videos / "videos" / "manifest.jsonl"), "--out",
-                 str(tmp_path / "out"), "--labeller", "state", *extra]) == 2
+                 str(out), "--overwrite", "--labeller", "state", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("vidact label: error:") and words in err and "\n" not in err, err
-    assert not (tmp_path / "out").exists()
+    assert (out / "earlier.txt").is_file() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_a_failure_while_labelling_keeps_the_old_dataset(judged_bundle, videos, tmp_path, capsys):
+    """A video that cannot be read half way through: nothing of the new dataset lands in --out."""
+    manifest = tmp_path / "manifest.jsonl"
+    first = json.loads((videos / "videos" / "manifest.jsonl").read_text().splitlines()[0])
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    entries = [dict(first, path=str(videos / "videos" / first["path"])), dict(first, path=str(broken))]
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("an earlier dataset")
+    assert main(["label", str(judged_bundle), "--videos", str(manifest), "--out", str(out), "--overwrite",
+                 "--steps", "1"]) == 2
+    assert "not a readable video" in capsys.readouterr().err
+    assert (out / "earlier.txt").is_file() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []

@@ -8,25 +8,30 @@ states and actions (``vidact.data.state_idm``) turns the read trajectory into ac
 MetaWorld setting of issue 14 its labels are about five times closer to the true actions
 (BENCHMARKS.md).
 
-Each video is read at the robot's control rate (``--fps``, default the first video's own rate) and
-fitted to the model's frame size; a video resampled in time or size is named with what was done.
-Chunk by chunk (every ``chunk_length`` steps) the model is given the
-observed history and the future frames of the chunk and generates its ``chunk_length`` actions,
-all chunks of a video in one batch. Videos carry no proprioception: the model reads the state as
-masked out (it learns that with ``generative.state_dropout``), and the dataset's
-``observation.state`` comes from the model's judge (``vidact judge``: its state head reads the
-state from each frame). ``--true-actions DATASET``, the same episodes with their recorded actions
+Each video is read at the robot's control rate and fitted to the model's frame size; a video
+resampled in time or size is named with what was done. The rate is ``--fps``, by default the
+first video's own rate for the model labeller and the demos' rate for the state labeller (which
+must read the videos at the rate it was fitted at). The model labeller goes chunk by chunk (every
+``chunk_length`` steps): the model is given the observed history and the future frames of the
+chunk and generates its ``chunk_length`` actions, all chunks of a video in one batch. Videos carry
+no proprioception: the model reads the state as masked out (it learns that with
+``generative.state_dropout``). Either way the dataset's ``observation.state`` comes from the
+model's judge (``vidact judge``: its state head reads the state from each frame), and the state
+labeller's weights are saved in ``meta/state_idm.pt``. ``--true-actions DATASET``, the same episodes with their recorded actions
 (``vidact data metaworld --video-out`` writes both, in the same order; with ``--action-free N``
 the videos' own actions are withheld in ``VIDEO_OUT/withheld_actions``), reports the label error
-beside the mean-action baseline in ``meta/vidact_labels.json``.
+beside the mean-action baseline in ``meta/vidact_labels.json``. The dataset is written beside
+``--out`` and moved into place at the end: a run that fails leaves any earlier dataset there intact.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+from dataclasses import asdict
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,9 +40,19 @@ from vidact.errors import run_command
 from vidact.generative.schedule import Mode
 from vidact.types import Batch
 
+if TYPE_CHECKING:
+    from vidact.data.state_idm import StateInverseDynamics
+
 LABELS_META = "vidact_labels.json"
 STATE_IDM_FILE = "state_idm.pt"  # the state labeller's weights, in the labelled dataset's meta/
-LABELLERS = ("model", "state")
+
+
+STATE_NOISE, IDM_STEPS = 0.05, 3000  # the state labeller's defaults
+
+
+class Labeller(str, Enum):
+    MODEL = "model"  # the video model's inverse_dynamics mode
+    STATE = "state"  # the judge's read states through a state-space inverse-dynamics network
 
 
 class LabelError(ValueError):
@@ -95,7 +110,7 @@ def infer_actions(sampler, frames: torch.Tensor, text: str, seed: int) -> torch.
     return actions.reshape(B * K, -1)[:T]
 
 
-def fit_labeller(args: argparse.Namespace, c) -> tuple:
+def fit_state_labeller(args: argparse.Namespace, c) -> tuple[StateInverseDynamics, dict, float]:
     """The state labeller, fitted on ``--demos``: (network, its report, the control rate to read the
     videos at: the demos')."""
     from vidact.data.robot import RobotDataset
@@ -109,7 +124,10 @@ def fit_labeller(args: argparse.Namespace, c) -> tuple:
     for d in args.demos:
         if not Path(d).is_dir():
             raise LabelError(f"--demos {d} does not exist")
-        demos.append(RobotDataset(d, c))
+        try:
+            demos.append(RobotDataset(d, c))
+        except ValueError as e:
+            raise LabelError(f"--demos {d}: {e}") from None
     rates = sorted({ds.fps for ds in demos})
     if len(rates) > 1:
         raise LabelError(f"--demos are recorded at different control rates {rates}; the state labeller needs one")
@@ -120,12 +138,14 @@ def fit_labeller(args: argparse.Namespace, c) -> tuple:
     if len(trajectories) < 2:
         raise LabelError(f"--demos hold {len(trajectories)} episode(s); the state labeller needs at least 2 (one is "
                          "held out to report its error)")
-    fit = {"noise": args.state_noise, "steps": args.idm_steps}
-    report = heldout_error(trajectories, heldout=max(1, len(trajectories) // 5), seed=args.seed, **fit)
+    fit = {"noise": args.state_noise, "steps": args.idm_steps, "seed": args.seed}
+    report = heldout_error(trajectories, heldout=max(1, len(trajectories) // 5), **fit)
     print(f"vidact label: state labeller on {report['heldout_episodes']} held-out demo(s): action MAE "
           f"{report['mae']:.4f} vs mean action {report['mean_action_mae']:.4f} (from their true states)", flush=True)
-    idm = fit_state_idm(trajectories, seed=args.seed, **fit)
-    return idm, {"demos": args.demos, "episodes": len(trajectories), **fit, "heldout": report}, float(rates[0])
+    idm = fit_state_idm(trajectories, **fit)
+    return idm, {"demos": [str(Path(d).resolve()) for d in args.demos], "episodes": len(trajectories),
+                 "state_noise": args.state_noise, "idm_steps": args.idm_steps, "network": asdict(idm.config),
+                 "heldout": report}, float(rates[0])
 
 
 def label_features(height: int, width: int, channels: int, state_dim: int, action_dim: int) -> dict:
@@ -142,18 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", help="run directory or bundle (a video model trained with inverse_dynamics, and a judge)")
     p.add_argument("--videos", required=True, help="manifest (.jsonl/.csv: path, caption) or a folder of videos")
     p.add_argument("--out", required=True, help="LeRobot dataset folder to write")
-    p.add_argument("--fps", type=float, default=None, help="the robot's control rate (default: the first video's own; others are resampled to it)")
+    p.add_argument("--fps", type=float, default=None, help="the robot's control rate (default: the first video's own, "
+                   "or the demos' with --labeller state; videos at another rate are resampled to it)")
     p.add_argument("--instruction", default=None, help="instruction for videos without a caption")
     p.add_argument("--true-actions", default=None, help="LeRobot dataset with the videos' recorded actions, same "
                    "episodes in the same order: report the label error")
-    p.add_argument("--labeller", choices=LABELLERS, default="model", help="model: the video model's "
+    p.add_argument("--labeller", type=Labeller, choices=list(Labeller), default=Labeller.MODEL, help="model: the video model's "
                    "inverse_dynamics mode; state: the judge's state read from each frame, turned into actions by a "
                    "state-space inverse-dynamics network fitted on --demos")
     p.add_argument("--demos", nargs="+", default=[], help="LeRobot datasets with states and actions to fit the "
                    "state labeller on (recorded at the videos' control rate)")
-    p.add_argument("--state-noise", type=float, default=0.05, help="state labeller: training noise on the states, "
-                   "in standard deviations of each state dimension (the judge reads states with some error)")
-    p.add_argument("--idm-steps", type=int, default=3000, help="state labeller: optimizer steps of its fit")
+    p.add_argument("--state-noise", type=float, default=None, help="state labeller: training noise on the states, "
+                   f"in standard deviations of each state dimension (the judge reads states with some error; default "
+                   f"{STATE_NOISE})")
+    p.add_argument("--idm-steps", type=int, default=None, help=f"state labeller: optimizer steps of its fit (default "
+                   f"{IDM_STEPS})")
     p.add_argument("--steps", type=int, default=None, help="model labeller: sampler steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
@@ -166,6 +189,7 @@ def _label(args: argparse.Namespace) -> int:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from tqdm import tqdm
 
+    from vidact.bundle import staged_folder
     from vidact.data.transforms import fit_frames
     from vidact.generative.sample import Sampler
     from vidact.worldmodel.imagine import load_model
@@ -175,9 +199,21 @@ def _label(args: argparse.Namespace) -> int:
     uncaptioned = [str(path) for path, caption in entries if not caption]
     if uncaptioned and not args.instruction:
         raise LabelError(f"{uncaptioned[0]} has no caption; pass --instruction ({len(uncaptioned)} video(s) without one)")
+    own = {Labeller.MODEL: {"--steps": args.steps},
+           Labeller.STATE: {"--demos": args.demos, "--state-noise": args.state_noise, "--idm-steps": args.idm_steps}}
+    for labeller, flags in own.items():
+        given = [flag for flag, value in flags.items() if value not in (None, [])]
+        if labeller != args.labeller and given:
+            raise LabelError(f"{', '.join(given)} belong(s) to --labeller {labeller.value}; this run uses "
+                             f"--labeller {args.labeller.value}")
+    args.state_noise = STATE_NOISE if args.state_noise is None else args.state_noise
+    args.idm_steps = IDM_STEPS if args.idm_steps is None else args.idm_steps
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise LabelError(f"{out} exists; pass --overwrite to replace it")
     model, sampler_cfg = load_model(args.model)
     c = model.config
-    if args.labeller == "model" and model.future_tokens == 0:
+    if args.labeller == Labeller.MODEL and model.future_tokens == 0:
         raise LabelError(f"{args.model} predicts no future frames (model.future_frames=0): inverse dynamics needs a "
                          "video model (or use --labeller state)")
     if c.views != 1:
@@ -190,8 +226,6 @@ def _label(args: argparse.Namespace) -> int:
     unknown = sorted({caption or args.instruction for _, caption in entries} - set(judge.config.tasks))
     if unknown:
         raise LabelError(f"the judge was not trained on instruction(s) {unknown}; it knows {judge.config.tasks}")
-    if args.steps:
-        sampler_cfg.steps = args.steps
     true = None
     if args.true_actions:
         from vidact.data.robot import RobotDataset
@@ -200,62 +234,60 @@ def _label(args: argparse.Namespace) -> int:
         if len(true.episode_lengths) != len(entries):
             raise LabelError(f"--true-actions {args.true_actions} has {len(true.episode_lengths)} episodes, the "
                              f"videos {len(entries)}")
-    fps, idm, idm_report = args.fps, None, None
-    if args.labeller == "state":
-        idm, idm_report, fps = fit_labeller(args, c)
-    out = Path(args.out)
-    if out.exists():
-        if not args.overwrite:
-            raise LabelError(f"{out} exists; pass --overwrite to replace it")
-        shutil.rmtree(out)
-    sampler = Sampler(model, sampler_cfg)
-    dataset = None
-    records, errors, baseline = [], [], []
-    mean_action = torch.from_numpy(true.columns()["action"].mean(0)) if true is not None else None
-    for i, (path, caption) in enumerate(tqdm(entries, desc="labelling videos", unit="video")):
-        text = caption or args.instruction
-        raw, own_fps = read_frames(path, fps)
-        fps = fps or own_fps  # without --fps, every video is read at the first one's rate
-        if raw.shape[1] != c.channels:
-            raise LabelError(f"{path} has {raw.shape[1]} channels, the model reads {c.channels}")
-        changes = ([f"resampled from {own_fps:g} to {fps:g} fps"] if abs(own_fps - fps) > 1e-3 else []) + \
-            ([f"resized from {raw.shape[3]}x{raw.shape[2]} to the model's {c.width}x{c.height}"]
-             if tuple(raw.shape[2:]) != (c.height, c.width) else [])
-        if changes:
-            tqdm.write(f"vidact label: {path.name}: {', '.join(changes)}")
-        frames = fit_frames(raw, c.height, c.width, "resize")[:, None]  # [T,1,C,H,W] in [0,1]
-        state = judge.predict_state(frames[:, 0], [text] * len(frames))
-        actions = idm.infer(state) if idm is not None else infer_actions(sampler, frames, text, args.seed + i)
-        if dataset is None:
-            dataset = LeRobotDataset.create(repo_id=f"vidact/labelled_{out.name}", fps=int(round(fps)), root=out,
-                                            features=label_features(raw.shape[2], raw.shape[3], c.channels,
-                                                                    c.state_dim, c.action_dim),
-                                            use_videos=True, rgb_encoder=RGBEncoderConfig(vcodec="libsvtav1"))
-        for t in range(len(frames)):
-            dataset.add_frame({"observation.image": raw[t].permute(1, 2, 0).numpy(),
-                               "observation.state": state[t].numpy().astype(np.float32),
-                               "action": actions[t].numpy().astype(np.float32), "task": text})
-        dataset.save_episode()
-        record = {"episode_index": i, "video": str(path), "frames": len(frames)}
-        if true is not None:
-            real = true.episode(sorted(true.episode_lengths)[i])["action"].float()
-            n = min(len(real), len(actions))
-            record["label_mae"] = float((actions[:n] - real[:n]).abs().mean())
-            record["mean_action_mae"] = float((mean_action - real[:n]).abs().mean())
-            errors.append(record["label_mae"])
-            baseline.append(record["mean_action_mae"])
-        records.append(record)
-    dataset.finalize()
-    summary = {"model": str(args.model), "videos": str(args.videos), "labeller": args.labeller, "episodes": records,
-               "fps": fps}
-    if idm is not None:
-        summary["state_idm"] = idm_report
-        torch.save(idm.state_dict_with_config(), out / "meta" / STATE_IDM_FILE)
+    fps, idm, summary = args.fps, None, {"model": str(args.model), "videos": str(args.videos),
+                                         "labeller": args.labeller.value}
+    if args.labeller == Labeller.STATE:
+        idm, summary["state_idm"], fps = fit_state_labeller(args, c)
     else:
+        sampler_cfg.steps = args.steps or sampler_cfg.steps
+        sampler = Sampler(model, sampler_cfg)
         summary["sampler_steps"] = sampler_cfg.steps
-    if errors:
-        summary["label_mae"], summary["mean_action_mae"] = float(np.mean(errors)), float(np.mean(baseline))
-    (out / "meta" / LABELS_META).write_text(json.dumps(summary, indent=2))
+    records, errors, baseline = [], [], []
+    true_actions = [a for _, a in true.trajectories()] if true is not None else None
+    mean_action = torch.from_numpy(true.columns()["action"].mean(0)) if true is not None else None
+    with staged_folder(out) as staging:
+        staging.rmdir()  # LeRobotDataset.create makes the folder itself
+        dataset = None
+        for i, (path, caption) in enumerate(tqdm(entries, desc="labelling videos", unit="video")):
+            text = caption or args.instruction
+            raw, own_fps = read_frames(path, fps)
+            fps = fps or own_fps  # without --fps, every video is read at the first one's rate
+            if raw.shape[1] != c.channels:
+                raise LabelError(f"{path} has {raw.shape[1]} channels, the model reads {c.channels}")
+            changes = ([f"resampled from {own_fps:g} to {fps:g} fps"] if abs(own_fps - fps) > 1e-3 else []) + \
+                ([f"resized from {raw.shape[3]}x{raw.shape[2]} to the model's {c.width}x{c.height}"]
+                 if tuple(raw.shape[2:]) != (c.height, c.width) else [])
+            if changes:
+                tqdm.write(f"vidact label: {path.name}: {', '.join(changes)}")
+            frames = fit_frames(raw, c.height, c.width, "resize")[:, None]  # [T,1,C,H,W] in [0,1]
+            state = judge.predict_state(frames[:, 0], [text] * len(frames))
+            actions = idm.infer(state) if idm is not None else infer_actions(sampler, frames, text, args.seed + i)
+            if dataset is None:
+                dataset = LeRobotDataset.create(repo_id=f"vidact/labelled_{out.name}", fps=int(round(fps)),
+                                                root=staging, features=label_features(
+                                                    raw.shape[2], raw.shape[3], c.channels, c.state_dim, c.action_dim),
+                                                use_videos=True, rgb_encoder=RGBEncoderConfig(vcodec="libsvtav1"))
+            for t in range(len(frames)):
+                dataset.add_frame({"observation.image": raw[t].permute(1, 2, 0).numpy(),
+                                   "observation.state": state[t].numpy().astype(np.float32),
+                                   "action": actions[t].numpy().astype(np.float32), "task": text})
+            dataset.save_episode()
+            record = {"episode_index": i, "video": str(path), "frames": len(frames)}
+            if true is not None:
+                real = true_actions[i].float()
+                n = min(len(real), len(actions))
+                record["label_mae"] = float((actions[:n] - real[:n]).abs().mean())
+                record["mean_action_mae"] = float((mean_action - real[:n]).abs().mean())
+                errors.append(record["label_mae"])
+                baseline.append(record["mean_action_mae"])
+            records.append(record)
+        dataset.finalize()
+        summary.update(episodes=records, fps=fps)
+        if idm is not None:
+            torch.save(idm.state_dict_with_config(), staging / "meta" / STATE_IDM_FILE)
+        if errors:
+            summary["label_mae"], summary["mean_action_mae"] = float(np.mean(errors)), float(np.mean(baseline))
+        (staging / "meta" / LABELS_META).write_text(json.dumps(summary, indent=2))
     tail = (f"; label error {summary['label_mae']:.4f} vs mean action {summary['mean_action_mae']:.4f} (MAE)"
             if errors else "")
     print(f"vidact label: {len(records)} video(s) -> {out}{tail}")
