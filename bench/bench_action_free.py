@@ -135,7 +135,7 @@ def run_seed(args, env) -> None:
             [*VIDACT, "judge", str(a_run), "--datasets", str(demos), "--steps", str(args.judge_steps),
              "--imagine-horizon", "0", "--threads", "1", "--seed", str(args.seed)], root / "judge.log", env)})
         for name, stage_name, labelled, extra in (
-                ("labels", "label", root / "labelled", []),
+                ("labels", "label", root / "labelled", ["--labeller", "model"]),
                 ("state_labels", "label_state", root / "labelled_state",
                  ["--labeller", "state", "--demos", str(demos), "--state-noise", str(args.state_noise),
                   "--idm-steps", str(args.idm_steps)])):

@@ -26,7 +26,7 @@ def test_label_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle
 
     out = tmp_path / "labelled"
     assert main(["label", str(judged_bundle), "--videos", str(videos / "videos" / "manifest.jsonl"), "--out", str(out),
-                 "--true-actions", str(videos / "data"), "--steps", "1"]) == 0
+                 "--labeller", "model", "--true-actions", str(videos / "data"), "--steps", "1"]) == 0
     ds, true = LeRobotDataset("vidact/labelled", root=out), LeRobotDataset("vidact/true", root=videos / "data")
     assert ds.num_episodes == 2 and ds.num_frames == true.num_frames
     item = ds[0]
@@ -37,8 +37,8 @@ def test_label_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle
     assert 0 < meta["label_mae"] == pytest.approx(sum(e["label_mae"] for e in meta["episodes"]) / 2)
     assert meta["mean_action_mae"] > 0
     assert trains_on(out, tmp_path / "run")
-    assert main(["label", str(judged_bundle), "--videos", str(videos / "videos"), "--out", str(out),
-                 "--instruction", true[0]["task"]]) == 2  # exists: refused without --overwrite
+    assert main(["label", str(judged_bundle), "--videos", str(videos / "videos"), "--out", str(out), "--labeller",
+                 "model", "--instruction", true[0]["task"]]) == 2  # exists: refused without --overwrite
 
 
 @pytest.mark.parametrize("which, words", [
@@ -52,7 +52,8 @@ def test_label_bad_input_is_one_line(judged_bundle, metaworld_bundle, videos, tm
     model = metaworld_bundle if which == "no_judge" else judged_bundle
     source = {"empty": tmp_path / "empty", "missing": tmp_path / "none.jsonl",
               "no_judge": videos / "videos" / "manifest.jsonl", "no_caption": videos / "videos"}[which]
-    assert main(["label", str(model), "--videos", str(source), "--out", str(tmp_path / "out"), "--steps", "1"]) == 2
+    assert main(["label", str(model), "--videos", str(source), "--out", str(tmp_path / "out"), "--labeller", "model",
+                 "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("vidact label: error:") and words in err and "\n" not in err, err
 
@@ -62,7 +63,7 @@ def test_label_says_when_it_resamples_a_video(judged_bundle, videos, tmp_path, c
 
     out = tmp_path / "half_rate"
     assert main(["label", str(judged_bundle), "--videos", str(videos / "videos" / "manifest.jsonl"), "--out", str(out),
-                 "--fps", "40", "--steps", "1"]) == 0
+                 "--fps", "40", "--labeller", "model", "--steps", "1"]) == 0
     said = capsys.readouterr().out
     assert said.count("resampled from 80 to 40 fps") == 2 and "resized" not in said, said
     full = LeRobotDataset("vidact/true", root=videos / "data")
@@ -99,7 +100,7 @@ def test_state_labeller_writes_a_dataset_with_its_fit(judged_bundle, videos, tmp
 
 
 @pytest.mark.parametrize("extra, words", [
-    ([], "--labeller state needs --demos"),
+    ([], "--labeller state (the default) needs --demos"),  # no --labeller: the state labeller
     (["--demos", "DATA", "--fps", "40"], "differs from the demos' control rate 80"),
     (["--demos", "MISSING"], "does not exist"),
     (["--demos", "DATA", "--state-noise", "-1"], "--state-noise must be >= 0"),
@@ -112,7 +113,7 @@ def test_state_labeller_bad_input_is_one_line_and_keeps_the_old_dataset(judged_b
     out.mkdir()
     (out / "earlier.txt").write_text("an earlier dataset")
     assert main(["label", str(judged_bundle), "--videos", str(videos / "videos" / "manifest.jsonl"), "--out",
-                 str(out), "--overwrite", "--labeller", "state", *extra]) == 2
+                 str(out), "--overwrite", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("vidact label: error:") and words in err and "\n" not in err, err
     assert (out / "earlier.txt").is_file() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
@@ -130,6 +131,6 @@ def test_a_failure_while_labelling_keeps_the_old_dataset(judged_bundle, videos, 
     out.mkdir()
     (out / "earlier.txt").write_text("an earlier dataset")
     assert main(["label", str(judged_bundle), "--videos", str(manifest), "--out", str(out), "--overwrite",
-                 "--steps", "1"]) == 2
+                 "--labeller", "model", "--steps", "1"]) == 2
     assert "not a readable video" in capsys.readouterr().err
     assert (out / "earlier.txt").is_file() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []

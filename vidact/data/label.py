@@ -1,12 +1,12 @@
 """``vidact label MODEL --videos MANIFEST --out DIR``: actions for action-free videos, written as a
 LeRobot v3 dataset a recipe can train on (issue 14, "video, then inverse dynamics").
 
-Two labellers. ``--labeller model`` (the default): the video model's ``inverse_dynamics`` mode
-reads the actions from the frames. ``--labeller state --demos DATASET``: the judge reads the
-state from each frame, and a small state-space inverse-dynamics network fitted on the demos'
-states and actions (``vidact.data.state_idm``) turns the read trajectory into actions; on the
-MetaWorld setting of issue 14 its labels are about five times closer to the true actions
-(BENCHMARKS.md).
+Two labellers. ``--labeller state --demos DATASET`` (the default): the judge reads the state
+from each frame, and a small state-space inverse-dynamics network fitted on the demos' states and
+actions (``vidact.data.state_idm``) turns the read trajectory into actions; on the MetaWorld
+setting of issue 14 its labels are about five times closer to the true actions (BENCHMARKS.md).
+``--labeller model``: the video model's ``inverse_dynamics`` mode reads the actions from the
+frames (no demos needed).
 
 Each video is read at the robot's control rate and fitted to the model's frame size; a video
 resampled in time or size is named with what was done. The rate is ``--fps``, by default the
@@ -117,7 +117,8 @@ def fit_state_labeller(args: argparse.Namespace, c) -> tuple[StateInverseDynamic
     from vidact.data.state_idm import fit_state_idm, heldout_error
 
     if not args.demos:
-        raise LabelError("--labeller state needs --demos: LeRobot datasets with the states and actions to fit it on")
+        raise LabelError("--labeller state (the default) needs --demos: LeRobot datasets with the states and actions "
+                         "to fit it on (or --labeller model: the video model's inverse dynamics)")
     if args.state_noise < 0 or args.idm_steps < 1:
         raise LabelError(f"--state-noise must be >= 0 and --idm-steps >= 1; got {args.state_noise}, {args.idm_steps}")
     demos = []
@@ -167,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instruction", default=None, help="instruction for videos without a caption")
     p.add_argument("--true-actions", default=None, help="LeRobot dataset with the videos' recorded actions, same "
                    "episodes in the same order: report the label error")
-    p.add_argument("--labeller", type=Labeller, choices=list(Labeller), default=Labeller.MODEL, help="model: the video model's "
-                   "inverse_dynamics mode; state: the judge's state read from each frame, turned into actions by a "
-                   "state-space inverse-dynamics network fitted on --demos")
+    p.add_argument("--labeller", type=Labeller, choices=list(Labeller), default=Labeller.STATE, help="state (default): the judge's "
+                   "state read from each frame, turned into actions by a state-space inverse-dynamics network fitted "
+                   "on --demos; model: the video model's inverse_dynamics mode")
     p.add_argument("--demos", nargs="+", default=[], help="LeRobot datasets with states and actions to fit the "
                    "state labeller on (recorded at the videos' control rate)")
     p.add_argument("--state-noise", type=float, default=None, help="state labeller: training noise on the states, "
