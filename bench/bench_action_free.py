@@ -100,7 +100,7 @@ def webvideo(manifest: Path, weight: float | None = None) -> str:
 
 
 SETTINGS = ("data", "tasks", "steps", "recipe", "video_weight", "clips_per_video", "judge_steps", "synth_episodes",
-            "eval_episodes", "max_steps", "state_noise", "idm_steps")
+            "eval_episodes", "max_steps", "state_noise", "idm_steps", "labelled_weight")
 
 
 def run_seed(args, env) -> None:
@@ -146,7 +146,9 @@ def run_seed(args, env) -> None:
                                 "--true-actions", str(videos / "withheld_actions"), "--threads", "1", "--seed",
                                 str(args.seed), "--out", str(labelled), "--overwrite", *extra],
                                root / f"{stage_name}.log", env)})
-            d = arm(name, ["data.kind=mixture", f"data.sources=[{lerobot(demos)}, {lerobot(labelled)}]"])
+            weights = (1 - args.labelled_weight, args.labelled_weight) if args.labelled_weight else (None, None)
+            d = arm(name, ["data.kind=mixture", f"data.sources=[{lerobot(demos, weights[0])}, "
+                                                f"{lerobot(labelled, weights[1])}]"])
             finish(name, dict(d, judge_seconds=judge["seconds"], label_seconds=label["seconds"]))
     if {"pretrain", "features", "synth"} & set(args.arms):
         pre = arm("pretrain_video", ["data.kind=webvideo", f"data.sources=[{webvideo(clips)}]"], steps=half)
@@ -304,6 +306,8 @@ def main() -> None:
     p.add_argument("--judge-steps", type=int, default=1000, help="(d): the state-reading judge's steps")
     p.add_argument("--state-noise", type=float, default=0.05, help="(d2): `vidact label --state-noise`")
     p.add_argument("--idm-steps", type=int, default=3000, help="(d2): `vidact label --idm-steps`")
+    p.add_argument("--labelled-weight", type=float, default=None, help="(d), (d2): share of labelled episodes in "
+                   "the stream (default: half)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS),
                    help="arms to run ((a) always runs: it is the baseline and (d)'s and (d2)'s labeller)")
     p.add_argument("--synth-episodes", type=int, default=150, help="(e): scenes imagined from (one rollout each)")
