@@ -17,7 +17,8 @@ chunk and generates its ``chunk_length`` actions, all chunks of a video in one b
 no proprioception: the model reads the state as masked out (it learns that with
 ``generative.state_dropout``). Either way the dataset's ``observation.state`` comes from the
 model's judge (``vidact judge``: its state head reads the state from each frame), and the state
-labeller's weights are saved in ``meta/state_idm.pt``. ``--true-actions DATASET``, the same episodes with their recorded actions
+labeller's weights are saved in ``meta/state_idm.pt``. ``--true-actions DATASET``, the same
+episodes with their recorded actions
 (``vidact data metaworld --video-out`` writes both, in the same order; with ``--action-free N``
 the videos' own actions are withheld in ``VIDEO_OUT/withheld_actions``), reports the label error
 beside the mean-action baseline in ``meta/vidact_labels.json``. The dataset is written beside
@@ -53,6 +54,9 @@ STATE_NOISE, IDM_STEPS = 0.05, 3000  # the state labeller's defaults
 class Labeller(str, Enum):
     MODEL = "model"  # the video model's inverse_dynamics mode
     STATE = "state"  # the judge's read states through a state-space inverse-dynamics network
+
+    def __str__(self) -> str:  # how argparse shows the choices
+        return self.value
 
 
 class LabelError(ValueError):
@@ -168,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instruction", default=None, help="instruction for videos without a caption")
     p.add_argument("--true-actions", default=None, help="LeRobot dataset with the videos' recorded actions, same "
                    "episodes in the same order: report the label error")
-    p.add_argument("--labeller", type=Labeller, choices=list(Labeller), default=Labeller.STATE, help="state (default): the judge's "
-                   "state read from each frame, turned into actions by a state-space inverse-dynamics network fitted "
-                   "on --demos; model: the video model's inverse_dynamics mode")
+    p.add_argument("--labeller", type=Labeller, choices=list(Labeller), default=Labeller.STATE,
+                   help="state (default): the judge's state read from each frame, turned into actions by a "
+                   "state-space inverse-dynamics network fitted on --demos; model: the video model's inverse_dynamics "
+                   "mode")
     p.add_argument("--demos", nargs="+", default=[], help="LeRobot datasets with states and actions to fit the "
                    "state labeller on (recorded at the videos' control rate)")
     p.add_argument("--state-noise", type=float, default=None, help="state labeller: training noise on the states, "
