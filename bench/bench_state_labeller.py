@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from vidact.data.state_idm import StateIDMConfig, fit_state_idm, window_features  # noqa: E402
+from vidact.data.state_idm import AHEAD, BACK, fit_state_idm, window_features  # noqa: E402
 
 
 def trajectories(root: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -86,8 +86,7 @@ def main() -> None:
         print(f"| linear, {back} back, {ahead} ahead | {score(linear(demos, back, ahead), read, true)} |")
     for noise in (0.0, 0.05):
         idm = fit_state_idm(demos, noise=noise, steps=args.steps, seed=args.seed)
-        shape = StateIDMConfig(1, 1)
-        print(f"| network ({shape.back} back, {shape.ahead} ahead), noise {noise} | {score(idm.infer, read, true)} |")
+        print(f"| network ({BACK} back, {AHEAD} ahead), noise {noise} | {score(idm.infer, read, true)} |")
 
 
 if __name__ == "__main__":
