@@ -18,6 +18,8 @@ held-out seeds 1e9.., ``--max-steps`` cap) on every task:
     training (arm (a)) is not counted in (d)'s steps: the table gives its time.
 (d2) ``state_labels``: as (d), but labelled by ``vidact label --labeller state``: the judge's read
     states turned into actions by a state-space inverse-dynamics network fitted on the demos.
+(o) ``true_labels``: not a way of using action-free videos but the ceiling of (d) and (d2): the
+    demos and the videos with their withheld true actions (and true states), mixed as in (d).
 (e) ``synth``: (c)'s model as a world model: a judge trained on the demos and on its own imagined
     frames (``vidact judge --train-on-imagined``), ``vidact synth`` imagines one episode from each
     new scene's first frame (``--starts``: simulator resets no demo or video came from) and keeps
@@ -62,6 +64,7 @@ TASKS = ["button-press-topdown-v3", "drawer-open-v3", "door-open-v3"]
 ARMS = {"demos": "(a) 5 demos only", "cotrain": "(b) demos + videos co-trained (video mode)",
         "pretrain": "(c) video pretraining, then the demos", "labels": "(d) demos + pseudo-labelled videos",
         "state_labels": "(d2) demos + videos labelled from the states the judge reads",
+        "true_labels": "(o) demos + videos with their true actions (the ceiling of any labeller)",
         "synth": "(e) demos + synthetic episodes imagined by (c)",
         "features": "(f) frozen video model of (c), action head on its features"}
 # Every arm: the quickstart model, and state dropout so that the model also acts without
@@ -112,6 +115,8 @@ def run_seed(args, env) -> None:
     clips = clips_manifest(videos, args.clips_per_video)
     common = [*COMMON, f"seed={args.seed}"]
     half = args.steps // 2
+    # (d), (d2), (o): the demos' and the labelled videos' shares of the stream (default: the mixture's)
+    weights = (1 - args.labelled_weight, args.labelled_weight) if args.labelled_weight else (None, None)
 
     def arm(name: str, recipe_overrides: list[str], steps: int = args.steps, init: str | None = None) -> dict:
         path = root / name
@@ -146,10 +151,13 @@ def run_seed(args, env) -> None:
                                 "--true-actions", str(videos / "withheld_actions"), "--threads", "1", "--seed",
                                 str(args.seed), "--out", str(labelled), "--overwrite", *extra],
                                root / f"{stage_name}.log", env)})
-            weights = (1 - args.labelled_weight, args.labelled_weight) if args.labelled_weight else (None, None)
             d = arm(name, ["data.kind=mixture", f"data.sources=[{lerobot(demos, weights[0])}, "
                                                 f"{lerobot(labelled, weights[1])}]"])
             finish(name, dict(d, judge_seconds=judge["seconds"], label_seconds=label["seconds"]))
+    if "true_labels" in args.arms:
+        o = arm("true_labels", ["data.kind=mixture", f"data.sources=[{lerobot(demos, weights[0])}, "
+                                                     f"{lerobot(videos / 'withheld_actions', weights[1])}]"])
+        finish("true_labels", o)
     if {"pretrain", "features", "synth"} & set(args.arms):
         pre = arm("pretrain_video", ["data.kind=webvideo", f"data.sources=[{webvideo(clips)}]"], steps=half)
     if {"pretrain", "synth"} & set(args.arms):
