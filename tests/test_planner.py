@@ -1,6 +1,7 @@
 """Planning in imagination and its judge on a tiny model: the planner executes the candidate its
-scorer prefers (checked against candidates imagined one by one), N=1 is the plain policy, CEM
-never returns worse than its proposals, a goal image picks the candidate that imagines it."""
+scorer prefers (checked against candidates imagined one by one, one chunk or two deep), N=1 is
+the plain policy, CEM never returns worse than its proposals, a goal image picks the candidate
+that imagines it."""
 
 from __future__ import annotations
 
@@ -60,6 +61,41 @@ def test_best_of_n_executes_the_candidate_the_judge_prefers(tiny_model, mode):
     assert plan.future_frames.shape[:2] == (2, tiny_model.config.future_frames)
 
 
+@pytest.mark.parametrize("score", ["last", "mean"])
+def test_a_two_chunk_horizon_scores_what_the_policy_does_after_each_candidate(tiny_model, score):
+    """Horizon 2, checked candidate by candidate: imagine the candidate's chunk, put the imagined
+    frames in the history (their state unknown), let the policy choose its next chunk there (one
+    noise for every candidate), imagine that, and score the frames with the judge."""
+    sampler, judge, batch, N, seed, mode = (Sampler(tiny_model, SamplerConfig(steps=2)), _judge(tiny_model),
+                                            _batch(tiny_model), 3, 7, Mode.POLICY_FAST)
+    plan = Planner(sampler, PlannerConfig("best_of_n", N, horizon=2, score=score), judge=judge).plan(batch, mode, seed)
+    B, Th = batch.batch_size, tiny_model.config.history
+    common_v = initial_noise(tiny_model, B, seed)[0]
+    follow_v, follow_a = (x.expand(B, *x.shape[1:]) for x in initial_noise(tiny_model, 1, seed + SEED_STRIDE + 1))
+    expected, one_deep = [], []
+    for i in range(N):
+        noise_v, noise_a = initial_noise(tiny_model, B, seed + i * SEED_STRIDE)
+        first = sampler.sample(batch, mode, noise=(noise_v, noise_a)).actions
+        frames1 = sampler.sample(dataclasses.replace(batch, actions=first), Mode.FORWARD_DYNAMICS,
+                                 noise=(common_v, torch.zeros_like(noise_a))).future_frames.clamp(0, 1)
+        imagined = min(Th, frames1.shape[1])
+        after = dataclasses.replace(batch, obs_frames=torch.cat([batch.obs_frames, frames1], 1)[:, -Th:],
+                                    obs_is_pad=torch.zeros(B, Th, dtype=torch.bool),
+                                    state_is_pad=(torch.arange(Th) >= Th - imagined)[None].expand(B, -1))
+        second = sampler.sample(after, mode, noise=(follow_v, follow_a)).actions
+        frames2 = sampler.sample(dataclasses.replace(after, actions=second), Mode.FORWARD_DYNAMICS,
+                                 noise=(follow_v, torch.zeros_like(follow_a))).future_frames.clamp(0, 1)
+        scored = torch.cat([frames1, frames2], 1) if score == "mean" else frames2[:, -1:]
+        T = scored.shape[1]
+        expected.append(judge.predict(scored.flatten(0, 1)[:, 0], [TEXT] * (B * T))[0].view(B, T).mean(1))
+        one_deep.append(judge.predict(frames1[:, -1, 0], batch.text)[0])
+    expected = torch.stack(expected, 1)
+    torch.testing.assert_close(plan.scores, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(expected, torch.stack(one_deep, 1), atol=1e-4)  # looking ahead changes the scores
+    assert plan.chosen.tolist() == expected.argmax(1).tolist()
+    assert plan.future_frames.shape[:2] == (B, tiny_model.config.future_frames)  # the chosen chunk's own future
+
+
 def test_cem_never_returns_worse_than_the_policy_proposals(tiny_model):
     sampler, judge, batch, seed = Sampler(tiny_model, SamplerConfig(steps=2)), _judge(tiny_model), _batch(tiny_model), 5
     proposals = Planner(sampler, PlannerConfig("best_of_n", 6), judge=judge).plan(batch, Mode.POLICY_FAST, seed)
@@ -85,6 +121,10 @@ def test_planning_bad_input_names_both_sides(tiny_model):
         PlannerConfig("best_of_n", 0)
     with pytest.raises(PlanningError, match="is not one of"):
         PlannerConfig("beam", 4)
+    with pytest.raises(PlanningError, match="--plan-horizon must be >= 1, got 0"):
+        PlannerConfig("best_of_n", 4, horizon=0)
+    with pytest.raises(PlanningError, match="--plan-score 'max' is not one of"):
+        PlannerConfig("best_of_n", 4, score="max")
     with pytest.raises(PlanningError, match="needs a judge"):
         Planner(sampler, PlannerConfig())
     small = Judge(JudgeConfig(channels=3, height=16, width=16, tasks=[TEXT], width_mult=4))

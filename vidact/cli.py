@@ -160,6 +160,10 @@ def _add_planner(p: argparse.ArgumentParser) -> None:
     p.add_argument("--elites", type=int, default=None, help="--planner cem: chunks kept per refit (default N/4, >= 2)")
     p.add_argument("--imagine-steps", type=int, default=None, help="planning: sampler steps for imagining the "
                    "candidates (default: the policy's; the latent world-model recipe imagines best with 2)")
+    p.add_argument("--plan-horizon", type=int, default=1, help="planning: chunks imagined per candidate (2: the "
+                   "candidate, then the policy's next chunk from the imagined frames; scored at the end)")
+    p.add_argument("--plan-score", default="last", choices=["last", "mean"], help="planning: the judge's value of "
+                   "the last imagined frame, or its mean over every imagined frame of the horizon")
     p.add_argument("--judge", default=None, help="planning: judge folder (default: BUNDLE/judge, `vidact judge`)")
     p.add_argument("--goal-image", default=None, help="planning: score imagined futures by closeness to this image "
                    "(the model's frame size) in the model's latent space instead of by the judge")

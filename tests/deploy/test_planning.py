@@ -40,7 +40,8 @@ def test_judge_is_trained_evaluated_and_exported(judged_bundle, metaworld_bundle
 
 
 @pytest.mark.parametrize("planner", [["best_of_n", "--candidates", "3", "--imagine-steps", "1"],
-                                     ["cem", "--candidates", "4", "--cem-iterations", "1"]])
+                                     ["cem", "--candidates", "4", "--cem-iterations", "1"],
+                                     ["best_of_n", "--candidates", "2", "--plan-horizon", "2", "--plan-score", "mean"]])
 def test_eval_plans_with_the_bundles_judge(judged_bundle, tmp_path, planner):
     out = tmp_path / "eval"
     assert main(["eval", str(judged_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "6", "--steps", "1",
@@ -48,6 +49,8 @@ def test_eval_plans_with_the_bundles_judge(judged_bundle, tmp_path, planner):
     results = json.loads((out / "results.json").read_text())
     assert results["planner"]["kind"] == planner[0] and results["planner"]["candidates"] == int(planner[2])
     assert results["planner"]["imagine_steps"] == (1 if "--imagine-steps" in planner else None)
+    assert results["planner"]["horizon"] == (2 if "--plan-horizon" in planner else 1)
+    assert results["planner"]["score"] == ("mean" if "--plan-score" in planner else "last")
     assert results["mean_chunk_ms"] > 0 and results["per_episode"][0]["chunks"] >= 1
 
 

@@ -7,10 +7,14 @@ with the model's ``forward_dynamics`` mode, execute the one whose imagined futur
   is refit to the best ``elites`` for ``iterations`` rounds; the best chunk seen is executed.
 
 A future is scored by the judge (``vidact.worldmodel.judge``: the value of the last imagined
-frame) or, given a goal image, by closeness to the goal in the model's own frame latent space
-(minus the mean squared latent difference). All candidates go through the model in one batch:
-one policy call and one ``forward_dynamics`` call per round. Every candidate of every round is
-imagined from the same video noise, so imagined futures differ by their actions alone.
+frame, or with ``score="mean"`` the mean value over every imagined frame) or, given a goal image,
+by closeness to the goal in the model's own frame latent space (minus the mean squared latent
+difference). With ``horizon`` H > 1 each candidate's future is imagined H chunks deep: after the
+candidate chunk, the policy's own next chunks from the imagined frames (their state masked out,
+as in ``vidact.worldmodel.rollout``), so a chunk that sets up a later success can win. All
+candidates go through the model in one batch: per round and chunk of the horizon, one policy call
+and one ``forward_dynamics`` call. Every candidate is imagined from the same video noise (and
+followed by chunks from the same noise), so imagined futures differ by their actions alone.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from vidact.generative.schedule import Mode
 from vidact.types import Batch
 
 PLANNERS = ("best_of_n", "cem")
+SCORES = ("last", "mean")  # the judge's value of the last imagined frame | mean over the imagined frames
 SEED_STRIDE = 7919  # candidate i samples with seed + i * SEED_STRIDE (a prime: no overlap with per-call seeds)
 
 
@@ -42,6 +47,8 @@ class PlannerConfig:
     elites: int | None = None  # cem: chunks each refit keeps (default max(2, N // 4))
     min_std: float = 0.05  # cem: floor of the per-dimension standard deviation (normalized actions)
     imagine_steps: int | None = None  # sampler steps for imagining candidates (default: the policy's)
+    horizon: int = 1  # chunks imagined per candidate: the candidate, then the policy's own next ones
+    score: str = "last"  # one of SCORES
 
     def __post_init__(self) -> None:
         if self.kind not in PLANNERS:
@@ -54,6 +61,10 @@ class PlannerConfig:
             raise PlanningError(f"--cem-iterations must be >= 0, got {self.iterations}")
         if self.imagine_steps is not None and self.imagine_steps < 1:
             raise PlanningError(f"--imagine-steps must be >= 1, got {self.imagine_steps}")
+        if self.horizon < 1:
+            raise PlanningError(f"--plan-horizon must be >= 1, got {self.horizon}")
+        if self.score not in SCORES:
+            raise PlanningError(f"--plan-score {self.score!r} is not one of {list(SCORES)}")
         if self.elites is not None and not 1 <= self.elites <= self.candidates:
             raise PlanningError(f"--elites must be in 1..{self.candidates}, got {self.elites}")
 
@@ -114,13 +125,19 @@ class Planner:
         return self.sampler.model
 
     def score(self, frames: Tensor, texts: list[str]) -> Tensor:
-        """[M,Tf,V,C,H,W] imagined chunks -> [M] scores of their last frame (higher is better)."""
-        last = frames[:, -1]
+        """[M,T,V,C,H,W] imagined frames -> [M] scores (higher is better): of the last frame, or
+        with ``score="mean"`` the mean over the T frames."""
+        M, T = frames.shape[:2]
+        if self.config.score == "last":
+            frames, T = frames[:, -1:], 1
+        flat = frames.flatten(0, 1)  # [M*T,V,C,H,W]
         if self.goal_latents is not None:
-            lat = self.model.encode_frames(last[:, None].float())
-            return -(lat - self.goal_latents.to(lat)).pow(2).mean((1, 2))
-        value, _ = self.judge.predict(last[:, 0].float().cpu(), texts)
-        return value.to(frames.device)
+            lat = self.model.encode_frames(flat[:, None].float())
+            per_frame = -(lat - self.goal_latents.to(lat)).pow(2).mean((1, 2))
+        else:
+            value, _ = self.judge.predict(flat[:, 0].float().cpu(), [t for t in texts for _ in range(T)])
+            per_frame = value.to(frames.device)
+        return per_frame.view(M, T).mean(1)
 
     def imagine(self, batch: Batch, actions: Tensor, noise_v: Tensor, seed: int) -> Tensor:
         """[M,K,A] raw actions -> [M,Tf,V,C,H,W] imagined frames (forward_dynamics, one batch)."""
@@ -128,6 +145,38 @@ class Planner:
         noise_a = torch.zeros(actions.shape, dtype=noise_v.dtype)  # unused: actions are given
         return self.sampler.sample(imagined, Mode.FORWARD_DYNAMICS, seed=seed, noise=(noise_v, noise_a),
                                    steps=self.config.imagine_steps).future_frames
+
+    def look_ahead(self, batch: Batch, frames: Tensor, mode: Mode | str, seed: int) -> Tensor:
+        """The first chunk's imagined frames [M,Tf,...] -> every imagined frame of the horizon
+        [M,H*Tf,...]: the policy acts on the imagined history (state masked out) and the model
+        imagines what its chunk does, ``horizon - 1`` times; one noise for every candidate."""
+        model, M = self.model, batch.batch_size
+        Th = batch.obs_frames.shape[1]
+        seen = [frames]
+        for h in range(1, self.config.horizon):
+            history = torch.cat([batch.obs_frames.float(), *seen], 1)[:, -Th:]
+            imagined = min(Th, sum(f.shape[1] for f in seen))  # history slots that hold imagined frames
+            real = torch.arange(Th) < Th - imagined
+            obs_pad = batch.obs_is_pad if batch.obs_is_pad is not None else torch.zeros(M, Th, dtype=torch.bool)
+            follow = dataclasses.replace(
+                batch, obs_frames=history, actions=None, future_frames=None, frame_keys=None,
+                obs_frame_latents=None, future_frame_latents=None,
+                obs_is_pad=torch.cat([obs_pad[:, imagined:], torch.zeros(M, imagined, dtype=torch.bool)], 1),
+                state_is_pad=(~real)[None].expand(M, -1).clone() if batch.state_is_pad is None
+                else torch.cat([batch.state_is_pad[:, imagined:], torch.ones(M, imagined, dtype=torch.bool)], 1))
+            v, a = initial_noise(model, 1, seed + h * SEED_STRIDE + 1)
+            noise_v, noise_a = v.expand(M, *v.shape[1:]).clone(), a.expand(M, *a.shape[1:]).clone()
+            actions = self.sampler.sample(follow, mode, seed=seed + h, noise=(noise_v, noise_a)).actions.float()
+            if self.clip is not None:
+                actions = self.clip(actions)
+            seen.append(self.imagine(follow, actions, noise_v, seed + h).float().clamp(0, 1))
+        return torch.cat(seen, 1)
+
+    def evaluate(self, big: Batch, actions: Tensor, noise_v: Tensor, mode: Mode | str, seed: int):
+        """Candidate chunks [M,K,A] -> (their first chunk's imagined frames, their scores [M])."""
+        frames = self.imagine(big, actions, noise_v, seed)
+        future = self.look_ahead(big, frames.float().clamp(0, 1), mode, seed) if self.config.horizon > 1 else frames
+        return frames, self.score(future, big.text)
 
     @torch.no_grad()
     def plan(self, batch: Batch, mode: Mode | str, seed: int) -> Plan:
@@ -143,18 +192,18 @@ class Planner:
         # Every candidate is imagined from the same video noise (candidate 0's): the imagined
         # futures then differ by the actions alone, not by the luck of the draw.
         common_v = noise[0][0].repeat_interleave(N, 0)
-        frames = self.imagine(big, actions, common_v, seed)
-        scores = self.score(frames, big.text).view(B, N)
+        frames, scores = self.evaluate(big, actions, common_v, mode, seed)
+        scores = scores.view(B, N)
         best = scores.argmax(1)
         take = lambda x: x.view(B, N, *x.shape[1:])[torch.arange(B), best]  # noqa: E731
         chosen_actions, chosen_frames, best_score = take(actions), take(frames), scores.max(1).values
         if cfg.kind == "cem":
             chosen_actions, chosen_frames, best_score, scores, best = self._cem(
-                big, actions, scores, common_v, seed, chosen_actions, chosen_frames, best_score, best)
+                big, actions, scores, common_v, mode, seed, chosen_actions, chosen_frames, best_score, best)
         return Plan(chosen_actions, chosen_frames, scores, best_score, best)
 
-    def _cem(self, big: Batch, actions: Tensor, scores: Tensor, noise_v: Tensor, seed: int, best_actions: Tensor,
-             best_frames: Tensor, best_score: Tensor, best: Tensor):
+    def _cem(self, big: Batch, actions: Tensor, scores: Tensor, noise_v: Tensor, mode: Mode | str, seed: int,
+             best_actions: Tensor, best_frames: Tensor, best_score: Tensor, best: Tensor):
         cfg, norm = self.config, self.model.normalizer
         B, N = scores.shape
         elites = cfg.elites or max(2, N // 4)
@@ -169,8 +218,8 @@ class Planner:
             if self.clip is not None:
                 raw = self.clip(raw)
                 x = norm.normalize("action", raw).view_as(x)
-            frames = self.imagine(big, raw, noise_v, seed + it + 1)
-            scores = self.score(frames, big.text).view(B, N)
+            frames, scores = self.evaluate(big, raw, noise_v, mode, seed + it + 1)
+            scores = scores.view(B, N)
             round_best = scores.argmax(1)
             better = scores.max(1).values > best_score
             pick = lambda t: t.view(B, N, *t.shape[1:])[torch.arange(B), round_best]  # noqa: E731
@@ -199,7 +248,8 @@ def read_goal_image(path: str) -> Tensor:
 
 def planner_kwargs(args) -> dict:
     """``Policy`` keyword arguments from the command line's planning options (``--planner``,
-    ``--candidates``, ``--cem-iterations``, ``--elites``, ``--imagine-steps``, ``--judge``, ``--goal-image``)."""
+    ``--candidates``, ``--cem-iterations``, ``--elites``, ``--imagine-steps``, ``--plan-horizon``,
+    ``--plan-score``, ``--judge``, ``--goal-image``)."""
     planner = getattr(args, "planner", None)
     if not planner:
         given = [f for f, v in (("--judge", getattr(args, "judge", None)),
@@ -208,7 +258,8 @@ def planner_kwargs(args) -> dict:
             raise PlanningError(f"{' and '.join(given)} only apply with --planner best_of_n|cem")
         return {}
     kwargs: dict = {"planner": PlannerConfig(planner, args.candidates, args.cem_iterations, args.elites,
-                                             imagine_steps=args.imagine_steps)}
+                                             imagine_steps=args.imagine_steps, horizon=args.plan_horizon,
+                                             score=args.plan_score)}
     if args.judge:
         from vidact.worldmodel.judge import Judge
 
