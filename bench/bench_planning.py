@@ -6,6 +6,9 @@ with its Wilson interval and the milliseconds per chunk.
         outputs/wm/bundles/latvw_s0 --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 push-v3 \\
         --settings plain best_of_n:8 --episodes 50 --max-steps 200 --imagine-steps 2 --out outputs/plan/bench
 
+A setting is ``plain``, ``best_of_n:N`` or ``cem:N``, optionally with ``:h2`` (each candidate
+imagined two chunks deep: ``--plan-horizon 2``) and ``:mean`` (``--plan-score mean``).
+
 The bundle needs a judge (``vidact judge BUNDLE --datasets ...``). Each (task, setting) is one
 ``vidact eval`` into OUT/TASK/SETTING (skipped when its results.json exists, so a cut run
 resumes); ``--workers`` runs that many at once, one torch thread each. The table lands in
@@ -27,13 +30,23 @@ VIDACT = [sys.executable, "-m", "vidact.cli"]
 
 
 def setting_args(setting: str) -> list[str]:
-    """'plain' | 'best_of_n:N' | 'cem:N' -> vidact eval arguments."""
+    """'plain' | 'best_of_n:N' | 'cem:N', optionally followed by ':hH' (``--plan-horizon H``) and/or
+    ':mean' (``--plan-score mean``) -> vidact eval arguments."""
     if setting == "plain":
         return []
-    kind, _, n = setting.partition(":")
+    kind, n, *extra = setting.split(":")
+    usage = f"--settings: {setting!r} is not plain or best_of_n|cem:N[:hH][:mean]"
     if kind not in ("best_of_n", "cem") or not n.isdigit():
-        raise SystemExit(f"--settings: {setting!r} is not plain, best_of_n:N or cem:N")
-    return ["--planner", kind, "--candidates", n]
+        raise SystemExit(usage)
+    cmd = ["--planner", kind, "--candidates", n]
+    for part in extra:
+        if part == "mean":
+            cmd += ["--plan-score", "mean"]
+        elif part[:1] == "h" and part[1:].isdigit():
+            cmd += ["--plan-horizon", part[1:]]
+        else:
+            raise SystemExit(usage)
+    return cmd
 
 
 def main() -> int:
