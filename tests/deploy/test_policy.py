@@ -111,11 +111,21 @@ def with_state_stats(policy: Policy, std=(1.0, 0.1)) -> Policy:
     return policy
 
 
+def one_pixel(value: float) -> np.ndarray:
+    """A valid float image but for one pixel."""
+    image = np.full((1, 16, 16), 0.5, np.float32)
+    image[0, 7, 9] = value
+    return image
+
+
 @pytest.mark.parametrize("bad, words", [
     ({**obs(), "observation.state": np.array([np.nan, 0.0])}, ["observation.state", "NaN"]),
     ({**obs(), "observation.state": np.array([0.0, np.inf])}, ["observation.state", "dims [1]"]),
     ({**obs(), "observation.state": np.array([0.0, 5.0])}, ["dim 1 = 5", "50 standard deviations", "limit 10"]),
     ({**obs(), "observation.image": np.full((1, 16, 16), np.nan, np.float32)}, ["observation.image", "NaN"]),
+    ({**obs(), "observation.image": one_pixel(np.nan)}, ["observation.image", "NaN"]),
+    ({**obs(), "observation.image": one_pixel(np.inf)}, ["observation.image", "infinite"]),
+    ({**obs(), "observation.image": one_pixel(-np.inf)}, ["observation.image", "infinite"]),
     ({**obs(), "observation.image": np.full((1, 16, 16), -0.5, np.float32)}, ["observation.image", "[0,1]"]),
     ({**obs(), "observation.image": np.zeros((16, 16, 1), np.int32)}, ["observation.image", "int32"]),
     ({**obs(), "observation.state": [[1.0], [1.0, 2.0]]}, ["observation.state", "numeric"]),

@@ -227,9 +227,11 @@ class Policy:
             raise ObservationError(f"observation '{key}': the model takes {c.channels}-channel images, {want}; "
                                    f"got shape {list(x.shape[1:] if not is_batched else x.shape)}")
         if x.is_floating_point():
-            if not bool(torch.isfinite(x).all()):
+            # One pass: a NaN makes both extremes NaN and an infinity shows as one (torch.isfinite(x).all()
+            # costs 8 ms on a 480x480 camera on one core, this 0.5 ms, and it runs at every control step).
+            low, high = (float(v) for v in torch.aminmax(x))
+            if not (math.isfinite(low) and math.isfinite(high)):
                 raise ObservationError(f"observation '{key}': the image holds NaN or infinite values")
-            low, high = float(x.min()), float(x.max())
             if low < -1e-3 or high > 1.0 + 1e-3:
                 raise ObservationError(f"observation '{key}': float images must be in [0,1] (got values in "
                                        f"[{low:.1f}, {high:.1f}]); pass uint8 for 0-255 values")
