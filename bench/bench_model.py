@@ -4,6 +4,12 @@ this machine's own matmul FLOP/s (measured in the same run), and chunk latency p
     .venv/bin/python bench/bench_model.py --flavors tiny S --batch-size 8 --steps 5
     .venv/bin/python bench/bench_model.py --flavors tiny --dim 128 --depth 4 --heads 4 --batch-size 32  # quickstart
     python bench/bench_model.py --device cuda --precision bf16 --flavors S B L --batch-size 64 --steps 20
+    .venv/bin/python bench/bench_model.py --flavors tiny --dim 128 --depth 4 --heads 4 --batch-size 32 --profile
+
+``--profile`` (first flavor only) says where a training step's time goes instead: forward,
+backward and optimizer timed apart, then torch.profiler's self time per operator, grouped
+(matmul, attention, norms, elementwise, ...), with the FLOP/s the matmuls themselves reach
+against the large-matmul rate: what the step would reach if everything but the matmuls were free.
 
 Shapes default to the MetaWorld recipe (96x96, 2 history frames, 1 future frame, 16x4 chunk,
 patch 12). FLOPs are counted by torch's FlopCounterMode on one forward+backward; utilization =
@@ -109,6 +115,93 @@ def bench_flavor(flavor: str, args, peak: float) -> dict:
                 memory_gib=memory, **{f"ms_{k}": latency.get(k, float("nan")) for k in ("policy_fast", "policy")})
 
 
+# torch.profiler operator names -> groups (first match wins; the rest is "other")
+GROUPS = (("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
+          ("attention", ("scaled_dot_product", "attention")),
+          ("convolution", ("convolution",)),
+          ("norm", ("layer_norm", "rms_norm", "group_norm")),
+          ("optimizer (fused AdamW ops)", ("_foreach", "_fused_adam", "addcdiv", "addcmul", "lerp")),
+          ("activations", ("gelu", "silu", "sigmoid", "tanh", "softmax")),
+          ("elementwise", ("aten::add", "aten::mul", "aten::sub", "aten::div", "aten::neg", "aten::pow", "aten::sqrt",
+                           "aten::rsqrt", "aten::exp", "aten::where", "aten::fill_", "aten::zero_", "aten::clamp")),
+          ("copies and layout", ("copy_", "aten::cat", "aten::clone", "aten::contiguous", "aten::index",
+                                 "aten::gather", "aten::scatter", "aten::expand", "aten::repeat", "aten::stack",
+                                 "aten::empty", "aten::to", "aten::_to_copy")),
+          ("reductions", ("aten::sum", "aten::mean", "aten::var", "aten::std", "aten::max", "aten::min",
+                          "aten::abs", "aten::norm")))
+
+
+def group_of(name: str) -> str:
+    for group, keys in GROUPS:
+        if any(k in name for k in keys):
+            return group
+    return "other"
+
+
+def profile_step(flavor: str, args, peak: float) -> None:
+    """Where one training step's time goes (``--profile``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    cfg = model_config(flavor, args)
+    model = VidAct(cfg).to(args.device)
+    batch = fake_batch(cfg, args.batch_size).to(args.device)
+    gen = GenerativeConfig()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    phases = {"forward (loss)": 0.0, "backward": 0.0, "optimizer": 0.0}
+
+    def step(timed: bool = False) -> None:
+        t0 = time.perf_counter()
+        out = training_loss(model, batch, gen)
+        t1 = time.perf_counter()
+        opt.zero_grad()
+        out.loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        t3 = time.perf_counter()
+        if timed:
+            for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
+                phases[k] += dt / args.steps
+
+    for _ in range(2):
+        step()
+    for _ in range(args.steps):
+        step(timed=True)
+    total = sum(phases.values())
+    print(f"\nprofile of {flavor} (dim {cfg.size[0]}, depth {cfg.size[1]}), batch {args.batch_size}, "
+          f"{args.steps} steps, {torch.get_num_threads()} thread(s): {1000 * total:.0f} ms/step")
+    print("| phase | ms/step | share |\n|---|---:|---:|")
+    for k, v in phases.items():
+        print(f"| {k} | {1000 * v:.1f} | {100 * v / total:.0f}% |")
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        for _ in range(args.steps):
+            step()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    profiled = sum(e.self_cpu_time_total for e in events)  # microseconds over all steps
+    groups: dict[str, list[float]] = {}
+    for e in events:
+        g = groups.setdefault(group_of(e.key), [0.0, 0.0, 0])
+        g[0] += e.self_cpu_time_total
+        g[1] += e.flops or 0
+        g[2] += e.count
+    print(f"\nself time by operator group (torch.profiler, {profiled / args.steps / 1000:.0f} ms/step profiled; "
+          f"the profiler's own overhead included):")
+    print("| group | ms/step | share | calls/step | GFLOP/s | vs measured matmul |\n|---|---:|---:|---:|---:|---:|")
+    for name, (us, flops, count) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+        rate = flops / (us / 1e6) if flops else 0.0
+        print(f"| {name} | {us / args.steps / 1000:.1f} | {100 * us / profiled:.0f}% | {count // args.steps} | "
+              + (f"{rate / 1e9:.1f} | {100 * rate / peak:.0f}% |" if flops else "- | - |"))
+    us, flops, _ = groups.get("matmul", [0.0, 0.0, 0])
+    if flops:
+        print(f"\nif every other operator were free, the step would run at its matmuls' rate: "
+              f"{100 * flops / (us / 1e6) / peak:.0f}% of the measured matmul rate")
+    print("\ntop operators by self time:\n| operator | group | ms/step | calls/step |\n|---|---|---:|---:|")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]:
+        print(f"| {e.key} | {group_of(e.key)} | {e.self_cpu_time_total / args.steps / 1000:.1f} | "
+              f"{e.count // args.steps} |")
+
+
 def sweep(args, peak: float) -> None:
     """Step time and memory as one shape knob moves away from the defaults, the others held."""
     import copy
@@ -150,6 +243,8 @@ def main() -> None:
     p.add_argument("--precision", default="32", choices=["32", "bf16"], help="bf16: autocast, as bf16-mixed training")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
     p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense peak, for MFU")
+    p.add_argument("--profile", action="store_true", help="where the first flavor's training step spends its time "
+                   "(fp32 on CPU) instead of the table")
     args = p.parse_args()
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     peak = matmul_flops(args.device, dtype)
@@ -157,6 +252,9 @@ def main() -> None:
           f"threads {torch.get_num_threads()}, torch {torch.__version__}, precision {args.precision}"
           f"{', compiled' if args.compile else ''}, batch {args.batch_size}, {args.size}x{args.size}, "
           f"measured {dtype} matmul {peak / 1e12:.3f} TFLOP/s")
+    if args.profile:
+        profile_step(args.flavors[0], args, peak)
+        return
     mfu = " | MFU vs {:.0f} TFLOP/s".format(args.peak_tflops) if args.peak_tflops else ""
     print("| flavor | trainable params | tokens/sample | GFLOP/step | s/step | samples/s | tokens/s | "
           f"utilization vs measured matmul{mfu} | peak GiB | policy_fast ms/chunk ({args.sample_steps} steps) "
