@@ -42,7 +42,7 @@ def _one_by_one(sampler: Sampler, batch: Batch, mode: Mode, seed: int, n: int):
         f = sampler.sample(dataclasses.replace(batch, actions=a), Mode.FORWARD_DYNAMICS,
                            noise=(common_v, torch.zeros_like(noise_a))).future_frames
         actions.append(a)
-        frames.append(f[:, -1])
+        frames.append(f[:, -1].clamp(0, 1))  # the tiny model's chunk reaches both its frames
     return torch.stack(actions), torch.stack(frames)
 
 
@@ -61,27 +61,46 @@ def test_best_of_n_executes_the_candidate_the_judge_prefers(tiny_model, mode):
     assert plan.future_frames.shape[:2] == (2, tiny_model.config.future_frames)
 
 
+@pytest.mark.parametrize("shape", ["history 2, 2 future frames", "history 3, 1 future frame, padded start"])
 @pytest.mark.parametrize("score", ["last", "mean"])
-def test_a_two_chunk_horizon_scores_what_the_policy_does_after_each_candidate(tiny_model, score):
+def test_a_two_chunk_horizon_scores_what_the_policy_does_after_each_candidate(tiny_cfg, score, shape):
     """Horizon 2, checked candidate by candidate: imagine the candidate's chunk, put the imagined
-    frames in the history (their state unknown), let the policy choose its next chunk there (one
-    noise for every candidate), imagine that, and score the frames with the judge."""
-    sampler, judge, batch, N, seed, mode = (Sampler(tiny_model, SamplerConfig(steps=2)), _judge(tiny_model),
-                                            _batch(tiny_model), 3, 7, Mode.POLICY_FAST)
+    frames in the history (written out by hand: real frames and their state shift left, an
+    imagined frame's state is unknown), let the policy choose its next chunk there (one noise for
+    every candidate), imagine that, and score the frames with the judge."""
+    from vidact.models import VidAct
+
+    cfg = tiny_cfg if shape.startswith("history 2") else dataclasses.replace(tiny_cfg, history=3, future_frames=1)
+    torch.manual_seed(0)
+    model = VidAct(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad and p.abs().sum() == 0:
+                p.normal_(std=0.05)
+    sampler, judge, batch, N, seed, mode = (Sampler(model, SamplerConfig(steps=2)), _judge(model), _batch(model),
+                                            3, 7, Mode.POLICY_FAST)
+    B, Th = batch.batch_size, cfg.history
+    batch.obs_is_pad = torch.zeros(B, Th, dtype=torch.bool)
+    if Th == 3:
+        batch.obs_is_pad[0, 0] = True  # sample 0's episode has just begun
     plan = Planner(sampler, PlannerConfig("best_of_n", N, horizon=2, score=score), judge=judge).plan(batch, mode, seed)
-    B, Th = batch.batch_size, tiny_model.config.history
-    common_v = initial_noise(tiny_model, B, seed)[0]
-    follow_v, follow_a = (x.expand(B, *x.shape[1:]) for x in initial_noise(tiny_model, 1, seed + SEED_STRIDE + 1))
+    common_v = initial_noise(model, B, seed)[0]
+    follow_v, follow_a = (x.expand(B, *x.shape[1:]) for x in initial_noise(model, 1, seed + (N + 1) * SEED_STRIDE))
     expected, one_deep = [], []
     for i in range(N):
-        noise_v, noise_a = initial_noise(tiny_model, B, seed + i * SEED_STRIDE)
+        noise_v, noise_a = initial_noise(model, B, seed + i * SEED_STRIDE)
         first = sampler.sample(batch, mode, noise=(noise_v, noise_a)).actions
         frames1 = sampler.sample(dataclasses.replace(batch, actions=first), Mode.FORWARD_DYNAMICS,
                                  noise=(common_v, torch.zeros_like(noise_a))).future_frames.clamp(0, 1)
-        imagined = min(Th, frames1.shape[1])
-        after = dataclasses.replace(batch, obs_frames=torch.cat([batch.obs_frames, frames1], 1)[:, -Th:],
-                                    obs_is_pad=torch.zeros(B, Th, dtype=torch.bool),
-                                    state_is_pad=(torch.arange(Th) >= Th - imagined)[None].expand(B, -1))
+        if Th == 2:  # both history slots now hold the two imagined frames
+            after = Batch(obs_frames=frames1, state=batch.state[:, [1, 1]], text=batch.text,
+                          obs_is_pad=torch.zeros(B, 2, dtype=torch.bool),
+                          state_is_pad=torch.ones(B, 2, dtype=torch.bool))
+        else:  # [real t-s, real t, imagined t+s]: the real ones keep their own state and padding
+            after = Batch(obs_frames=torch.cat([batch.obs_frames[:, 1:], frames1], 1),
+                          state=batch.state[:, [1, 2, 2]], text=batch.text,
+                          obs_is_pad=torch.tensor([[False, False, False]] * B),
+                          state_is_pad=torch.tensor([[False, False, True]] * B))
         second = sampler.sample(after, mode, noise=(follow_v, follow_a)).actions
         frames2 = sampler.sample(dataclasses.replace(after, actions=second), Mode.FORWARD_DYNAMICS,
                                  noise=(follow_v, torch.zeros_like(follow_a))).future_frames.clamp(0, 1)
@@ -93,7 +112,22 @@ def test_a_two_chunk_horizon_scores_what_the_policy_does_after_each_candidate(ti
     torch.testing.assert_close(plan.scores, expected, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(expected, torch.stack(one_deep, 1), atol=1e-4)  # looking ahead changes the scores
     assert plan.chosen.tolist() == expected.argmax(1).tolist()
-    assert plan.future_frames.shape[:2] == (B, tiny_model.config.future_frames)  # the chosen chunk's own future
+    assert plan.future_frames.shape[:2] == (B, cfg.future_frames)  # the chosen chunk's own future
+
+
+def test_cem_looks_ahead_from_the_same_noise_every_round(tiny_model):
+    """With a horizon, the score CEM reports for its chunk is what that chunk scores when planned
+    alone (best-of-1 from the same seed and follow-up noise): rounds are compared fairly."""
+    sampler, judge, batch, seed = Sampler(tiny_model, SamplerConfig(steps=2)), _judge(tiny_model), _batch(tiny_model), 5
+    cem = Planner(sampler, PlannerConfig("cem", 6, iterations=2, horizon=2), judge=judge).plan(
+        batch, Mode.POLICY_FAST, seed)
+    proposals = Planner(sampler, PlannerConfig("best_of_n", 6, horizon=2), judge=judge).plan(
+        batch, Mode.POLICY_FAST, seed)
+    assert (cem.best_score >= proposals.best_score - 1e-6).all()
+    again = Planner(sampler, PlannerConfig("cem", 6, iterations=0, horizon=2), judge=judge)
+    common_v = initial_noise(tiny_model, 2, seed)[0]
+    _, rescored = again.evaluate(batch, cem.actions, common_v, Mode.POLICY_FAST, seed)
+    torch.testing.assert_close(rescored, cem.best_score, atol=1e-5, rtol=1e-4)
 
 
 def test_cem_never_returns_worse_than_the_policy_proposals(tiny_model):

@@ -161,9 +161,10 @@ def _add_planner(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imagine-steps", type=int, default=None, help="planning: sampler steps for imagining the "
                    "candidates (default: the policy's; the latent world-model recipe imagines best with 2)")
     p.add_argument("--plan-horizon", type=int, default=1, help="planning: chunks imagined per candidate (2: the "
-                   "candidate, then the policy's next chunk from the imagined frames; scored at the end)")
-    p.add_argument("--plan-score", default="last", choices=["last", "mean"], help="planning: the judge's value of "
-                   "the last imagined frame, or its mean over every imagined frame of the horizon")
+                   "candidate, then the policy's next chunk from the imagined frames; scored per --plan-score)")
+    p.add_argument("--plan-score", default="last", choices=["last", "mean"], help="planning: score the last "
+                   "imagined frame of the horizon, or the mean over all of them (the judge's value, or closeness "
+                   "to --goal-image)")
     p.add_argument("--judge", default=None, help="planning: judge folder (default: BUNDLE/judge, `vidact judge`)")
     p.add_argument("--goal-image", default=None, help="planning: score imagined futures by closeness to this image "
                    "(the model's frame size) in the model's latent space instead of by the judge")

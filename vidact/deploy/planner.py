@@ -29,6 +29,7 @@ from torch import Tensor
 from vidact.generative.sample import Sampler, initial_noise
 from vidact.generative.schedule import Mode
 from vidact.types import Batch
+from vidact.worldmodel.rollout import RolloutStart, frames_per_call, history_batch
 
 PLANNERS = ("best_of_n", "cem")
 SCORES = ("last", "mean")  # the judge's value of the last imagined frame | mean over the imagined frames
@@ -125,8 +126,8 @@ class Planner:
         return self.sampler.model
 
     def score(self, frames: Tensor, texts: list[str]) -> Tensor:
-        """[M,T,V,C,H,W] imagined frames -> [M] scores (higher is better): of the last frame, or
-        with ``score="mean"`` the mean over the T frames."""
+        """[M,T,V,C,H,W] imagined frames (those the actions reach) -> [M] scores (higher is better):
+        of the last frame, or with ``score="mean"`` the mean over the T frames."""
         M, T = frames.shape[:2]
         if self.config.score == "last":
             frames, T = frames[:, -1:], 1
@@ -146,36 +147,41 @@ class Planner:
         return self.sampler.sample(imagined, Mode.FORWARD_DYNAMICS, seed=seed, noise=(noise_v, noise_a),
                                    steps=self.config.imagine_steps).future_frames
 
+    def reached(self, frames: Tensor) -> Tensor:
+        """The imagined frames a chunk's actions reach ([M,Tf,...] -> [M,n,...], n = min(Tf, K // s)),
+        clamped to [0,1] as real frames are."""
+        return frames[:, :frames_per_call(self.model, self.model.config.future_frame_stride)].float().clamp(0, 1)
+
     def look_ahead(self, batch: Batch, frames: Tensor, mode: Mode | str, seed: int) -> Tensor:
-        """The first chunk's imagined frames [M,Tf,...] -> every imagined frame of the horizon
-        [M,H*Tf,...]: the policy acts on the imagined history (state masked out) and the model
-        imagines what its chunk does, ``horizon - 1`` times; one noise for every candidate."""
-        model, M = self.model, batch.batch_size
+        """The frames the candidate chunks reach [M,n,...] -> every frame of the horizon
+        [M,H*n,...]: ``horizon - 1`` times, the policy acts on the history of imagined frames
+        (``rollout.history_batch``: the state masked out where the frame is imagined) and the model
+        imagines its chunk; the same noise for every candidate and every call with this ``seed``."""
+        model, M, N = self.model, batch.batch_size, self.config.candidates
         Th = batch.obs_frames.shape[1]
+        start = RolloutStart(batch.obs_frames.float(), batch.state, list(batch.text), batch.obs_is_pad)
+        grid = [*start.frames.unbind(1), *frames.unbind(1)]  # from grid index -(Th-1)
         seen = [frames]
         for h in range(1, self.config.horizon):
-            history = torch.cat([batch.obs_frames.float(), *seen], 1)[:, -Th:]
-            imagined = min(Th, sum(f.shape[1] for f in seen))  # history slots that hold imagined frames
-            real = torch.arange(Th) < Th - imagined
-            obs_pad = batch.obs_is_pad if batch.obs_is_pad is not None else torch.zeros(M, Th, dtype=torch.bool)
-            follow = dataclasses.replace(
-                batch, obs_frames=history, actions=None, future_frames=None, frame_keys=None,
-                obs_frame_latents=None, future_frame_latents=None,
-                obs_is_pad=torch.cat([obs_pad[:, imagined:], torch.zeros(M, imagined, dtype=torch.bool)], 1),
-                state_is_pad=(~real)[None].expand(M, -1).clone() if batch.state_is_pad is None
-                else torch.cat([batch.state_is_pad[:, imagined:], torch.ones(M, imagined, dtype=torch.bool)], 1))
-            v, a = initial_noise(model, 1, seed + h * SEED_STRIDE + 1)
-            noise_v, noise_a = v.expand(M, *v.shape[1:]).clone(), a.expand(M, *a.shape[1:]).clone()
-            actions = self.sampler.sample(follow, mode, seed=seed + h, noise=(noise_v, noise_a)).actions.float()
+            follow = history_batch(start, grid, len(grid) - Th, Th)
+            # Candidate i's seeds are seed + i * SEED_STRIDE, i < N: the follow-up noise is apart from them.
+            v, a = initial_noise(model, 1, seed + (N + h) * SEED_STRIDE)
+            noise_v, noise_a = (x.expand(M, *x.shape[1:]).to(frames.device) for x in (v, a))
+            actions = self.sampler.sample(follow, mode, seed=seed, noise=(noise_v, noise_a)).actions.float()
             if self.clip is not None:
                 actions = self.clip(actions)
-            seen.append(self.imagine(follow, actions, noise_v, seed + h).float().clamp(0, 1))
+            new = self.reached(self.imagine(follow, actions, noise_v, seed))
+            grid += new.unbind(1)
+            seen.append(new)
         return torch.cat(seen, 1)
 
     def evaluate(self, big: Batch, actions: Tensor, noise_v: Tensor, mode: Mode | str, seed: int):
-        """Candidate chunks [M,K,A] -> (their first chunk's imagined frames, their scores [M])."""
+        """Candidate chunks [M,K,A] -> (their imagined frames [M,Tf,...], their scores [M]); ``seed``
+        is the plan's: every round of CEM looks ahead from the same noise."""
         frames = self.imagine(big, actions, noise_v, seed)
-        future = self.look_ahead(big, frames.float().clamp(0, 1), mode, seed) if self.config.horizon > 1 else frames
+        future = self.reached(frames)
+        if self.config.horizon > 1:
+            future = self.look_ahead(big, future, mode, seed)
         return frames, self.score(future, big.text)
 
     @torch.no_grad()
@@ -218,7 +224,7 @@ class Planner:
             if self.clip is not None:
                 raw = self.clip(raw)
                 x = norm.normalize("action", raw).view_as(x)
-            frames, scores = self.evaluate(big, raw, noise_v, mode, seed + it + 1)
+            frames, scores = self.evaluate(big, raw, noise_v, mode, seed)
             scores = scores.view(B, N)
             round_best = scores.argmax(1)
             better = scores.max(1).values > best_score
@@ -253,7 +259,9 @@ def planner_kwargs(args) -> dict:
     planner = getattr(args, "planner", None)
     if not planner:
         given = [f for f, v in (("--judge", getattr(args, "judge", None)),
-                                ("--goal-image", getattr(args, "goal_image", None))) if v]
+                                ("--goal-image", getattr(args, "goal_image", None)),
+                                ("--plan-horizon", getattr(args, "plan_horizon", 1) != 1),
+                                ("--plan-score", getattr(args, "plan_score", "last") != "last")) if v]
         if given:
             raise PlanningError(f"{' and '.join(given)} only apply with --planner best_of_n|cem")
         return {}

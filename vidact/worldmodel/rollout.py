@@ -70,12 +70,12 @@ def history_batch(start: RolloutStart, frames: list[Tensor], j: int, Th: int) ->
     """The model's input at grid index ``j``: history frames ``j - Th + 1 .. j`` from ``frames``
     (the grid from ``j = -(Th-1)``: real frames, then imagined ones appended), real state and
     padding flags where the history is real, state masked out where it is imagined."""
-    B = start.frames.shape[0]
-    real_pad = start.is_pad if start.is_pad is not None else torch.zeros(B, Th, dtype=torch.bool)
+    B, device = start.frames.shape[0], start.frames.device
+    real_pad = start.is_pad if start.is_pad is not None else torch.zeros(B, Th, dtype=torch.bool, device=device)
     grid = range(j - Th + 1, j + 1)
-    known = torch.tensor([g <= 0 for g in grid])
+    known = torch.tensor([g <= 0 for g in grid], device=device)
     state = torch.stack([start.state[:, g + Th - 1] if g <= 0 else start.state[:, -1] for g in grid], 1)
-    obs_pad = torch.stack([real_pad[:, g + Th - 1] if g <= 0 else torch.zeros(B, dtype=torch.bool)
+    obs_pad = torch.stack([real_pad[:, g + Th - 1] if g <= 0 else torch.zeros(B, dtype=torch.bool, device=device)
                            for g in grid], 1)
     return Batch(obs_frames=torch.stack([frames[g + Th - 1] for g in grid], 1), state=state, text=list(start.text),
                  obs_is_pad=obs_pad, state_is_pad=(~known)[None].expand(B, -1).clone())
