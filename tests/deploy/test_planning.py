@@ -73,7 +73,9 @@ def test_one_candidate_is_the_plain_policy(judged_bundle):
 @pytest.mark.parametrize("extra, words", [
     (["--planner", "best_of_n"], "has no judge to plan with"),
     (["--planner", "best_of_n", "--candidates", "0"], "--candidates must be >= 1"),
-    (["--goal-image", "GOAL"], "only apply with --planner"),
+    (["--goal-image", "GOAL"], "--goal-image only applies with --planner"),
+    (["--plan-horizon", "2"], "--plan-horizon only applies with --planner"),
+    (["--planner", "best_of_n", "--plan-horizon", "0", "--goal-image", "GOAL"], "--plan-horizon must be >= 1, got 0"),
     (["--planner", "best_of_n", "--goal-image", "GOAL"], "goal-image is [1, 3, 16, 16]"),
     (["--planner", "best_of_n", "--goal-image", "NOFILE"], "no such file"),
 ])

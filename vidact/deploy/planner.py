@@ -263,7 +263,8 @@ def planner_kwargs(args) -> dict:
                                 ("--plan-horizon", getattr(args, "plan_horizon", 1) != 1),
                                 ("--plan-score", getattr(args, "plan_score", "last") != "last")) if v]
         if given:
-            raise PlanningError(f"{' and '.join(given)} only apply with --planner best_of_n|cem")
+            raise PlanningError(f"{' and '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with "
+                                "--planner best_of_n|cem")
         return {}
     kwargs: dict = {"planner": PlannerConfig(planner, args.candidates, args.cem_iterations, args.elites,
                                              imagine_steps=args.imagine_steps, horizon=args.plan_horizon,
