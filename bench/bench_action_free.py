@@ -281,7 +281,9 @@ def report(args) -> None:
                          "wilson95": [lo, hi], "seeds": [s for s, _ in per_seed]}
         table.append(f"| **{ARMS[name]}** | all |" + " |" * len(args.tasks) + f" **{100 * pooled_k / max(pooled_n, 1):.0f}%** "
                      f"({100 * lo:.0f}-{100 * hi:.0f}%, {pooled_k}/{pooled_n}) | | |")
-    lines = [f"steps per arm: {args.steps}; eval: policy_fast, held-out seeds 1e9.., {args.max_steps}-step cap", "",
+    made = json.loads((seeds[0] / "settings.json").read_text())  # what the runs were made with, not --report's flags
+    lines = [f"steps per arm: {made['steps']}; eval: policy_fast, held-out seeds 1e9.., {made['max_steps']}-step cap",
+             "",
              *table]
     if labels:
         lines += ["", "label error of the labellers (`vidact label`, mean absolute error per action dimension, "
