@@ -148,6 +148,11 @@ def profile_step(flavor: str, args, peak: float) -> None:
     batch = fake_batch(cfg, args.batch_size).to(args.device)
     gen = GenerativeConfig()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    flops = FlopCounterMode(display=False)
+    with flops:  # counted eagerly, before any compile
+        training_loss(model, batch, gen).loss.backward()
+    if args.compile:
+        model.backbone.compile()  # as train.compile does
     phases = {"forward (loss)": 0.0, "backward": 0.0, "optimizer": 0.0}
 
     def step(timed: bool = False) -> None:
@@ -163,13 +168,14 @@ def profile_step(flavor: str, args, peak: float) -> None:
             for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
                 phases[k] += dt / args.steps
 
-    for _ in range(2):
+    for _ in range(3 if args.compile else 2):
         step()
     for _ in range(args.steps):
         step(timed=True)
     total = sum(phases.values())
     print(f"\nprofile of {flavor} (dim {cfg.size[0]}, depth {cfg.size[1]}), batch {args.batch_size}, "
-          f"{args.steps} steps, {torch.get_num_threads()} thread(s): {1000 * total:.0f} ms/step")
+          f"{args.steps} steps, {torch.get_num_threads()} thread(s){', backbone compiled' if args.compile else ''}: "
+          f"{1000 * total:.0f} ms/step, {100 * flops.get_total_flops() / total / peak:.0f}% of the measured matmul rate")
     print("| phase | ms/step | share |\n|---|---:|---:|")
     for k, v in phases.items():
         print(f"| {k} | {1000 * v:.1f} | {100 * v / total:.0f}% |")
