@@ -57,13 +57,18 @@ def model_config(flavor: str, args) -> VidActConfig:
                         frame_tokenizer=FrameTokenizerConfig(kind="patch", patch_size=args.patch))
 
 
-def bench_flavor(flavor: str, args, peak: float) -> dict:
+def training_setup(flavor: str, args):
+    """A seeded model of ``flavor``, a fake batch, the loss config and AdamW."""
     torch.manual_seed(0)
     cfg = model_config(flavor, args)
     model = VidAct(cfg).to(args.device)
     batch = fake_batch(cfg, args.batch_size).to(args.device)
-    gen = GenerativeConfig()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    return cfg, model, batch, GenerativeConfig(), opt
+
+
+def bench_flavor(flavor: str, args, peak: float) -> dict:
+    cfg, model, batch, gen, opt = training_setup(flavor, args)
     autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
     def step():
@@ -142,12 +147,7 @@ def profile_step(flavor: str, args, peak: float) -> None:
     """Where one training step's time goes (``--profile``)."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    cfg = model_config(flavor, args)
-    model = VidAct(cfg).to(args.device)
-    batch = fake_batch(cfg, args.batch_size).to(args.device)
-    gen = GenerativeConfig()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    cfg, model, batch, gen, opt = training_setup(flavor, args)
     flops = FlopCounterMode(display=False)
     with flops:  # counted eagerly, before any compile
         training_loss(model, batch, gen).loss.backward()
