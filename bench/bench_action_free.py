@@ -201,17 +201,59 @@ def run_seed(args, env) -> None:
                              synthetic_accepted=meta["accepted"], synthetic_imagined=meta["imagined"]))
 
 
+def parquet_frames(root: Path):
+    """A LeRobot dataset's frames (its parquet files) as one DataFrame in frame order."""
+    import pandas as pd
+
+    return pd.concat([pd.read_parquet(f) for f in sorted(root.glob("data/*/*.parquet"))]).sort_values("index")
+
+
+def label_figure(labelled: dict[str, Path], withheld: Path, tasks: list[str], out: Path) -> Path:
+    """The label-error figure: for the first action-free video of each task, the true x / y / z
+    actions (black) against each labeller's (one colour each), one panel per task and axis, each
+    from -1 (bottom) to 1 (top)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    colors = [(200, 40, 40), (30, 90, 200), (20, 150, 60)]
+    true = parquet_frames(withheld)
+    labels = {name: parquet_frames(path) for name, path in labelled.items()}
+    first = {}  # task -> episode index of its first video
+    meta = json.loads((next(iter(labelled.values())) / "meta" / "vidact_labels.json").read_text())
+    for ep, record in enumerate(meta["episodes"]):
+        first.setdefault(Path(record["video"]).name.split("_seed")[0], ep)
+    pw, ph, pad = 300, 150, 30
+    img = Image.new("RGB", (3 * pw + pad, len(tasks) * ph + 2 * pad), "white")
+    draw = ImageDraw.Draw(img)
+    for i, name in enumerate(["true", *labels]):
+        draw.text((pad + 200 * i, 6), name, fill=(0, 0, 0) if name == "true" else colors[(i - 1) % len(colors)])
+    for row, task in enumerate(tasks):
+        ep = first.get(task)
+        if ep is None:
+            continue
+        series = {"true": np.stack(true[true.episode_index == ep].action.values)}
+        series |= {n: np.stack(f[f.episode_index == ep].action.values) for n, f in labels.items()}
+        for axis in range(3):
+            x0, y0 = pad + axis * pw, pad + row * ph
+            draw.rectangle([x0, y0, x0 + pw - 10, y0 + ph - 20], outline=(160, 160, 160))
+            draw.text((x0 + 4, y0 + 2), f"{task.removesuffix('-v3')} {'xyz'[axis]}", fill=(0, 0, 0))
+            for k, (name, a) in enumerate(series.items()):
+                n = len(a)
+                xy = [(x0 + t / max(n - 1, 1) * (pw - 10), y0 + (1 - (float(np.clip(a[t, axis], -1, 1)) + 1) / 2)
+                       * (ph - 20)) for t in range(n)]
+                draw.line(xy, fill=(0, 0, 0) if name == "true" else colors[(k - 1) % len(colors)],
+                          width=2 if name == "true" else 1)
+    img.save(out)
+    return out
+
+
 def label_breakdown(labelled: Path, withheld: Path, chunk: int = 16) -> dict:
     """The labels against the withheld true actions, per task, per action dimension (mean absolute
     error, correlation), and per ``chunk``-step block (the error of what a block adds up to: the
     displacement the frames show)."""
     import numpy as np
-    import pandas as pd
 
-    def frames(root: Path) -> pd.DataFrame:
-        return pd.concat([pd.read_parquet(f) for f in sorted(root.glob("data/*/*.parquet"))]).sort_values("index")
-
-    lab, true = frames(labelled), frames(withheld)
+    lab, true = parquet_frames(labelled), parquet_frames(withheld)
     meta = json.loads((labelled / "meta" / "vidact_labels.json").read_text())
     per_task: dict[str, list[float]] = {}
     for record in meta["episodes"]:
@@ -297,6 +339,11 @@ def report(args) -> None:
             if withheld.is_dir():
                 lab["breakdown"] = label_breakdown(path.parents[1], withheld)
                 lines.append(f"  {json.dumps(lab['breakdown'])}")
+    if labels and withheld.is_dir():  # the first seed's labellers, one colour each
+        names = {"labelled": "(d) model labels", "labelled_state": "(d2) state labels"}
+        first_seed = {f"{names.get(p.parts[-3], p.parts[-3])}, {p.parts[-4]}": p.parents[1] for p in label_files
+                      if p.parts[-4] == seeds[0].name}
+        lines.append(f"\nlabel-error figure: {label_figure(first_seed, withheld, args.tasks, root / 'label_error.png')}")
     labels = [{k: v for k, v in lab.items() if k != "episodes"} for lab in labels]
     text = "\n".join(lines)
     (root / "results.md").write_text(text + "\n")
