@@ -17,16 +17,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_action_free import parquet_frames  # noqa: E402
+
 from vidact.data.state_idm import AHEAD, BACK, fit_state_idm, window_features  # noqa: E402
 
 
 def trajectories(root: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(state, action) per episode of a LeRobot dataset, read from its parquet files."""
-    frames = pd.concat(pd.read_parquet(f) for f in sorted(root.glob("data/*/*.parquet"))).sort_values("index")
+    frames = parquet_frames(root)
     return [(torch.from_numpy(np.stack(ep["observation.state"].values)).float(),
              torch.from_numpy(np.stack(ep["action"].values)).float()) for _, ep in frames.groupby("episode_index")]
 
