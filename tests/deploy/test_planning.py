@@ -30,6 +30,13 @@ def test_judge_is_trained_evaluated_and_exported(judged_bundle, metaworld_bundle
                  "--out", str(tmp_path / "judge2")]) == 0
     both = json.loads((tmp_path / "judge2" / "judge_eval.json").read_text())
     assert both["train_on_imagined"] == 4 and both["train"]["frames"] > report["train"]["frames"]
+    # --imagined-frames all: every imagined frame of each window (stride 2, horizon 4: two per window).
+    assert main(["judge", str(judged_bundle), "--datasets", str(data), "--steps", "2", "--every", "1",
+                 "--train-on-imagined", "4", "--imagine-horizon", "4", "--imagined-frames", "all", "--sampler-steps",
+                 "1", "--out", str(tmp_path / "judge3")]) == 0
+    every = json.loads((tmp_path / "judge3" / "judge_eval.json").read_text())
+    windows = both["train"]["frames"] - report["train"]["frames"]
+    assert every["imagined_frames"] == "all" and every["train"]["frames"] == report["train"]["frames"] + 2 * windows
     # A run directory's judge goes into the bundle `vidact export` writes.
     run = tmp_path / "run"
     shutil.copytree(metaworld_bundle.parent / "run", run)
@@ -107,6 +114,8 @@ def test_judge_bad_input_is_one_line(metaworld_bundle, tmp_path, capsys):
     assert err.startswith("vidact judge: error:") and "does not exist" in err and "\n" not in err, err
     assert main(["judge", str(metaworld_bundle), "--datasets", str(tmp_path), "--steps", "0"]) == 2
     assert "--steps and --every must be >= 1" in capsys.readouterr().err
+    assert main(["judge", str(metaworld_bundle), "--datasets", str(tmp_path), "--imagined-frames", "all"]) == 2
+    assert "--imagined-frames only applies with --train-on-imagined" in capsys.readouterr().err
 
 
 def test_eval_inside_the_world_model_writes_results_and_videos(judged_bundle, metaworld_bundle, tmp_path):

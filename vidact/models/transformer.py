@@ -3,7 +3,8 @@
 Conditioning is per token, through a small table of condition vectors (``cond`` [B,M,D]) and an
 index per token (``cond_index`` [N] into M). Every token carries its own modality's noise level
 this way (UWM's independent tau per modality) without an AdaLN projection per token: the
-projection runs on M vectors per sample and is gathered.
+projection runs on M vectors per sample and is gathered (``index_select``: its backward is an
+``index_add``, 2.5x faster on CPU than the ``index_put`` that ``x[:, index]``'s backward runs).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor, cond_index: Tensor, mask: Tensor | None,
                 past_kv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        mod = self.adaLN(cond)[:, cond_index]  # [B,M,6D] -> [B,N,6D]
+        mod = self.adaLN(cond).index_select(1, cond_index)  # [B,M,6D] -> [B,N,6D]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         h, kv = self.attn(modulate(self.norm1(x), shift1, scale1), mask, past_kv)
         x = x + gate1 * h
@@ -104,7 +105,7 @@ class Transformer(nn.Module):
                 x, kv = block(x, cond, cond_index, mask, past)
             if return_cache:
                 kept.append(kv)
-        shift, scale = self.final_adaLN(cond)[:, cond_index].chunk(2, dim=-1)
+        shift, scale = self.final_adaLN(cond).index_select(1, cond_index).chunk(2, dim=-1)
         out = modulate(self.final_norm(x), shift, scale)
         return out, (KVCache(kept) if return_cache else None)
 

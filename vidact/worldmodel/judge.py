@@ -257,10 +257,12 @@ def judge_metrics(value: Tensor, done: Tensor, target_value: Tensor, target_done
 
 
 def imagined_data(model, sampler_cfg, dataset, horizon: int, every: int, seed: int,
-                  gamma: float) -> tuple[JudgeData, JudgeData]:
+                  gamma: float, all_frames: bool = False) -> tuple[JudgeData, JudgeData]:
     """Frames the world model imagines ``horizon`` steps ahead (recorded actions, forward_dynamics)
     from windows of ``dataset`` every ``every`` steps, and the real frames of the same steps, both
-    with the real frames' labels: (imagined, real)."""
+    with the real frames' labels: (imagined, real). With ``all_frames``, every imagined frame of
+    the window (one per frame stride, from one stride ahead to ``horizon``), not only the last:
+    a window longer than a chunk then gives frames imagined from imagined history too."""
     from vidact.generative.sample import Sampler
     from vidact.worldmodel.imagine import episode_windows
     from vidact.worldmodel.rollout import RolloutError, rollout
@@ -275,16 +277,17 @@ def imagined_data(model, sampler_cfg, dataset, horizon: int, every: int, seed: i
             continue
         data = dataset.episode(ep)
         out = rollout(sampler, windows.start, horizon, windows.actions, seed=seed + ep)
-        steps = [t0 + horizon for t0 in windows.t0]
         v, d = episode_labels(data["success"], gamma)
         to_uint8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
-        imagined.append(to_uint8(out.frames[:, horizon // s - 1, 0]))
-        real.append(to_uint8(windows.real[:, -1, 0]))
-        texts += windows.start.text
-        value.append(v[steps])
-        done.append(d[steps])
-        ok.append(torch.full((len(steps),), bool(data["success"].any())))
-        state.append(data["state"][steps].float())
+        for k in range(horizon // s) if all_frames else [horizon // s - 1]:  # frame k: (k + 1) * s steps ahead
+            steps = [t0 + (k + 1) * s for t0 in windows.t0]
+            imagined.append(to_uint8(out.frames[:, k, 0]))
+            real.append(to_uint8(windows.real[:, k, 0]))
+            texts += windows.start.text
+            value.append(v[steps])
+            done.append(d[steps])
+            ok.append(torch.full((len(steps),), bool(data["success"].any())))
+            state.append(data["state"][steps].float())
     if not imagined:
         raise JudgeError(f"no episode of {dataset.meta.root} is longer than the imagination horizon {horizon}")
     labels = (texts, torch.cat(value), torch.cat(done), torch.cat(ok))
@@ -317,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-on-imagined", type=int, default=0, metavar="EVERY", help="also train on frames the model "
                    "imagines --imagine-horizon steps ahead from windows every EVERY steps of the training episodes, "
                    "labelled as the real frames (0: real frames only)")
+    p.add_argument("--imagined-frames", choices=["last", "all"], default="last", help="with --train-on-imagined: "
+                   "train on the window's last imagined frame (--imagine-horizon ahead) or on all of them (one per "
+                   "frame stride; a horizon of several chunks adds frames imagined from imagined history, as a "
+                   "planner's --plan-horizon > 1 scores)")
     p.add_argument("--sampler-steps", type=int, default=None, help="sampler steps for imagining (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
@@ -329,6 +336,8 @@ def _judge(args: argparse.Namespace) -> int:
 
     if args.train_on_imagined and args.imagine_horizon < 1:
         raise JudgeError("--train-on-imagined needs --imagine-horizon >= 1 (the steps ahead it imagines)")
+    if args.imagined_frames != "last" and not args.train_on_imagined:
+        raise JudgeError("--imagined-frames only applies with --train-on-imagined")
     if args.steps < 1 or args.every < 1 or not 0 < args.gamma <= 1:
         raise JudgeError(f"--steps and --every must be >= 1 and --gamma in (0, 1]; got {args.steps}, {args.every}, "
                          f"{args.gamma}")
@@ -350,10 +359,11 @@ def _judge(args: argparse.Namespace) -> int:
         if not model.future_tokens:
             raise JudgeError("--train-on-imagined needs a model that imagines frames (model.future_frames > 0)")
         extra = [imagined_data(model, sampler_cfg, ds, args.imagine_horizon, args.train_on_imagined, args.seed,
-                               args.gamma)[0] for ds in train_sets]
+                               args.gamma, all_frames=args.imagined_frames == "all")[0] for ds in train_sets]
         data = concat_data([data, *extra])
-        log(f"+ {sum(len(e.texts) for e in extra)} imagined frames ({args.imagine_horizon} steps ahead, a window every "
-            f"{args.train_on_imagined} steps)")
+        ahead = "up to " if args.imagined_frames == "all" else ""
+        log(f"+ {sum(len(e.texts) for e in extra)} imagined frames ({ahead}{args.imagine_horizon} steps ahead, a window "
+            f"every {args.train_on_imagined} steps)")
     tasks = sorted(set(data.texts))
     log(f"{len(data.texts)} frames from {len(args.datasets)} dataset(s), {int(data.succeeded.sum())} in succeeding "
         f"episodes, {len(tasks)} instruction(s); loaded in {time.time() - t:.0f} s")
@@ -362,6 +372,7 @@ def _judge(args: argparse.Namespace) -> int:
     t = time.time()
     judge = train_judge(data, jcfg, steps=args.steps, batch_size=args.batch_size, seed=args.seed, log=log)
     report: dict = {"datasets": args.datasets, "steps": args.steps, "train_on_imagined": args.train_on_imagined,
+                    "imagined_frames": args.imagined_frames if args.train_on_imagined else None,
                     "train_seconds": round(time.time() - t, 1),
                     "gamma": args.gamma, "train": judge_metrics(*judge.predict(data.frames, data.texts), data.value,
                                                                 data.done, data.succeeded)}
