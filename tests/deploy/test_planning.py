@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from vidact.cli import main
 
@@ -44,6 +45,33 @@ def test_judge_is_trained_evaluated_and_exported(judged_bundle, metaworld_bundle
     assert main(["export", str(run), str(tmp_path / "bundle")]) == 0
     info = json.loads((tmp_path / "bundle" / "vidact_policy.json").read_text())
     assert info["components"]["judge"] == "judge" and (tmp_path / "bundle" / "judge" / "judge.json").is_file()
+
+
+def test_every_imagined_frame_is_labelled_as_its_real_step(judged_bundle, metaworld_bundle):
+    """imagined_data(all_frames=True): frame k of each window stands for step t0 + (k + 1) * stride,
+    and carries that step's real frame, state and value (the judge learns each imagined frame as
+    the real one it stands for)."""
+    from vidact.data.robot import RobotDataset
+    from vidact.worldmodel.imagine import episode_windows, load_model
+    from vidact.worldmodel.judge import episode_labels, imagined_data
+
+    model, sampler_cfg = load_model(judged_bundle)
+    sampler_cfg.steps = 1
+    ds = RobotDataset(str(metaworld_bundle.parent / "data"), model.config)
+    s = model.config.future_frame_stride
+    imagined, real = imagined_data(model, sampler_cfg, ds, 2 * s, 3, seed=0, gamma=0.9, all_frames=True)
+    frames, states, values = [], [], []
+    for ep in sorted(ds.episode_lengths):
+        t0s, data = episode_windows(ds, [ep], 2 * s, every=3).t0, ds.episode(ep)
+        value, _ = episode_labels(data["success"], 0.9)
+        for k in range(2):
+            steps = [t0 + (k + 1) * s for t0 in t0s]
+            frames.append((data["frames"][steps][:, 0] * 255).round().to(torch.uint8))
+            states.append(data["state"][steps].float())
+            values.append(value[steps])
+    assert len(imagined.frames) == len(real.frames) == sum(len(f) for f in frames) > 0
+    assert torch.equal(real.frames, torch.cat(frames)) and torch.equal(real.state, torch.cat(states))
+    assert torch.equal(real.value, torch.cat(values)) and torch.equal(imagined.value, real.value)
 
 
 @pytest.mark.parametrize("planner", [["best_of_n", "--candidates", "3", "--imagine-steps", "1"],

@@ -279,7 +279,7 @@ def imagined_data(model, sampler_cfg, dataset, horizon: int, every: int, seed: i
         out = rollout(sampler, windows.start, horizon, windows.actions, seed=seed + ep)
         v, d = episode_labels(data["success"], gamma)
         to_uint8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
-        for k in range(horizon // s) if all_frames else [horizon // s - 1]:  # frame k: (k + 1) * s steps ahead
+        for k in (range(horizon // s) if all_frames else [horizon // s - 1]):  # frame k: (k + 1) * s steps ahead
             steps = [t0 + (k + 1) * s for t0 in windows.t0]
             imagined.append(to_uint8(out.frames[:, k, 0]))
             real.append(to_uint8(windows.real[:, k, 0]))
