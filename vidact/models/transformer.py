@@ -4,7 +4,8 @@ Conditioning is per token, through a small table of condition vectors (``cond`` 
 index per token (``cond_index`` [N] into M). Every token carries its own modality's noise level
 this way (UWM's independent tau per modality) without an AdaLN projection per token: the
 projection runs on M vectors per sample and is gathered (``index_select``: its backward is an
-``index_add``, 2.5x faster on CPU than the ``index_put`` that ``x[:, index]``'s backward runs).
+``index_add``, cheaper on CPU than the ``index_put`` that ``x[:, index]``'s backward runs; the
+step-time gain is not yet measured on an idle machine, see docs/notes.md, session 13).
 """
 
 from __future__ import annotations
