@@ -161,6 +161,9 @@ def test_planning_bad_input_names_both_sides(tiny_model):
         PlannerConfig("best_of_n", 4, score="max")
     with pytest.raises(PlanningError, match="needs a judge"):
         Planner(sampler, PlannerConfig())
+    with pytest.raises(PlanningError, match="--noise-scale 0 makes all 4 candidates the same chunk"):
+        Planner(Sampler(tiny_model, SamplerConfig(noise_scale=0.0)), PlannerConfig("best_of_n", 4),
+                judge=_judge(tiny_model))
     small = Judge(JudgeConfig(channels=3, height=16, width=16, tasks=[TEXT], width_mult=4))
     with pytest.raises(PlanningError, match=r"judge reads \[3,16,16\] frames but the model imagines \[3,32,32\]"):
         Planner(sampler, PlannerConfig(), judge=small)

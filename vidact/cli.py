@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=400, help="episode length limit (LeRobot's MetaWorld: 400)")
     p.add_argument("--seed", type=int, default=None, help="first evaluation seed (default: held-out range)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
+    p.add_argument("--noise-scale", type=float, default=None, help="standard deviation of the action noise the "
+                   "sampler starts from (default: the bundle's; 1 unless its recipe set sampler.noise_scale)")
     p.add_argument("--videos", type=int, default=None, help="episodes to record as mp4 (default: all)")
     p.add_argument("--save-dataset", default=None, metavar="DIR", help="also write every rollout to a LeRobot "
                    "dataset here (one per task under DIR/TASK with --benchmark/--tasks), success in next.success")
@@ -296,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--mode", default=None, choices=["policy_fast", "policy"])
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--noise-scale", type=float, default=None, help="action noise's standard deviation (default: "
+                   "the bundle's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
     p.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
@@ -335,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="async: the next chunk is computed in a background thread while the current one runs")
     p.add_argument("--n-action-steps", type=int, default=None)
     p.add_argument("--sampler-steps", type=int, default=None, help="sampler steps (default: the bundle's)")
+    p.add_argument("--noise-scale", type=float, default=None, help="action noise's standard deviation (default: "
+                   "the bundle's)")
     p.add_argument("--execution-horizon", type=int, default=None, help="rtc/async: steps between chunk requests "
                    "(K/2)")
     p.add_argument("--delay", default="0", help="rtc: inference delay in control steps, or 'auto' (measured)")

@@ -30,13 +30,14 @@ def test_import_deploy_leaves_training_stack_unloaded(bundle):
 
 def test_predict_chunk_shapes_layouts_and_determinism(bundle):
     policy = Policy.from_pretrained(bundle)
+    policy.reset(seed=3)
     chunk = policy.predict_chunk(obs())
     assert chunk.actions.shape == (4, 2) and chunk.future_frames is None
     # The same frame as CHW float, and at 3x the resolution (resized to the model's 16x16).
-    policy.reset()
+    policy.reset(seed=3)
     chw = {**obs(), "observation.image": torch.full((1, 16, 16), 100 / 255.0)}
     assert np.allclose(policy.predict_chunk(chw).actions, chunk.actions, atol=1e-5)
-    policy.reset()
+    policy.reset(seed=3)
     big = {**obs(), "observation.image": np.full((48, 48, 1), 100, np.uint8)}
     assert np.allclose(policy.predict_chunk(big).actions, chunk.actions, atol=1e-4)
     # Batched observations give one chunk per sample (each with its own noise draw).
@@ -50,10 +51,21 @@ def test_predict_chunk_shapes_layouts_and_determinism(bundle):
 
 def test_seed_counter_and_reset(bundle):
     policy = Policy.from_pretrained(bundle)
+    policy.reset(seed=7)
     first, second = policy.predict_chunk(obs()).actions, policy.predict_chunk(obs()).actions
     assert not np.allclose(first, second)  # a new noise draw per chunk
-    policy.reset()
+    policy.reset(seed=7)  # the same episode seed replays the same noise
     assert np.allclose(policy.predict_chunk(obs()).actions, first)
+    policy.reset(seed=8)
+    assert not np.allclose(policy.predict_chunk(obs()).actions, first)
+    # Without a seed every new episode, of this policy and of its sessions, draws its own noise.
+    episodes = []
+    for p in (policy, policy, policy.session(), policy.session()):
+        p.reset()
+        episodes.append(p.predict_chunk(obs()).actions)
+    assert not any(np.allclose(a, b) for i, a in enumerate(episodes) for b in episodes[i + 1:])
+    with pytest.raises(ValueError, match="episode seed must be >= 0"):
+        policy.reset(seed=-1)
 
 
 def test_policy_mode_returns_imagined_frames(bundle):
@@ -84,9 +96,10 @@ def test_malformed_observations_name_key_and_shape(bundle, bad, words):
 
 def test_actions_are_clipped_to_bounds(bundle):
     policy = Policy.from_pretrained(bundle)
+    policy.reset(seed=0)
     raw = policy.predict_chunk(obs()).actions
     policy.action_low, policy.action_high = np.array([-0.01, -0.02], np.float32), np.array([0.01, 0.02], np.float32)
-    policy.reset()
+    policy.reset(seed=0)
     clipped = policy.predict_chunk(obs()).actions
     assert np.allclose(clipped, np.clip(raw, policy.action_low, policy.action_high))
     assert (np.abs(raw) > 0.02).any(), "nothing to clip: the test could not fail"
@@ -201,9 +214,12 @@ def test_non_finite_actions_are_never_returned(bundle):
 
 def test_sessions_keep_their_own_episode(bundle):
     policy = Policy.from_pretrained(bundle, n_action_steps=2)
+    policy.reset(seed=4)
     first = policy.predict_chunk(obs()).actions
     session = policy.session()
     assert session.model is policy.model and session.executor is not policy.executor
+    assert not np.allclose(session.predict_chunk(obs()).actions, first)  # a new episode: its own noise
+    session.reset(seed=4)
     assert np.array_equal(session.predict_chunk(obs()).actions, first)  # its own seed counter, from 0
     session.select_action(obs())
     assert len(session.executor.queue) == 1 and len(policy.executor.queue) == 0

@@ -33,13 +33,17 @@ def test_remote_actions_equal_local_ones(server, bundle):
     local = Policy.from_pretrained(bundle)
     with PolicyClient("127.0.0.1", server.port) as client:
         assert client.metadata["chunk_length"] == 4 and client.metadata["camera_keys"] == ["observation.image"]
+        client.reset(seed=5)  # the episode's noise, named as the local policy's
+        local.reset(seed=5)
         first = client.infer(obs())
         assert first["actions"].shape == (4, 2) and first["server_timing"]["infer_ms"] > 0
         assert np.allclose(first["actions"], local.predict_chunk(obs()).actions)
         second = client.infer(obs())
         assert not np.allclose(first["actions"], second["actions"])
-        client.reset()  # a new episode: the seed counter restarts
+        client.reset(seed=5)  # the same episode seed replays the episode
         assert np.allclose(client.infer(obs())["actions"], first["actions"])
+        client.reset()  # a new episode of its own
+        assert not np.allclose(client.infer(obs())["actions"], first["actions"])
         assert client.select_action(obs()).shape == (2,)
 
 

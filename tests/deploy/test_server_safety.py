@@ -84,11 +84,11 @@ def test_eight_concurrent_clients_each_get_their_own_episode(server, model):
     expected = []
     local = make_policy(model)  # in-process, one episode per client; even clients reset half way
     for i, seq in enumerate(sequences):
-        local.reset()
+        local.reset(seed=100 + i)  # each episode's noise named by its seed, here as on the server
         chunks = []
         for step, obs in enumerate(seq):
             if i % 2 == 0 and step == reset_at:
-                local.reset()
+                local.reset(seed=200 + i)
             chunks.append(local.predict_chunk(obs).actions)
         expected.append(chunks)
 
@@ -99,10 +99,11 @@ def test_eight_concurrent_clients_each_get_their_own_episode(server, model):
     def client(i: int) -> None:
         try:
             with PolicyClient("127.0.0.1", server.port) as c:
+                c.reset(seed=100 + i)
                 for step, obs in enumerate(sequences[i]):
                     barrier.wait()  # every client's step-th request in flight together
                     if i % 2 == 0 and step == reset_at:
-                        c.reset()
+                        c.reset(seed=200 + i)
                     got[i].append(c.infer(obs)["actions"])
         except BaseException as e:  # reported below, with the client's number
             errors.append(e)
@@ -160,6 +161,8 @@ def malformed() -> list[tuple[str, bytes | str, str]]:
         ("nested too deep", b"\x91" * 100_000 + b"\x00", "bad request"),
         ("wrong keys", packb({"image": image, "state": state}), "missing"),
         ("reset not True", packb({"reset": "yes", "task": "x"}), "missing"),
+        ("reset with a negative seed", packb({"reset": True, "seed": -3}), "seed"),
+        ("reset with a seed that is not an integer", packb({"reset": True, "seed": "7"}), "seed"),
         ("image of the wrong rank", packb({**obs, "observation.image": image[0, :, 0]}), "shape"),
         ("image of the wrong channels", packb({**obs, "observation.image": np.repeat(image, 3, 2)}), "channel"),
         ("empty image", packb({**obs, "observation.image": image[:0]}), "shape"),
@@ -189,6 +192,8 @@ def test_malformed_requests_get_one_line_and_leave_the_episode_unchanged(server,
     local = make_policy(model)
     raw = Raw(server.port)
     try:
+        assert raw.ask(packb({"reset": True, "seed": 0})) == {"reset": True}
+        local.reset(seed=0)
         for i, (name, frame, word) in enumerate(malformed()):
             reply = raw.ask(frame)
             assert isinstance(reply, str), f"{name}: answered {reply!r}"
@@ -200,7 +205,8 @@ def test_malformed_requests_get_one_line_and_leave_the_episode_unchanged(server,
     finally:
         raw.close()
     with PolicyClient("127.0.0.1", server.port) as client:  # a new connection: a new episode
-        local.reset()
+        client.reset(seed=1)
+        local.reset(seed=1)
         assert np.array_equal(client.infer(good(0))["actions"], local.predict_chunk(good(0)).actions)
 
 
@@ -217,6 +223,8 @@ def test_oversized_messages_close_the_connection_and_the_server_keeps_serving(mo
             raw.ask(packb(big))
         assert closed.value.rcvd.code == 1009  # "message too big"
         with PolicyClient("127.0.0.1", server.port) as client:
+            client.reset(seed=0)
+            local.reset(seed=0)
             assert np.array_equal(client.infer(good(0))["actions"], local.predict_chunk(good(0)).actions)
     finally:
         server.stop()

@@ -10,7 +10,7 @@ import pytest
 
 from vidact.cli import main
 from vidact.deploy import Policy
-from vidact.deploy.sim import EVAL_SEED_BASE, evaluate, training_seed_ranges, wilson_interval
+from vidact.deploy.sim import EVAL_SEED_BASE, MetaWorldEval, evaluate, training_seed_ranges, wilson_interval
 
 TASK = "button-press-topdown-v3"
 
@@ -46,6 +46,15 @@ def test_eval_one_short_episode_policy_mode(metaworld_bundle, tmp_path, capsys):
     with av.open(video) as container:
         frame = next(container.decode(video=0))
     assert (frame.width, frame.height) == (64, 32)  # camera | imagined future, side by side
+    # where the task's object started (the seed's layout) and where the hand ended, per episode
+    rollout = MetaWorldEval(TASK, ["observation.image"], 32, 32)
+    try:
+        start = rollout.reset(EVAL_SEED_BASE)[4:7]
+    finally:
+        rollout.close()
+    episode = results["per_episode"][0]
+    assert episode["object_start"] == pytest.approx(start.tolist(), abs=1e-4)
+    assert len(episode["hand_end"]) == 3 and all(np.isfinite(episode["hand_end"]))
 
 
 def test_eval_refuses_training_seeds(metaworld_bundle, tmp_path):

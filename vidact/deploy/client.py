@@ -112,8 +112,9 @@ class PolicyClient:
     def infer(self, observation: dict) -> dict:
         return self._request(observation)
 
-    def reset(self) -> None:
-        self._request({"reset": True})
+    def reset(self, seed: int | None = None) -> None:
+        """A new episode on the server; ``seed`` names its sampler noise (the same seed replays it)."""
+        self._request({"reset": True} if seed is None else {"reset": True, "seed": int(seed)})
         self.executor.reset()
 
     def select_action(self, observation: dict) -> np.ndarray:

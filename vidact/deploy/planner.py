@@ -104,6 +104,9 @@ class Planner:
         if model.future_tokens == 0:
             raise PlanningError("the model imagines no frames (model.future_frames=0): it cannot plan; "
                                 "train with future frames (recipes/world_model_metaworld*.yaml)")
+        if sampler.config.noise_scale == 0 and config.candidates > 1:
+            raise PlanningError(f"--noise-scale 0 makes all {config.candidates} candidates the same chunk: plan with "
+                                "a noise scale above 0")
         if judge is None and goal is None:
             raise PlanningError("planning needs a judge (`vidact judge`, stored as BUNDLE/judge) or --goal-image")
         if judge is not None:

@@ -26,6 +26,7 @@ instead of being returned. ``check_observation`` runs the checks alone.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections import deque
@@ -142,15 +143,17 @@ class Policy:
             clip = None if low is None else (lambda a: torch.maximum(torch.minimum(a, high.to(a)), low.to(a)))
             self.planner = Planner(self.sampler, planner, judge=judge, goal=goal_image, clip=clip)
         self.last_chunk: Chunk | None = None
+        self._episodes = itertools.count()  # shared by sessions: no two episodes draw the same noise
         self.reset()
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
     def from_pretrained(cls, path: str | Path, mode: Mode | str | None = None, device: str = "cpu",
-                        steps: int | None = None, seed: int | None = None, **kwargs) -> "Policy":
-        """Load a bundle folder written by ``vidact export``. ``mode`` / ``steps`` / ``seed``
-        override the bundle's sampler settings. With ``planner`` and no ``judge``, the bundle's own
+                        steps: int | None = None, seed: int | None = None, noise_scale: float | None = None,
+                        **kwargs) -> "Policy":
+        """Load a bundle folder written by ``vidact export``. ``mode`` / ``steps`` / ``seed`` /
+        ``noise_scale`` override the bundle's sampler settings. With ``planner`` and no ``judge``, the bundle's own
         judge (``BUNDLE/judge``, ``vidact judge``) is loaded, unless a goal image scores instead."""
         path = Path(path)
         if kwargs.get("planner") is not None and kwargs.get("judge") is None and kwargs.get("goal_image") is None:
@@ -167,6 +170,8 @@ class Policy:
             sampler["steps"] = steps
         if seed is not None:
             sampler["seed"] = seed
+        if noise_scale is not None:
+            sampler["noise_scale"] = noise_scale
         # The text encoder / VAE definitions come from the bundle's own folders, their weights
         # with the rest below: nothing is read from where the model was trained.
         model = VidAct(network_config(path, config["vidact"], info), component_weights=False)
@@ -191,12 +196,21 @@ class Policy:
         other.reset()
         return other
 
-    def reset(self) -> None:
-        """Start a new episode: forget the observation history, the executor's queue, the seed counter."""
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode: forget the observation history, the executor's queue, the seed counter.
+
+        ``seed`` names the episode's stream of sampler noise (``vidact eval`` passes the simulator
+        seed): the same seed replays the same noise. Without one, each new episode of this policy
+        (and of its sessions) takes the next stream. No two episodes share their noise: when every
+        episode started from the same draw, that one draw decided whole evaluations (one sampler
+        seed failed every button left of centre, another every one right of it; BENCHMARKS.md)."""
         # History frames are future_frame_stride control steps apart (vidact.data.robot.window_offsets),
         # so every step is remembered and every stride-th one is fed to the model.
         self._offsets = window_offsets(self.config)["history"]  # e.g. [-8, 0]
         self._history: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=1 - self._offsets[0])
+        if seed is not None and seed < 0:
+            raise ValueError(f"episode seed must be >= 0, got {seed}")
+        self._episode = (0, next(self._episodes)) if seed is None else (1, int(seed))
         self._calls = 0
         self.executor.reset()
 
@@ -352,6 +366,12 @@ class Policy:
             return actions
         return np.clip(actions, self.action_low, self.action_high)
 
+    def noise_seed(self) -> int:
+        """The sampler seed of this episode's next chunk: from the sampler's seed, the episode and
+        the chunk's index in it."""
+        entropy = [self.sampler.config.seed % 2**63, *self._episode, self._calls]
+        return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] % 2**53)
+
     def predict_chunk(self, observation: Mapping[str, Any], seed: int | None = None) -> Chunk:
         """One observation step -> a chunk of K actions starting at this step."""
         batch, batched = self._batch(observation)
@@ -359,7 +379,7 @@ class Policy:
 
     @torch.no_grad()
     def _predict(self, batch: Batch, batched: bool, seed: int | None = None) -> Chunk:
-        seed = self.sampler.config.seed + self._calls if seed is None else seed
+        seed = self.noise_seed() if seed is None else seed
         self._calls += 1
         start = time.perf_counter()
         scores = None

@@ -100,7 +100,10 @@ class PolicyServer:
     def infer(self, session: Policy, observation: dict) -> dict:
         """One observation -> the reply map, in ``session``'s episode."""
         if observation.get("reset") is True:
-            session.reset()
+            seed = observation.get("seed")
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+                raise BadRequest(f"reset: seed must be a non-negative integer, got {seed!r}")
+            session.reset(seed=seed)
             return {"reset": True}
         if "task" not in observation and "prompt" in observation:
             observation = {**observation, "task": observation["prompt"]}
@@ -219,6 +222,7 @@ def main(args) -> int:
     token = args.token or os.environ.get(TOKEN_ENV) or None
     checks = ObservationChecks.from_args(args)
     policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, device=args.device, checks=checks,
+                                    noise_scale=args.noise_scale,
                                     **planner_kwargs(args))
     server = PolicyServer(policy, args.host, args.port, max_message_bytes=args.max_message_bytes, token=token)
     warning = exposure_warning(args.host, token)

@@ -98,7 +98,8 @@ class MetaWorldEval:
 
         env = self.rollout.env
         obs = self.reset(seed)
-        policy.reset()
+        object_start = [round(float(v), 4) for v in obs[4:7]]  # MetaWorld: the first object's position
+        policy.reset(seed=seed)  # the episode's own sampler noise, replayed by the same seed
         frames, success, steps, start = [], False, 0, time.perf_counter()
         latencies, last = [], None  # seconds per chunk the policy computed
         kept: dict[str, list] = {"frames": [], "state": [], "action": [], "reward": [], "success": []}
@@ -127,7 +128,7 @@ class MetaWorldEval:
                 break
         out = {"seed": seed, "success": success, "length": steps, "seconds": time.perf_counter() - start,
                "chunks": len(latencies), "chunk_ms": 1000 * float(np.mean(latencies)) if latencies else None,
-               "frames": frames}
+               "object_start": object_start, "hand_end": [round(float(v), 4) for v in obs[:3]], "frames": frames}
         if keep_steps:
             out["steps"] = kept
         return out
@@ -254,6 +255,7 @@ def load_policy(args):
                                "overlap": args.overlap},
                        "temporal_ensemble": {"coeff": args.ensemble_coeff}}.get(args.executor, {})
     return Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, executor=args.executor,
+                                  noise_scale=getattr(args, "noise_scale", None),
                                   executor_kwargs=executor_kwargs, checks=ObservationChecks.from_args(args), **kwargs)
 
 

@@ -43,6 +43,10 @@ class SamplerConfig:
     # mode, which the model learns when generative.mode_weights gives it weight on robot samples).
     # > 1 pushes the imagined video toward what these actions do (against "different actions, same video").
     action_guidance: float = 1.0
+    # Standard deviation of the action noise the sampler starts from (a temperature; video noise
+    # stays at 1). Below 1 the sampled chunk sits nearer the centre of what the model predicts:
+    # policies that are unsure where the object is stop depending on one lucky or unlucky draw.
+    noise_scale: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -50,6 +54,8 @@ class SamplerConfig:
             raise ValueError(f"sampler.method={self.method!r} is not one of {list(METHODS)}")
         if self.steps < 1:
             raise ValueError(f"sampler.steps must be >= 1, got {self.steps}")
+        if not 0.0 <= self.noise_scale <= 10.0:
+            raise ValueError(f"sampler.noise_scale must be in [0, 10], got {self.noise_scale}")
 
 
 @dataclass
@@ -108,7 +114,7 @@ class Sampler:
               Role.GIVEN: (model.encode_frames(batch.future_frames, batch.future_frame_latents).to(dtype)
                            if roles.video == Role.GIVEN else None),
               Role.DROPPED: None}[roles.video]
-        xa = {Role.GENERATED: noise_a.to(device, dtype),
+        xa = {Role.GENERATED: (noise_a * cfg.noise_scale).to(device, dtype),
               Role.GIVEN: (model.normalizer.normalize("action", batch.actions).to(dtype)
                            if roles.action == Role.GIVEN else None),
               Role.DROPPED: None}[roles.action]
