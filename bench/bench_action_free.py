@@ -56,7 +56,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_learning import VIDACT, run  # noqa: E402
-from bench_pretraining import check_settings, evaluate_arm, stage, train  # noqa: E402
+from bench_pretraining import check_settings, evaluate_arm, noise_suffix, stage, train  # noqa: E402
 
 from vidact.deploy.sim import wilson_interval  # noqa: E402
 
@@ -127,7 +127,8 @@ def run_seed(args, env) -> None:
 
     def finish(name: str, info: dict) -> None:
         results = evaluate_arm(root / name, args, env)
-        (root / name / "results.json").write_text(json.dumps({"train": info, "eval": results}, indent=2))
+        (root / name / f"results{noise_suffix(args.noise_scale)}.json").write_text(
+            json.dumps({"train": info, "eval": results, "noise_scale": args.noise_scale}, indent=2))
 
     a = arm("demos", [f"data.sources=[{lerobot(demos)}]"])
     finish("demos", a)
@@ -284,7 +285,7 @@ def report(args) -> None:
     for name, title in ARMS.items():
         per_seed = []
         for s in seeds:
-            f = s / name / "results.json"
+            f = s / name / f"results{noise_suffix(args.noise_scale)}.json"
             if f.is_file():
                 per_seed.append((s.name, json.loads(f.read_text())))
         if per_seed:
@@ -346,8 +347,10 @@ def report(args) -> None:
         lines.append(f"\nlabel-error figure: {label_figure(first_seed, withheld, args.tasks, root / 'label_error.png')}")
     labels = [{k: v for k, v in lab.items() if k != "episodes"} for lab in labels]
     text = "\n".join(lines)
-    (root / "results.md").write_text(text + "\n")
-    (root / "results.json").write_text(json.dumps({"arms": summary, "labels": labels}, indent=2))
+    suffix = noise_suffix(args.noise_scale)
+    (root / f"results{suffix}.md").write_text(text + "\n")
+    (root / f"results{suffix}.json").write_text(json.dumps({"arms": summary, "labels": labels,
+                                                           "noise_scale": args.noise_scale}, indent=2))
     print(text)
 
 
@@ -372,6 +375,9 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--videos", type=int, default=1, help="rollout mp4s per task and arm")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--noise-scale", type=float, default=None, help="evaluate (and report) at this action-noise "
+                   "temperature (`vidact eval --noise-scale`), into ARM/eval_noiseS/ and OUT/results_noiseS.*; "
+                   "trained arms are reused")
     p.add_argument("--report", action="store_true", help="only write the table over the seeds in --out")
     p.add_argument("--out", default="outputs/af/bench")
     args = p.parse_args()
