@@ -127,7 +127,7 @@ def run_seed(args, env) -> None:
 
     def finish(name: str, info: dict) -> None:
         results = evaluate_arm(root / name, args, env)
-        (root / name / f"results{noise_suffix(args.noise_scale)}.json").write_text(
+        (root / name / f"results{noise_suffix(args.noise_scale, args.eval_seed)}.json").write_text(
             json.dumps({"train": info, "eval": results, "noise_scale": args.noise_scale}, indent=2))
 
     a = arm("demos", [f"data.sources=[{lerobot(demos)}]"])
@@ -285,7 +285,7 @@ def report(args) -> None:
     for name, title in ARMS.items():
         per_seed = []
         for s in seeds:
-            f = s / name / f"results{noise_suffix(args.noise_scale)}.json"
+            f = s / name / f"results{noise_suffix(args.noise_scale, args.eval_seed)}.json"
             if f.is_file():
                 per_seed.append((s.name, json.loads(f.read_text())))
         if per_seed:
@@ -347,10 +347,11 @@ def report(args) -> None:
         lines.append(f"\nlabel-error figure: {label_figure(first_seed, withheld, args.tasks, root / 'label_error.png')}")
     labels = [{k: v for k, v in lab.items() if k != "episodes"} for lab in labels]
     text = "\n".join(lines)
-    suffix = noise_suffix(args.noise_scale)
+    suffix = noise_suffix(args.noise_scale, args.eval_seed)
     (root / f"results{suffix}.md").write_text(text + "\n")
     (root / f"results{suffix}.json").write_text(json.dumps({"arms": summary, "labels": labels,
-                                                           "noise_scale": args.noise_scale}, indent=2))
+                                                           "noise_scale": args.noise_scale,
+                                                           "eval_seed": args.eval_seed}, indent=2))
     print(text)
 
 
@@ -378,6 +379,8 @@ def main() -> None:
     p.add_argument("--noise-scale", type=float, default=None, help="evaluate (and report) at this action-noise "
                    "temperature (`vidact eval --noise-scale`), into ARM/eval_noiseS/ and OUT/results_noiseS.*; "
                    "trained arms are reused")
+    p.add_argument("--eval-seed", type=int, default=None, help="first held-out evaluation seed (default: `vidact "
+                   "eval`'s, 1e9), into ARM/eval_seedN/ and OUT/results_seedN.*; trained arms are reused")
     p.add_argument("--report", action="store_true", help="only write the table over the seeds in --out")
     p.add_argument("--out", default="outputs/af/bench")
     args = p.parse_args()

@@ -81,29 +81,33 @@ def train(recipe: str, run_dir: Path, steps: int, overrides: list[str], log: Pat
     return {"run_dir": str(run_dir), "steps": steps, "train_seconds": seconds}
 
 
-def noise_suffix(noise_scale: float | None) -> str:
-    """Folder and file suffix of an evaluation at another action-noise temperature ("" at the bundle's)."""
-    return "" if noise_scale is None else f"_noise{noise_scale:g}"
+def noise_suffix(noise_scale: float | None, eval_seed: int | None = None) -> str:
+    """Folder and file suffix of an evaluation at another action-noise temperature or from another
+    first held-out seed ("" at the bundle's temperature and ``vidact eval``'s default seeds)."""
+    noise = "" if noise_scale is None else f"_noise{noise_scale:g}"
+    return noise + ("" if eval_seed is None else f"_seed{eval_seed}")
 
 
 def evaluate_arm(arm: Path, args, env) -> dict:
-    """Export and evaluate ``arm``; with ``args.noise_scale`` (when set) at that action-noise
-    temperature, into ``eval_noiseS/`` beside the default ``eval/``."""
+    """Export and evaluate ``arm``; with ``args.noise_scale`` / ``args.eval_seed`` (when set) at
+    that action-noise temperature / from that first seed, into ``eval_noiseS_seedN/`` beside the
+    default ``eval/``."""
     results = {}
     bundle = arm / "policy"
     if not (bundle / "model.safetensors").is_file():
         run([*VIDACT, "export", str(arm / "run"), str(bundle), "--overwrite"], arm / "export.log", env)
-    noise = getattr(args, "noise_scale", None)
-    flags = [] if noise is None else ["--noise-scale", str(noise)]
+    noise, first = getattr(args, "noise_scale", None), getattr(args, "eval_seed", None)
+    flags = ([] if noise is None else ["--noise-scale", str(noise)]) + ([] if first is None else ["--seed", str(first)])
+    suffix = noise_suffix(noise, first)
     for task in args.tasks:
-        folder = arm / f"eval{noise_suffix(noise)}" / task
+        folder = arm / f"eval{suffix}" / task
         done = folder / "results.json"
         if not done.is_file() or json.loads(done.read_text())["episodes"] != args.eval_episodes:
             print(f"== {arm.name}: eval {task}", flush=True)
             run([*VIDACT, "eval", str(bundle), "--env", "metaworld", "--task", task, "--episodes",
                  str(args.eval_episodes), "--mode", "policy_fast", "--max-steps", str(args.max_steps),
                  "--threads", "1", "--videos", str(args.videos), "--out", str(folder), *flags],
-                arm / f"eval_{task}.log", env)
+                arm / f"eval{suffix}_{task}.log", env)
         results[task] = json.loads((folder / "results.json").read_text())
     video = arm / "bench_video"
     if args.heldout and not (video / "results.json").is_file():
