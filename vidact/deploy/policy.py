@@ -153,8 +153,9 @@ class Policy:
                         steps: int | None = None, seed: int | None = None, noise_scale: float | None = None,
                         **kwargs) -> "Policy":
         """Load a bundle folder written by ``vidact export``. ``mode`` / ``steps`` / ``seed`` /
-        ``noise_scale`` override the bundle's sampler settings. With ``planner`` and no ``judge``, the bundle's own
-        judge (``BUNDLE/judge``, ``vidact judge``) is loaded, unless a goal image scores instead."""
+        ``noise_scale`` override the bundle's sampler settings. With ``planner`` and no ``judge``,
+        the bundle's own judge (``BUNDLE/judge``, ``vidact judge``) is loaded, unless a goal image
+        scores instead."""
         path = Path(path)
         if kwargs.get("planner") is not None and kwargs.get("judge") is None and kwargs.get("goal_image") is None:
             from vidact.worldmodel.judge import Judge, find_judge
