@@ -130,8 +130,9 @@ def run_seed(args, env) -> None:
         (root / name / f"results{noise_suffix(args.noise_scale, args.eval_seed)}.json").write_text(
             json.dumps({"train": info, "eval": results, "noise_scale": args.noise_scale}, indent=2))
 
-    a = arm("demos", [f"data.sources=[{lerobot(demos)}]"])
-    finish("demos", a)
+    if {"demos", "labels", "state_labels"} & set(args.arms):
+        a = arm("demos", [f"data.sources=[{lerobot(demos)}]"])
+        finish("demos", a)
     if {"labels", "state_labels"} & set(args.arms):
         # (d)'s labellers read arm (a)'s run: its judge reads the state from the frames; (d) labels
         # with the model's inverse_dynamics mode, (d2) with a state-space inverse-dynamics network
@@ -370,7 +371,7 @@ def main() -> None:
     p.add_argument("--labelled-weight", type=float, default=None, help="(d), (d2): share of labelled episodes in "
                    "the stream (default: half)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS),
-                   help="arms to run ((a) always runs: it is the baseline and (d)'s and (d2)'s labeller)")
+                   help="arms to run ((a) also runs with (d) and (d2): it is their labeller)")
     p.add_argument("--synth-episodes", type=int, default=150, help="(e): scenes imagined from (one rollout each)")
     p.add_argument("--eval-episodes", type=int, default=50)
     p.add_argument("--max-steps", type=int, default=200)

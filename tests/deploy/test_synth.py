@@ -29,11 +29,12 @@ def test_synth_writes_a_dataset_lerobot_loads_and_vidact_trains_on(judged_bundle
     out = tmp_path / "synthetic"
     # Threshold 0: the judge accepts the first imagined frame (a tiny judge's verdicts mean nothing).
     assert main(["synth", str(judged_bundle), "--start-frames", str(starts), "--episodes", "4", "--out", str(out),
-                 "--threshold", "0", "--steps", "1", "--batch-size", "3", "--videos", "1"]) == 0
+                 "--threshold", "0", "--steps", "1", "--batch-size", "3", "--videos", "1", "--noise-scale", "0.5"]) == 0
     ds = LeRobotDataset("vidact/synthetic", root=out)
     assert ds.num_episodes == 4  # three starts, cycled with a fresh seed for the fourth
     meta = json.loads((out / "meta" / "vidact_synth.json").read_text())
     assert meta["accepted"] == 4 and meta["imagined"] == 6 and meta["frame_hold_steps"] == 2  # two batches of 3
+    assert meta["noise_scale"] == 0.5
     assert [r["start"] for r in meta["rollouts"]] == ["episode 0", "episode 1", "episode 2"] * 2
     assert [r["written"] for r in meta["rollouts"]] == [True] * 4 + [False] * 2
     assert meta["rollouts"][3]["seed"] != meta["rollouts"][0]["seed"]
@@ -88,6 +89,7 @@ def test_synth_from_a_folder_of_images(judged_bundle, starts, tmp_path):
     ("images_no_instruction", "pass --instruction"),
     ("unknown_instruction", "no episode with instruction"),
     ("exists", "exists; pass --overwrite"),
+    ("noise_scale", "noise_scale must be in [0, 10]"),
 ])
 def test_synth_bad_input_is_one_line(judged_bundle, metaworld_bundle, starts, tmp_path, capsys, which, words):
     (tmp_path / "empty").mkdir()
@@ -96,7 +98,8 @@ def test_synth_bad_input_is_one_line(judged_bundle, metaworld_bundle, starts, tm
     (tmp_path / "exists").mkdir()
     model = metaworld_bundle if which == "no_judge" else judged_bundle
     source = {"empty": tmp_path / "empty", "images_no_instruction": tmp_path / "images"}.get(which, starts)
-    extra = ["--instruction", "Open a drawer"] if which == "unknown_instruction" else []
+    extra = {"unknown_instruction": ["--instruction", "Open a drawer"],
+             "noise_scale": ["--noise-scale", "-1"]}.get(which, [])
     out = tmp_path / ("exists" if which == "exists" else "out")
     assert main(["synth", str(model), "--start-frames", str(source), "--episodes", "1", "--out", str(out),
                  *extra]) == 2

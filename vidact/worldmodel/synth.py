@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", default=None, help="judge folder (default: MODEL/judge)")
     p.add_argument("--batch-size", type=int, default=8, help="episodes imagined at once")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.add_argument("--noise-scale", type=float, default=None, help="action noise's standard deviation (default: the "
+                   "model's sampler.noise_scale; at 0 the actions of one start differ only through the imagined video)")
     p.add_argument("--videos", type=int, default=2, help="accepted episodes also written as viewable mp4s "
                    "(OUT/previews)")
     p.add_argument("--seed", type=int, default=0)
@@ -220,6 +222,8 @@ def _synth(args: argparse.Namespace) -> int:
                          "need a robot state)")
     if args.steps:
         sampler_cfg.steps = args.steps
+    if args.noise_scale is not None:
+        sampler_cfg = replace(sampler_cfg, noise_scale=args.noise_scale)  # validated there
     starts = load_starts(args.start_frames, model, args.instruction, args.fps)
     if not starts.text:
         raise SynthError(f"--start-frames {args.start_frames} has no start with instruction {args.instruction!r}")
@@ -277,6 +281,7 @@ def _synth(args: argparse.Namespace) -> int:
                "asked": args.episodes, "accepted": accepted, "imagined": attempt,
                "acceptance_rate": sum(r["accepted"] for r in records) / max(attempt, 1),
                "threshold": args.threshold, "max_steps": args.max_steps, "sampler_steps": sampler_cfg.steps,
+               "noise_scale": sampler_cfg.noise_scale,
                "frame_hold_steps": c.future_frame_stride, "rollouts": records}
     (out / "meta" / SYNTH_META).write_text(json.dumps(summary, indent=2))
     short = "" if accepted >= args.episodes else f" (asked for {args.episodes}; raise --max-attempts for more)"
