@@ -7,7 +7,10 @@ with its Wilson interval and the milliseconds per chunk.
         --settings plain best_of_n:8 --episodes 50 --max-steps 200 --imagine-steps 2 --out outputs/plan/bench
 
 A setting is ``plain``, ``best_of_n:N`` or ``cem:N``, optionally with ``:h2`` (each candidate
-imagined two chunks deep: ``--plan-horizon 2``) and ``:mean`` (``--plan-score mean``).
+imagined two chunks deep: ``--plan-horizon 2``), ``:mean`` (``--plan-score mean``) and ``:nS`` (the
+action noise's standard deviation, ``--noise-scale S``: candidates differ only through their noise,
+so the fair comparison is the plain policy at its best temperature, e.g. ``plain:n0``, against
+planning over noisy candidates, ``best_of_n:8:n1``).
 
 The bundle needs a judge (``vidact judge BUNDLE --datasets ...``). Each (task, setting) is one
 ``vidact eval`` into OUT/TASK/SETTING (skipped when its results.json exists, so a cut run
@@ -26,24 +29,29 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from vidact.deploy.sim import wilson_interval
+
 VIDACT = [sys.executable, "-m", "vidact.cli"]
 
 
 def setting_args(setting: str) -> list[str]:
-    """'plain' | 'best_of_n:N' | 'cem:N', optionally followed by ':hH' (``--plan-horizon H``) and/or
-    ':mean' (``--plan-score mean``) -> vidact eval arguments."""
-    if setting == "plain":
-        return []
-    kind, n, *extra = setting.split(":")
-    usage = f"--settings: {setting!r} is not plain or best_of_n|cem:N[:hH][:mean]"
-    if kind not in ("best_of_n", "cem") or not n.isdigit():
+    """'plain' | 'best_of_n:N' | 'cem:N', optionally followed by ':hH' (``--plan-horizon H``), ':mean'
+    (``--plan-score mean``) and/or ':nS' (``--noise-scale S``: the candidates differ only through their
+    noise, so a recipe sampling at 0 needs S > 0 to plan) -> vidact eval arguments."""
+    kind, *rest = setting.split(":")
+    usage = f"--settings: {setting!r} is not plain[:nS] or best_of_n|cem:N[:hH][:mean][:nS]"
+    cmd = []
+    if kind in ("best_of_n", "cem") and rest and rest[0].isdigit():
+        cmd, rest = ["--planner", kind, "--candidates", rest[0]], rest[1:]
+    elif kind != "plain":
         raise SystemExit(usage)
-    cmd = ["--planner", kind, "--candidates", n]
-    for part in extra:
-        if part == "mean":
+    for part in rest:
+        if part == "mean" and cmd:
             cmd += ["--plan-score", "mean"]
-        elif part[:1] == "h" and part[1:].isdigit():
+        elif part[:1] == "h" and part[1:].isdigit() and cmd:
             cmd += ["--plan-horizon", part[1:]]
+        elif part[:1] == "n" and part[1:].replace(".", "", 1).isdigit():
+            cmd += ["--noise-scale", part[1:]]
         else:
             raise SystemExit(usage)
     return cmd
@@ -81,7 +89,7 @@ def main() -> int:
             cmd += ["--seed", str(args.seed)]
         if args.mode:
             cmd += ["--mode", args.mode]
-        if args.imagine_steps and setting != "plain":
+        if args.imagine_steps and "--planner" in cmd:
             cmd += ["--imagine-steps", str(args.imagine_steps)]
         folder.mkdir(parents=True, exist_ok=True)
         start = time.time()
@@ -106,7 +114,8 @@ def main() -> int:
     for setting in args.settings:
         mine = [r for r in rows if r["setting"] == setting]
         rate = sum(r["successes"] for r in mine) / max(1, sum(r["episodes"] for r in mine))
-        table.append(f"| **average** | {setting} | {100 * rate:.1f}% | | |")
+        low, high = wilson_interval(sum(r["successes"] for r in mine), sum(r["episodes"] for r in mine))
+        table.append(f"| **average** | {setting} | {100 * rate:.1f}% | {low:.2f}-{high:.2f} | |")
     (out / "results.json").write_text(json.dumps({"bundle": args.bundle, "rows": rows, "args": vars(args)}, indent=2))
     (out / "results.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
