@@ -7,10 +7,11 @@ with its Wilson interval and the milliseconds per chunk.
         --settings plain best_of_n:8 --episodes 50 --max-steps 200 --imagine-steps 2 --out outputs/plan/bench
 
 A setting is ``plain``, ``best_of_n:N`` or ``cem:N``, optionally with ``:h2`` (each candidate
-imagined two chunks deep: ``--plan-horizon 2``), ``:mean`` (``--plan-score mean``) and ``:nS`` (the
-action noise's standard deviation, ``--noise-scale S``: candidates differ only through their noise,
-so the fair comparison is the plain policy at its best temperature, e.g. ``plain:n0``, against
-planning over noisy candidates, ``best_of_n:8:n1``).
+imagined two chunks deep: ``--plan-horizon 2``), ``:mean`` (``--plan-score mean``), ``:nS`` (the
+policy's action noise, ``--noise-scale S``) and ``:pS`` (the other candidates' noise,
+``--plan-noise-scale S``). Candidates differ only through their noise, so the fair comparison is
+the plain policy at its best temperature, e.g. ``plain:n0``, against planning that keeps that
+chunk as candidate 0 and adds noisy ones, ``best_of_n:8:n0:p1``.
 
 The bundle needs a judge (``vidact judge BUNDLE --datasets ...``). Each (task, setting) is one
 ``vidact eval`` into OUT/TASK/SETTING (skipped when its results.json exists, so a cut run
@@ -36,10 +37,10 @@ VIDACT = [sys.executable, "-m", "vidact.cli"]
 
 def setting_args(setting: str) -> list[str]:
     """'plain' | 'best_of_n:N' | 'cem:N', optionally followed by ':hH' (``--plan-horizon H``), ':mean'
-    (``--plan-score mean``) and/or ':nS' (``--noise-scale S``: the candidates differ only through their
-    noise, so a recipe sampling at 0 needs S > 0 to plan) -> vidact eval arguments."""
+    (``--plan-score mean``), ':nS' (``--noise-scale S``) and/or ':pS' (``--plan-noise-scale S``: the
+    noise of candidates 1..N-1) -> vidact eval arguments."""
     kind, *rest = setting.split(":")
-    usage = f"--settings: {setting!r} is not plain[:nS] or best_of_n|cem:N[:hH][:mean][:nS]"
+    usage = f"--settings: {setting!r} is not plain[:nS] or best_of_n|cem:N[:hH][:mean][:nS][:pS]"
     cmd = []
     if kind in ("best_of_n", "cem") and rest and rest[0].isdigit():
         cmd, rest = ["--planner", kind, "--candidates", rest[0]], rest[1:]
@@ -50,8 +51,8 @@ def setting_args(setting: str) -> list[str]:
             cmd += ["--plan-score", "mean"]
         elif part[:1] == "h" and part[1:].isdigit() and cmd:
             cmd += ["--plan-horizon", part[1:]]
-        elif part[:1] == "n" and part[1:].replace(".", "", 1).isdigit():
-            cmd += ["--noise-scale", part[1:]]
+        elif part[:1] in "np" and part[1:].replace(".", "", 1).isdigit() and (cmd or part[0] == "n"):
+            cmd += ["--noise-scale" if part[0] == "n" else "--plan-noise-scale", part[1:]]
         else:
             raise SystemExit(usage)
     return cmd

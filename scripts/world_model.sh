@@ -9,7 +9,7 @@
 #
 # Then, e.g. (BENCHMARKS.md "The world model as a simulator"):
 #   .venv/bin/python bench/bench_planning.py outputs/wm/bundles/latvw3k_s0 --tasks push-v3 \
-#       --settings plain:n0 best_of_n:8:n1 --episodes 50 --imagine-steps 2 --out outputs/plan/bench
+#       --settings plain:n0 best_of_n:8:n0:p1 --episodes 50 --imagine-steps 2 --out outputs/plan/bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 MUJOCO_GL=egl WANDB_MODE=offline OMP_NUM_THREADS=1

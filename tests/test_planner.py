@@ -61,6 +61,27 @@ def test_best_of_n_executes_the_candidate_the_judge_prefers(tiny_model, mode):
     assert plan.future_frames.shape[:2] == (2, tiny_model.config.future_frames)
 
 
+def test_a_policy_at_its_mean_plans_over_candidates_at_the_planning_noise(tiny_model):
+    """A policy that samples at noise scale 0 plans with ``noise_scale``: candidate 0 is the plain
+    policy's own chunk (so N=1 is still the plain policy), candidates 1..N-1 are what the policy
+    samples at the planning scale from their own seeds, and the plan executes one of them."""
+    mean_policy, judge = Sampler(tiny_model, SamplerConfig(steps=2, noise_scale=0.0)), _judge(tiny_model)
+    batch, N, seed, mode = _batch(tiny_model), 4, 5, Mode.POLICY_FAST
+    plain = mean_policy.sample(batch, mode, seed=seed).actions
+    noisy, _ = _one_by_one(Sampler(tiny_model, SamplerConfig(steps=2)), batch, mode, seed, N)
+    candidates = torch.cat([plain[None], noisy[1:]])  # [N,B,K,A]
+    assert (candidates[1:] - plain).abs().amax() > 1e-3  # the planning noise makes other chunks
+    plan = Planner(mean_policy, PlannerConfig("best_of_n", N, noise_scale=1.0), judge=judge).plan(batch, mode, seed)
+    common_v, zeros = initial_noise(tiny_model, batch.batch_size, seed)[0], torch.zeros_like(plain)
+    scores = torch.stack([judge.predict(mean_policy.sample(dataclasses.replace(batch, actions=a), Mode.FORWARD_DYNAMICS,
+                                                           noise=(common_v, zeros)).future_frames[:, -1, 0].clamp(0, 1),
+                                        batch.text)[0] for a in candidates], 1)  # [B,N], every candidate
+    torch.testing.assert_close(plan.scores, scores, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(plan.actions, candidates[scores.argmax(1), torch.arange(2)], atol=1e-5, rtol=1e-4)
+    one = Planner(mean_policy, PlannerConfig("best_of_n", 1, noise_scale=1.0), judge=judge).plan(batch, mode, seed)
+    torch.testing.assert_close(one.actions, plain, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("shape", ["history 2, 2 future frames", "history 3, 1 future frame, padded start"])
 @pytest.mark.parametrize("score", ["last", "mean"])
 def test_a_two_chunk_horizon_scores_what_the_policy_does_after_each_candidate(tiny_cfg, score, shape):
@@ -161,9 +182,13 @@ def test_planning_bad_input_names_both_sides(tiny_model):
         PlannerConfig("best_of_n", 4, score="max")
     with pytest.raises(PlanningError, match="needs a judge"):
         Planner(sampler, PlannerConfig())
-    with pytest.raises(PlanningError, match="--noise-scale 0 makes all 4 candidates the same chunk"):
+    with pytest.raises(PlanningError, match="a noise scale of 0 makes all 4 candidates the same chunk"):
         Planner(Sampler(tiny_model, SamplerConfig(noise_scale=0.0)), PlannerConfig("best_of_n", 4),
                 judge=_judge(tiny_model))
+    with pytest.raises(PlanningError, match="a noise scale of 0 makes all 4 candidates the same chunk"):
+        Planner(sampler, PlannerConfig("best_of_n", 4, noise_scale=0.0), judge=_judge(tiny_model))
+    with pytest.raises(PlanningError, match=r"--plan-noise-scale must be in \[0, 10\], got -1"):
+        PlannerConfig("best_of_n", 4, noise_scale=-1.0)
     small = Judge(JudgeConfig(channels=3, height=16, width=16, tasks=[TEXT], width_mult=4))
     with pytest.raises(PlanningError, match=r"judge reads \[3,16,16\] frames but the model imagines \[3,32,32\]"):
         Planner(sampler, PlannerConfig(), judge=small)

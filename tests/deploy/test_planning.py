@@ -76,7 +76,8 @@ def test_every_imagined_frame_is_labelled_as_its_real_step(judged_bundle, metawo
 
 @pytest.mark.parametrize("planner", [["best_of_n", "--candidates", "3", "--imagine-steps", "1"],
                                      ["cem", "--candidates", "4", "--cem-iterations", "1"],
-                                     ["best_of_n", "--candidates", "2", "--plan-horizon", "2", "--plan-score", "mean"]])
+                                     ["best_of_n", "--candidates", "2", "--plan-horizon", "2", "--plan-score", "mean",
+                                      "--noise-scale", "0", "--plan-noise-scale", "0.5"]])
 def test_eval_plans_with_the_bundles_judge(judged_bundle, tmp_path, planner):
     out = tmp_path / "eval"
     assert main(["eval", str(judged_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "6", "--steps", "1",
@@ -86,6 +87,7 @@ def test_eval_plans_with_the_bundles_judge(judged_bundle, tmp_path, planner):
     assert results["planner"]["imagine_steps"] == (1 if "--imagine-steps" in planner else None)
     assert results["planner"]["horizon"] == (2 if "--plan-horizon" in planner else 1)
     assert results["planner"]["score"] == ("mean" if "--plan-score" in planner else "last")
+    assert results["planner"]["noise_scale"] == (0.5 if "--plan-noise-scale" in planner else None)
     assert results["mean_chunk_ms"] > 0 and results["per_episode"][0]["chunks"] >= 1
 
 
@@ -110,6 +112,7 @@ def test_one_candidate_is_the_plain_policy(judged_bundle):
     (["--planner", "best_of_n", "--candidates", "0"], "--candidates must be >= 1"),
     (["--goal-image", "GOAL"], "--goal-image only applies with --planner"),
     (["--plan-horizon", "2"], "--plan-horizon only applies with --planner"),
+    (["--plan-noise-scale", "1"], "--plan-noise-scale only applies with --planner"),
     (["--planner", "best_of_n", "--plan-horizon", "0", "--goal-image", "GOAL"], "--plan-horizon must be >= 1, got 0"),
     (["--planner", "best_of_n", "--goal-image", "GOAL"], "goal-image is [1, 3, 16, 16]"),
     (["--planner", "best_of_n", "--goal-image", "NOFILE"], "no such file"),

@@ -2,7 +2,9 @@
 with the model's ``forward_dynamics`` mode, execute the one whose imagined future scores best.
 
 - ``best_of_n``: N chunks from the policy (its own mode, each candidate with its own noise seed:
-  candidate 0 uses the plain policy's seed, so N=1 *is* the plain policy), imagined and scored;
+  candidate 0 uses the plain policy's seed and noise scale, so N=1 *is* the plain policy; the
+  others are drawn at ``noise_scale``, so a policy that samples at its mean, noise scale 0, can
+  still plan over varied chunks and keeps its own chunk as a candidate), imagined and scored;
 - ``cem``: the cross-entropy method: those N chunks start a Gaussian over (normalized) chunks that
   is refit to the best ``elites`` for ``iterations`` rounds; the best chunk seen is executed.
 
@@ -50,6 +52,7 @@ class PlannerConfig:
     imagine_steps: int | None = None  # sampler steps for imagining candidates (default: the policy's)
     horizon: int = 1  # chunks imagined per candidate: the candidate, then the policy's own next ones
     score: str = "last"  # one of SCORES
+    noise_scale: float | None = None  # action noise of candidates 1..N-1 (default: the policy's own)
 
     def __post_init__(self) -> None:
         if self.kind not in PLANNERS:
@@ -68,6 +71,8 @@ class PlannerConfig:
             raise PlanningError(f"--plan-score {self.score!r} is not one of {list(SCORES)}")
         if self.elites is not None and not 1 <= self.elites <= self.candidates:
             raise PlanningError(f"--elites must be in 1..{self.candidates}, got {self.elites}")
+        if self.noise_scale is not None and not 0.0 <= self.noise_scale <= 10.0:
+            raise PlanningError(f"--plan-noise-scale must be in [0, 10], got {self.noise_scale}")
 
 
 @dataclass
@@ -104,9 +109,13 @@ class Planner:
         if model.future_tokens == 0:
             raise PlanningError("the model imagines no frames (model.future_frames=0): it cannot plan; "
                                 "train with future frames (recipes/world_model_metaworld*.yaml)")
-        if sampler.config.noise_scale == 0 and config.candidates > 1:
-            raise PlanningError(f"--noise-scale 0 makes all {config.candidates} candidates the same chunk: plan with "
-                                "a noise scale above 0")
+        own = sampler.config.noise_scale
+        self.noise_scales = [own] + [own if config.noise_scale is None else config.noise_scale] * (config.candidates - 1)
+        if config.candidates > 1 and max(self.noise_scales[1:]) == 0:
+            raise PlanningError(f"a noise scale of 0 makes all {config.candidates} candidates the same chunk: plan "
+                                "with --plan-noise-scale above 0")
+        # The candidates' noise arrives scaled (per candidate); the sampler must not scale it again.
+        self.candidate_sampler = Sampler(model, dataclasses.replace(sampler.config, noise_scale=1.0))
         if judge is None and goal is None:
             raise PlanningError("planning needs a judge (`vidact judge`, stored as BUNDLE/judge) or --goal-image")
         if judge is not None:
@@ -193,9 +202,9 @@ class Planner:
         B, N = batch.batch_size, cfg.candidates
         noise = [initial_noise(model, B, seed + i * SEED_STRIDE) for i in range(N)]
         noise_v = torch.stack([v for v, _ in noise], 1).flatten(0, 1)  # [B*N,...] sample-major
-        noise_a = torch.stack([a for _, a in noise], 1).flatten(0, 1)
+        noise_a = torch.stack([a * s for (_, a), s in zip(noise, self.noise_scales)], 1).flatten(0, 1)
         big = repeat_batch(batch, N)
-        actions = self.sampler.sample(big, mode, seed=seed, noise=(noise_v, noise_a)).actions.float()
+        actions = self.candidate_sampler.sample(big, mode, seed=seed, noise=(noise_v, noise_a)).actions.float()
         if self.clip is not None:
             actions = self.clip(actions)
         # Every candidate is imagined from the same video noise (candidate 0's): the imagined
@@ -258,20 +267,21 @@ def read_goal_image(path: str) -> Tensor:
 def planner_kwargs(args) -> dict:
     """``Policy`` keyword arguments from the command line's planning options (``--planner``,
     ``--candidates``, ``--cem-iterations``, ``--elites``, ``--imagine-steps``, ``--plan-horizon``,
-    ``--plan-score``, ``--judge``, ``--goal-image``)."""
+    ``--plan-score``, ``--plan-noise-scale``, ``--judge``, ``--goal-image``)."""
     planner = getattr(args, "planner", None)
     if not planner:
         given = [f for f, v in (("--judge", getattr(args, "judge", None)),
                                 ("--goal-image", getattr(args, "goal_image", None)),
                                 ("--plan-horizon", getattr(args, "plan_horizon", 1) != 1),
-                                ("--plan-score", getattr(args, "plan_score", "last") != "last")) if v]
+                                ("--plan-score", getattr(args, "plan_score", "last") != "last"),
+                                ("--plan-noise-scale", getattr(args, "plan_noise_scale", None) is not None)) if v]
         if given:
             raise PlanningError(f"{' and '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with "
                                 "--planner best_of_n|cem")
         return {}
     kwargs: dict = {"planner": PlannerConfig(planner, args.candidates, args.cem_iterations, args.elites,
                                              imagine_steps=args.imagine_steps, horizon=args.plan_horizon,
-                                             score=args.plan_score)}
+                                             score=args.plan_score, noise_scale=args.plan_noise_scale)}
     if args.judge:
         from vidact.worldmodel.judge import Judge
 
