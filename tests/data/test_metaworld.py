@@ -162,6 +162,7 @@ def test_benchmark_task_lists_are_metaworlds():
     (["--benchmark", "MT10", "--tasks", "reach-v3"], "give --tasks or --benchmark, not both"),
     ([], "give --tasks (MetaWorld task names) or --benchmark (MT10, MT25, MT50)"),
     (["--tasks", "reach-v3", "reach-v3"], "a task is named twice"),
+    (["--tasks", "reach-v3", "push-v3", "--workers", "0"], "--workers must be >= 1, got 0"),
 ])
 def test_task_list_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(["metaworld", *args, "--episodes", "1", "--out", str(tmp_path / "x")]) == 2

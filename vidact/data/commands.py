@@ -70,7 +70,7 @@ def _metaworld(args: argparse.Namespace) -> int:
                                  steps_after_success=args.steps_after_success, video_out=args.video_out, vcodec=args.vcodec,
                                  action_free=args.action_free,
                                  overwrite=args.overwrite)
-        workers = args.workers or min(os.cpu_count() or 1, len(cfg.tasks))
+        workers = min(os.cpu_count() or 1, len(cfg.tasks)) if args.workers is None else args.workers
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
         summary = generate(cfg) if workers == 1 or len(cfg.tasks) == 1 else generate_parallel(cfg, workers)
