@@ -95,6 +95,27 @@ def test_lerobot_camera_records_what_lerobot_eval_shows_the_policy(tmp_path):
                  "--camera", "lerobot", "--cameras", "corner2", "topview"]) == 2
 
 
+def test_frames_too_small_for_av1_are_written_with_h264(tmp_path, capsys):
+    """libsvtav1 dies (SIGFPE, nothing written) under 32 pixels: the default codec is then h264, whose
+    videos LeRobot reads back; libsvtav1 asked for explicitly is a one-line error before any work."""
+    import json
+
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    out = tmp_path / "small"
+    assert main(["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(out), "--height", "16",
+                 "--width", "16", "--seed", "3", "--max-steps", "3", "--keep-failed"]) == 0
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["features"]["observation.image"]["info"]["video.codec"] == "h264"
+    assert LeRobotDataset("local/small", root=out)[2]["observation.image"].shape == (3, 16, 16)
+    capsys.readouterr()
+    assert main(["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(tmp_path / "av1"), "--height",
+                 "24", "--width", "24", "--vcodec", "libsvtav1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--vcodec libsvtav1 cannot encode 24x24 frames" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "av1").exists()
+
+
 def test_parallel_generation_writes_the_one_process_dataset(tmp_path):
     """--workers 2: one process per task, joined by LeRobot's aggregate_datasets, gives the episodes
     (seeds, actions, states, tasks, order) of a one-process run, and one video manifest; with

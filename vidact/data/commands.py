@@ -39,7 +39,8 @@ def main(argv: list[str]) -> int:
     mw.add_argument("--action-free", type=int, default=0, help="per task, N more episodes written only as "
                     "action-free videos in --video-out (their true actions withheld in VIDEO_OUT/withheld_actions, "
                     "to measure `vidact label`); the --episodes demos then go to --out only")
-    mw.add_argument("--vcodec", default="libsvtav1", help="LeRobot video codec (libsvtav1, h264, ...)")
+    mw.add_argument("--vcodec", default=None, help="LeRobot video codec (libsvtav1, h264, ...; default libsvtav1, "
+                    "h264 for frames under 32 pixels, which libsvtav1 cannot encode)")
     mw.add_argument("--workers", type=int, default=None, help="processes generating tasks in parallel, one task "
                     "at a time each, joined with LeRobot's aggregate_datasets; an interrupted run resumes "
                     "(default: one per CPU core, at most one per task)")

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from vidact.data.codec import video_codec
 from vidact.errors import run_command
 from vidact.generative.schedule import Mode
 from vidact.types import Batch
@@ -272,7 +273,8 @@ def _label(args: argparse.Namespace) -> int:
                 dataset = LeRobotDataset.create(repo_id=f"vidact/labelled_{out.name}", fps=int(round(fps)),
                                                 root=staging, features=label_features(
                                                     raw.shape[2], raw.shape[3], c.channels, c.state_dim, c.action_dim),
-                                                use_videos=True, rgb_encoder=RGBEncoderConfig(vcodec="libsvtav1"))
+                                                use_videos=True, rgb_encoder=RGBEncoderConfig(
+                                                    vcodec=video_codec(raw.shape[2], raw.shape[3])))
             for t in range(len(frames)):
                 dataset.add_frame({"observation.image": raw[t].permute(1, 2, 0).numpy(),
                                    "observation.state": state[t].numpy().astype(np.float32),

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vidact.data.codec import video_codec
+
 log = logging.getLogger(__name__)
 
 FPS = 80  # LeRobot's MetaworldEnv config runs at 80 fps
@@ -116,7 +118,7 @@ class MetaWorldGenConfig:
     # With it, the demos in ``out`` are not written to video_out.
     action_free: int = 0
     withheld_out: str | None = None
-    vcodec: str = "libsvtav1"
+    vcodec: str | None = None  # default: libsvtav1, h264 for frames under 32 pixels (vidact.data.codec)
     overwrite: bool = False
     # Position of tasks[0] in the whole task list (a part written by generate_parallel): seeds are
     # those of the one-process run.
@@ -130,6 +132,7 @@ class MetaWorldGenConfig:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
         if self.height < 8 or self.width < 8:
             raise ValueError(f"--height/--width must be >= 8, got {self.height}x{self.width}")
+        self.vcodec = video_codec(self.height, self.width, self.vcodec)
         if self.action_free < 0:
             raise ValueError(f"--action-free must be >= 0, got {self.action_free}")
         if self.action_free and not self.video_out:

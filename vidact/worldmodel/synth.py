@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vidact.data.codec import video_codec
 from vidact.errors import run_command
 
 SYNTH_META = "vidact_synth.json"
@@ -236,7 +237,7 @@ def _synth(args: argparse.Namespace) -> int:
     dataset = LeRobotDataset.create(
         repo_id=f"vidact/synthetic_{out.name}", fps=starts.fps, root=out, use_videos=True,
         features=synth_features(starts.camera_keys, c.height, c.width, c.state_dim, c.action_dim),
-        rgb_encoder=RGBEncoderConfig(vcodec="libsvtav1"))
+        rgb_encoder=RGBEncoderConfig(vcodec=video_codec(c.height, c.width)))
     sampler = Sampler(model, sampler_cfg)
     records, accepted, attempt = [], 0, 0
     bar = tqdm(total=args.episodes, desc="synthetic episodes accepted", unit="ep")
