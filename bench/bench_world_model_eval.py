@@ -11,6 +11,12 @@ imagined success over the (policy, task) pairs, seconds per episode for both, an
 ``--dataset`` may contain ``TASK``, replaced per task (the saved rollouts of ``vidact eval
 --save-dataset`` are one dataset per task). Each evaluation goes to OUT/POLICY/TASK/{real,imagined}
 and is skipped when its results.json exists. OUT/results.md, results.json and scatter.png.
+
+``--real LABEL=DIR`` takes a policy's MetaWorld results from an evaluation already made (DIR/results.json,
+``TASK`` replaced per task), e.g. the issue-14 arms, each evaluated on 50 held-out seeds from 1e9: the
+start frames should then be the first frames of those seeds (``vidact data metaworld --tasks TASK
+--episodes 20 --seed 1000000000 --max-steps 1 --keep-failed``). ``--noise-scale`` is passed to every
+evaluation this script runs (match the one the reused results were made with).
 """
 
 from __future__ import annotations
@@ -84,22 +90,37 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--imagine-steps", type=int, default=None)
+    p.add_argument("--real", nargs="*", default=[], metavar="LABEL=DIR",
+                   help="MetaWorld results already measured for LABEL (DIR/results.json; TASK replaced per task)")
+    p.add_argument("--noise-scale", type=float, default=None, help="vidact eval --noise-scale for every run")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--out", required=True)
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policies = dict(x.split("=", 1) for x in args.policies)
+    real = dict(x.split("=", 1) for x in args.real)
+    if set(real) - set(policies):
+        raise SystemExit(f"--real: {sorted(set(real) - set(policies))} not among --policies")
+
+    def folder_of(label: str, task: str, where: str) -> Path:
+        if where == "real" and label in real:
+            return Path(real[label].replace("TASK", task))
+        return out / label / task / where
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.setdefault("MUJOCO_GL", "egl")
 
     def run(job) -> None:
         label, task, where = job
-        folder = out / label / task / where
+        folder = folder_of(label, task, where)
         if (folder / "results.json").is_file():
             return
+        if where == "real" and label in real:
+            raise SystemExit(f"--real {label}: {folder / 'results.json'} not found")
         cmd = [*VIDACT, "eval", policies[label], "--task", task, "--episodes", str(args.episodes), "--max-steps",
                str(args.max_steps), "--threads", "1", "--videos", "2", "--out", str(folder)]
+        if args.noise_scale is not None:
+            cmd += ["--noise-scale", str(args.noise_scale)]
         if where == "imagined":
             cmd += ["--env", "world_model", "--world-model", args.world_model,
                     "--dataset", args.dataset.replace("TASK", task)]
@@ -118,9 +139,11 @@ def main() -> int:
     rows = []
     for label in policies:
         for task in args.tasks:
-            res = {w: json.loads((out / label / task / w / "results.json").read_text()) for w in ("real", "imagined")}
+            res = {w: json.loads((folder_of(label, task, w) / "results.json").read_text()) for w in ("real", "imagined")}
             real_s = sum(r["seconds"] for r in res["real"]["per_episode"]) / res["real"]["episodes"]
             rows.append({"policy": label, "task": task, "real": res["real"]["success_rate"],
+                         "real_count": f"{res['real']['successes']}/{res['real']['episodes']}",
+                         "imagined_count": f"{res['imagined']['successes']}/{res['imagined']['episodes']}",
                          "imagined": res["imagined"]["success_rate"], "real_wilson95": res["real"]["wilson95"],
                          "imagined_wilson95": res["imagined"]["wilson95"], "real_s_per_episode": real_s,
                          "imagined_s_per_episode": res["imagined"]["seconds_per_episode"]})
@@ -132,7 +155,8 @@ def main() -> int:
     scatter([(r["real"], r["imagined"], f"{r['policy']}/{r['task'].split('-')[0]}") for r in rows],
             out / "scatter.png", f"Pearson {summary['pearson']:.2f}, Spearman {summary['spearman']:.2f}")
     table = ["| policy | task | MetaWorld | in the world model |", "|---|---|---:|---:|"]
-    table += [f"| {r['policy']} | {r['task']} | {r['real']:.2f} | {r['imagined']:.2f} |" for r in rows]
+    table += [f"| {r['policy']} | {r['task']} | {r['real_count']} ({r['real']:.2f}) | {r['imagined_count']} "
+              f"({r['imagined']:.2f}) |" for r in rows]
     table += ["", f"Pearson {summary['pearson']:.2f}, Spearman {summary['spearman']:.2f} over {len(rows)} pairs; "
               f"{summary['real_s_per_episode']:.1f} s per MetaWorld episode, {summary['imagined_s_per_episode']:.1f} s "
               "per imagined one."]
