@@ -51,4 +51,11 @@ todo "$BUNDLE/judge" "judge on real and imagined frames (two chunks, every imagi
     $V judge "$BUNDLE" --datasets $W/data $W/probe_data "$P/rollouts_train_s$SEED"/* \
         --heldout $W/heldout "$P/rollouts_heldout_s$SEED"/* --steps 3000 --every 2 --sampler-steps 2 \
         --train-on-imagined 8 --imagine-horizon 32 --imagined-frames all --threads 1
+# First frames of the evaluation's held-out scenes (seeds 1e9.., one dataset per task), for policy
+# evaluation inside the model (bench/bench_world_model_eval.py --dataset $P/starts/TASK).
+for task in $T; do
+    todo "$P/starts/$task" "start frames of held-out seeds, $task" &&
+        $V data metaworld --tasks "$task" --episodes 50 --seed 1000000000 --max-steps 1 --keep-failed \
+            --out "$P/starts/$task"
+done
 echo "== world model and judge ready: $BUNDLE"
