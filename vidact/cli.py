@@ -166,7 +166,8 @@ def _add_planner(p: argparse.ArgumentParser) -> None:
                    "imagined frame of the horizon, or the mean over all of them (the judge's value, or closeness "
                    "to --goal-image)")
     p.add_argument("--plan-noise-scale", type=float, default=None, help="planning: action noise of every candidate "
-                   "but the first, which is the plain policy's (default: --noise-scale; a policy at 0 plans with 1)")
+                   "but the first, which is the plain policy's (default: the policy's --noise-scale; a policy at 0 needs one "
+                   "above 0, e.g. 1)")
     p.add_argument("--judge", default=None, help="planning: judge folder (default: BUNDLE/judge, `vidact judge`)")
     p.add_argument("--goal-image", default=None, help="planning: score imagined futures by closeness to this image "
                    "(the model's frame size) in the model's latent space instead of by the judge")
