@@ -184,6 +184,8 @@ def test_benchmark_task_lists_are_metaworlds():
     ([], "give --tasks (MetaWorld task names) or --benchmark (MT10, MT25, MT50)"),
     (["--tasks", "reach-v3", "reach-v3"], "a task is named twice"),
     (["--tasks", "reach-v3", "push-v3", "--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--tasks", "reach-v3", "--height", "15", "--width", "16"], "15x16 frames: under 32 pixels only h264"),
+    (["--tasks", "reach-v3", "--height", "16", "--width", "16", "--vcodec", "auto"], "--vcodec auto cannot encode"),
 ])
 def test_task_list_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(["metaworld", *args, "--episodes", "1", "--out", str(tmp_path / "x")]) == 2

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 DEFAULT_VCODEC = "libsvtav1"  # LeRobot's own default (AV1: small files, decoded by torchcodec)
 # LeRobot 0.6.1's libsvtav1 dies with SIGFPE (exit 136, nothing written) on 16x16 and 24x24 frames;
-# 32x32 encodes. h264 takes any even size.
+# 32x32 encodes. h264 (4:2:0) takes even sizes. LeRobot's "auto" falls back to libsvtav1 on a machine
+# without a hardware encoder.
 SVTAV1_MIN_SIDE = 32
 
 
 def video_codec(height: int, width: int, requested: str | None = None) -> str:
     """``requested``, or by default libsvtav1 where it encodes frames of this size and h264 below;
-    libsvtav1 asked for below its minimum is a ``ValueError`` naming the size and the way out."""
-    small = min(height, width) < SVTAV1_MIN_SIDE
-    if requested is None:
-        return "h264" if small else DEFAULT_VCODEC
-    if requested in ("libsvtav1", "av1") and small:
+    a codec that cannot encode this size is a ``ValueError`` naming the size and the way out."""
+    if min(height, width) >= SVTAV1_MIN_SIDE:
+        return requested or DEFAULT_VCODEC
+    if requested in ("libsvtav1", "av1", "auto"):
         raise ValueError(f"--vcodec {requested} cannot encode {height}x{width} frames (libsvtav1 needs both sides "
                          f">= {SVTAV1_MIN_SIDE}); pass --vcodec h264 or a larger --height/--width")
-    return requested
+    if requested is None and (height % 2 or width % 2):
+        raise ValueError(f"{height}x{width} frames: under {SVTAV1_MIN_SIDE} pixels only h264 encodes them, and it "
+                         "needs even sizes; pass an even --height/--width")
+    return requested or "h264"

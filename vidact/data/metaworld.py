@@ -271,9 +271,10 @@ def dataset_features(cameras: list[str], height: int, width: int) -> dict:
     return features
 
 
-def create_dataset(out: Path, repo: str, cameras: list[str], height: int, width: int, vcodec: str,
+def create_dataset(out: Path, repo: str, cameras: list[str], height: int, width: int, vcodec: str | None = None,
                    overwrite: bool = False, flag: str = "--out"):
-    """An empty LeRobot dataset at ``out`` with the features generated MetaWorld data has."""
+    """An empty LeRobot dataset at ``out`` with the features generated MetaWorld data has; ``vcodec``
+    None: ``codec.video_codec``'s choice for the size."""
     from lerobot.configs.video import RGBEncoderConfig
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -282,7 +283,8 @@ def create_dataset(out: Path, repo: str, cameras: list[str], height: int, width:
             raise FileExistsError(f"{flag} {out} already exists; pass --overwrite to replace it")
         shutil.rmtree(out)
     return LeRobotDataset.create(repo_id=repo, fps=FPS, features=dataset_features(cameras, height, width), root=out,
-                                 robot_type="sawyer", use_videos=True, rgb_encoder=RGBEncoderConfig(vcodec=vcodec))
+                                 robot_type="sawyer", use_videos=True,
+                                 rgb_encoder=RGBEncoderConfig(vcodec=video_codec(height, width, vcodec)))
 
 
 def generate(cfg: MetaWorldGenConfig) -> dict:

@@ -178,7 +178,7 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
         from vidact.data.metaworld import create_dataset
 
         dataset = create_dataset(Path(save_dataset), f"vidact/rollouts_{task}", env_cameras(policy.camera_keys),
-                                 int(size[0]), int(size[1]), "libsvtav1", overwrite, flag="--save-dataset")
+                                 int(size[0]), int(size[1]), overwrite=overwrite, flag="--save-dataset")
     env = MetaWorldEval(task, policy.camera_keys, int(size[0]), int(size[1]), rendering)
     records, written = [], {True: 0, False: 0}  # videos written per outcome
     try:
