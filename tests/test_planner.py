@@ -5,6 +5,7 @@ that imagines it."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -32,6 +33,17 @@ def _judge(model, seed: int = 0) -> Judge:
     return Judge(JudgeConfig(channels=c.channels, height=c.height, width=c.width, tasks=[TEXT], width_mult=4)).eval()
 
 
+@pytest.fixture
+def action_sensitive(tiny_model):
+    """The tiny model with its future-frame head scaled up, so that what a candidate chunk imagines
+    (and how it scores) clearly depends on the chunk: the random model's futures differ by ~0.002
+    between chunks, this one's by ~0.08."""
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        model.future_out.weight.mul_(100)
+    return model
+
+
 def _one_by_one(sampler: Sampler, batch: Batch, mode: Mode, seed: int, n: int):
     """Each candidate sampled and imagined on its own: (actions [N,B,K,A], last frames [N,B,V,C,H,W])."""
     actions, frames = [], []
@@ -47,38 +59,40 @@ def _one_by_one(sampler: Sampler, batch: Batch, mode: Mode, seed: int, n: int):
 
 
 @pytest.mark.parametrize("mode", [Mode.POLICY_FAST, Mode.POLICY])
-def test_best_of_n_executes_the_candidate_the_judge_prefers(tiny_model, mode):
-    sampler, judge, batch, N, seed = Sampler(tiny_model, SamplerConfig(steps=2)), _judge(tiny_model), \
-        _batch(tiny_model), 4, 3
+def test_best_of_n_executes_the_candidate_the_judge_prefers(action_sensitive, mode):
+    sampler, judge, batch, N, seed = Sampler(action_sensitive, SamplerConfig(steps=2)), _judge(action_sensitive), \
+        _batch(action_sensitive), 4, 3
     plan = Planner(sampler, PlannerConfig("best_of_n", N), judge=judge).plan(batch, mode, seed)
     actions, frames = _one_by_one(sampler, batch, mode, seed, N)
     scores = torch.stack([judge.predict(frames[i, :, 0], batch.text)[0] for i in range(N)], 1)  # [B,N]
-    assert scores.std() > 1e-4  # the candidates differ, so the choice means something
+    assert scores.std(1).min() > 1e-4  # each sample's candidates differ, so the choice means something
     torch.testing.assert_close(plan.scores, scores, atol=1e-5, rtol=1e-4)
     best = scores.argmax(1)
     assert plan.chosen.tolist() == best.tolist() and best.tolist() != [0, 0]  # not just the plain policy's chunk
     torch.testing.assert_close(plan.actions, actions[best, torch.arange(2)], atol=1e-5, rtol=1e-4)
-    assert plan.future_frames.shape[:2] == (2, tiny_model.config.future_frames)
+    assert plan.future_frames.shape[:2] == (2, action_sensitive.config.future_frames)
 
 
-def test_a_policy_at_its_mean_plans_over_candidates_at_the_planning_noise(tiny_model):
+def test_a_policy_at_its_mean_plans_over_candidates_at_the_planning_noise(action_sensitive):
     """A policy that samples at noise scale 0 plans with ``noise_scale``: candidate 0 is the plain
     policy's own chunk (so N=1 is still the plain policy), candidates 1..N-1 are what the policy
-    samples at the planning scale from their own seeds, and the plan executes one of them."""
-    mean_policy, judge = Sampler(tiny_model, SamplerConfig(steps=2, noise_scale=0.0)), _judge(tiny_model)
-    batch, N, seed, mode = _batch(tiny_model), 4, 5, Mode.POLICY_FAST
+    samples at the planning scale from their own seeds. Scored by closeness to the frame one
+    candidate imagines, the plan executes exactly that candidate."""
+    mean_policy = Sampler(action_sensitive, SamplerConfig(steps=2, noise_scale=0.0))
+    batch, N, seed, mode = _batch(action_sensitive, B=1), 4, 5, Mode.POLICY_FAST
     plain = mean_policy.sample(batch, mode, seed=seed).actions
-    noisy, _ = _one_by_one(Sampler(tiny_model, SamplerConfig(steps=2)), batch, mode, seed, N)
+    noisy, _ = _one_by_one(Sampler(action_sensitive, SamplerConfig(steps=2)), batch, mode, seed, N)
     candidates = torch.cat([plain[None], noisy[1:]])  # [N,B,K,A]
     assert (candidates[1:] - plain).abs().amax() > 1e-3  # the planning noise makes other chunks
-    plan = Planner(mean_policy, PlannerConfig("best_of_n", N, noise_scale=1.0), judge=judge).plan(batch, mode, seed)
-    common_v, zeros = initial_noise(tiny_model, batch.batch_size, seed)[0], torch.zeros_like(plain)
-    scores = torch.stack([judge.predict(mean_policy.sample(dataclasses.replace(batch, actions=a), Mode.FORWARD_DYNAMICS,
-                                                           noise=(common_v, zeros)).future_frames[:, -1, 0].clamp(0, 1),
-                                        batch.text)[0] for a in candidates], 1)  # [B,N], every candidate
-    torch.testing.assert_close(plan.scores, scores, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(plan.actions, candidates[scores.argmax(1), torch.arange(2)], atol=1e-5, rtol=1e-4)
-    one = Planner(mean_policy, PlannerConfig("best_of_n", 1, noise_scale=1.0), judge=judge).plan(batch, mode, seed)
+    common_v, zeros = initial_noise(action_sensitive, 1, seed)[0], torch.zeros_like(plain)
+    for k in (2, 0):
+        goal = mean_policy.sample(dataclasses.replace(batch, actions=candidates[k]), Mode.FORWARD_DYNAMICS,
+                                  noise=(common_v, zeros)).future_frames[0, -1].clamp(0, 1)  # [V,C,H,W]
+        plan = Planner(mean_policy, PlannerConfig("best_of_n", N, noise_scale=1.0), goal=goal).plan(batch, mode, seed)
+        assert plan.chosen.tolist() == [k] and plan.scores[0, k] > -1e-6  # the goal is exactly its frame
+        assert plan.scores[0].topk(2).values[1] < -1e-5  # and no other candidate comes near it
+        torch.testing.assert_close(plan.actions, candidates[k], atol=1e-5, rtol=1e-4)
+    one = Planner(mean_policy, PlannerConfig("best_of_n", 1, noise_scale=1.0), goal=goal).plan(batch, mode, seed)
     torch.testing.assert_close(one.actions, plain, atol=1e-5, rtol=1e-4)
 
 
@@ -185,7 +199,8 @@ def test_planning_bad_input_names_both_sides(tiny_model):
     with pytest.raises(PlanningError, match="a noise scale of 0 makes all 4 candidates the same chunk"):
         Planner(Sampler(tiny_model, SamplerConfig(noise_scale=0.0)), PlannerConfig("best_of_n", 4),
                 judge=_judge(tiny_model))
-    with pytest.raises(PlanningError, match="a noise scale of 0 makes all 4 candidates the same chunk"):
+    Planner(sampler, PlannerConfig("best_of_n", 2, noise_scale=0.0), judge=_judge(tiny_model))  # a draw vs the mean
+    with pytest.raises(PlanningError, match=r"--plan-noise-scale 0 makes candidates 1\.\.3 the same chunk"):
         Planner(sampler, PlannerConfig("best_of_n", 4, noise_scale=0.0), judge=_judge(tiny_model))
     with pytest.raises(PlanningError, match=r"--plan-noise-scale must be in \[0, 10\], got -1"):
         PlannerConfig("best_of_n", 4, noise_scale=-1.0)

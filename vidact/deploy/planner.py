@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from vidact.generative.sample import Sampler, initial_noise
+from vidact.generative.sample import MAX_NOISE_SCALE, Sampler, initial_noise
 from vidact.generative.schedule import Mode
 from vidact.types import Batch
 from vidact.worldmodel.rollout import RolloutStart, frames_per_call, history_batch
@@ -71,8 +71,8 @@ class PlannerConfig:
             raise PlanningError(f"--plan-score {self.score!r} is not one of {list(SCORES)}")
         if self.elites is not None and not 1 <= self.elites <= self.candidates:
             raise PlanningError(f"--elites must be in 1..{self.candidates}, got {self.elites}")
-        if self.noise_scale is not None and not 0.0 <= self.noise_scale <= 10.0:
-            raise PlanningError(f"--plan-noise-scale must be in [0, 10], got {self.noise_scale}")
+        if self.noise_scale is not None and not 0.0 <= self.noise_scale <= MAX_NOISE_SCALE:
+            raise PlanningError(f"--plan-noise-scale must be in [0, {MAX_NOISE_SCALE:g}], got {self.noise_scale}")
 
 
 @dataclass
@@ -109,13 +109,13 @@ class Planner:
         if model.future_tokens == 0:
             raise PlanningError("the model imagines no frames (model.future_frames=0): it cannot plan; "
                                 "train with future frames (recipes/world_model_metaworld*.yaml)")
-        own = sampler.config.noise_scale
-        self.noise_scales = [own] + [own if config.noise_scale is None else config.noise_scale] * (config.candidates - 1)
-        if config.candidates > 1 and max(self.noise_scales[1:]) == 0:
+        own, *others = self.noise_scales()
+        if others and max(own, *others) == 0:
             raise PlanningError(f"a noise scale of 0 makes all {config.candidates} candidates the same chunk: plan "
                                 "with --plan-noise-scale above 0")
-        # The candidates' noise arrives scaled (per candidate); the sampler must not scale it again.
-        self.candidate_sampler = Sampler(model, dataclasses.replace(sampler.config, noise_scale=1.0))
+        if len(others) > 1 and max(others) == 0:
+            raise PlanningError(f"--plan-noise-scale 0 makes candidates 1..{len(others)} the same chunk (the policy's "
+                                "mean): pass --candidates 2 or a scale above 0")
         if judge is None and goal is None:
             raise PlanningError("planning needs a judge (`vidact judge`, stored as BUNDLE/judge) or --goal-image")
         if judge is not None:
@@ -136,6 +136,12 @@ class Planner:
     @property
     def model(self):
         return self.sampler.model
+
+    def noise_scales(self) -> list[float]:
+        """The action noise's scale per candidate: the policy's own for candidate 0, the planner's
+        (default: the same) for the others."""
+        own, planned = self.sampler.config.noise_scale, self.config.noise_scale
+        return [own] + [own if planned is None else planned] * (self.config.candidates - 1)
 
     def score(self, frames: Tensor, texts: list[str]) -> Tensor:
         """[M,T,V,C,H,W] imagined frames (those the actions reach) -> [M] scores (higher is better):
@@ -202,9 +208,10 @@ class Planner:
         B, N = batch.batch_size, cfg.candidates
         noise = [initial_noise(model, B, seed + i * SEED_STRIDE) for i in range(N)]
         noise_v = torch.stack([v for v, _ in noise], 1).flatten(0, 1)  # [B*N,...] sample-major
-        noise_a = torch.stack([a * s for (_, a), s in zip(noise, self.noise_scales)], 1).flatten(0, 1)
+        noise_a = torch.stack([a * s for (_, a), s in zip(noise, self.noise_scales())], 1).flatten(0, 1)
         big = repeat_batch(batch, N)
-        actions = self.candidate_sampler.sample(big, mode, seed=seed, noise=(noise_v, noise_a)).actions.float()
+        # Each candidate's action noise is scaled above: the sampler must not scale it again.
+        actions = self.sampler.sample(big, mode, seed=seed, noise=(noise_v, noise_a), noise_scale=1.0).actions.float()
         if self.clip is not None:
             actions = self.clip(actions)
         # Every candidate is imagined from the same video noise (candidate 0's): the imagined

@@ -32,6 +32,9 @@ def initial_noise(model, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
     return noise_v, torch.randn(batch_size, model.config.chunk_length, model.config.action_dim, generator=generator)
 
 
+MAX_NOISE_SCALE = 10.0  # the action noise's largest standard deviation a sampler accepts
+
+
 @dataclass
 class SamplerConfig:
     method: str = "euler"  # one of METHODS
@@ -54,8 +57,8 @@ class SamplerConfig:
             raise ValueError(f"sampler.method={self.method!r} is not one of {list(METHODS)}")
         if self.steps < 1:
             raise ValueError(f"sampler.steps must be >= 1, got {self.steps}")
-        if not 0.0 <= self.noise_scale <= 10.0:
-            raise ValueError(f"sampler.noise_scale must be in [0, 10], got {self.noise_scale}")
+        if not 0.0 <= self.noise_scale <= MAX_NOISE_SCALE:
+            raise ValueError(f"sampler.noise_scale must be in [0, {MAX_NOISE_SCALE:g}], got {self.noise_scale}")
 
 
 @dataclass
@@ -89,9 +92,11 @@ class Sampler:
 
     @torch.no_grad()
     def sample(self, batch: Batch, mode: Mode | str, seed: int | None = None, steps: int | None = None,
-               guidance_scale: float | None = None, noise: tuple[Tensor, Tensor] | None = None) -> SampleOutput:
+               guidance_scale: float | None = None, noise: tuple[Tensor, Tensor] | None = None,
+               noise_scale: float | None = None) -> SampleOutput:
         """``noise``: (video [B,Nf,Dl], action [B,K,A]) to start from instead of ``initial_noise(seed)``
-        (a planner's candidates, each with its own seed, in one batch)."""
+        (a planner's candidates, each with its own seed, in one batch); the action noise is multiplied
+        by ``noise_scale`` (default: the config's)."""
         mode = Mode(mode)
         cfg = self.config
         steps = steps or cfg.steps
@@ -114,7 +119,7 @@ class Sampler:
               Role.GIVEN: (model.encode_frames(batch.future_frames, batch.future_frame_latents).to(dtype)
                            if roles.video == Role.GIVEN else None),
               Role.DROPPED: None}[roles.video]
-        xa = {Role.GENERATED: (noise_a * cfg.noise_scale).to(device, dtype),
+        xa = {Role.GENERATED: (noise_a * (cfg.noise_scale if noise_scale is None else noise_scale)).to(device, dtype),
               Role.GIVEN: (model.normalizer.normalize("action", batch.actions).to(dtype)
                            if roles.action == Role.GIVEN else None),
               Role.DROPPED: None}[roles.action]
