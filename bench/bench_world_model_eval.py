@@ -4,19 +4,21 @@ each policy bundle evaluated on each task in MetaWorld (``vidact eval``) and ins
 imagined success over the (policy, task) pairs, seconds per episode for both, and a scatter plot.
 
     MUJOCO_GL=egl HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/bench_world_model_eval.py \\
-        --policies step250=outputs/wm/bundles/latvw_s0_250 final=outputs/wm/bundles/latvw_s0 ... \\
-        --world-model outputs/wm/runs/latvw_s0 --dataset outputs/plan/rollouts_heldout/TASK \\
-        --tasks button-press-topdown-v3 drawer-open-v3 --episodes 20 --max-steps 200 --out outputs/plan/wm_eval
+        --policies a0=outputs/af/bench2400/seed0/demos/policy d2_0=outputs/af/bench2400/seed0/state_labels/policy ... \\
+        --real a0=outputs/af/bench2400/seed0/demos/eval_noise0/TASK d2_0=... --noise-scale 0 \\
+        --world-model outputs/wm/bundles/latvw3k_s0 --dataset outputs/plan/starts/TASK \\
+        --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 --episodes 20 --max-steps 200 --out outputs/plan/wm_eval
 
 ``--dataset`` may contain ``TASK``, replaced per task (the saved rollouts of ``vidact eval
 --save-dataset`` are one dataset per task). Each evaluation goes to OUT/POLICY/TASK/{real,imagined}
 and is skipped when its results.json exists. OUT/results.md, results.json and scatter.png.
 
 ``--real LABEL=DIR`` takes a policy's MetaWorld results from an evaluation already made (DIR/results.json,
-``TASK`` replaced per task), e.g. the issue-14 arms, each evaluated on 50 held-out seeds from 1e9: the
-start frames should then be the first frames of those seeds (``vidact data metaworld --tasks TASK
---episodes 20 --seed 1000000000 --max-steps 1 --keep-failed``). ``--noise-scale`` is passed to every
-evaluation this script runs (match the one the reused results were made with).
+``TASK`` replaced per task), e.g. the issue-14 arms, each evaluated on 50 held-out seeds from 1e9; the
+start frames are then the first frames of the same scenes (``scripts/world_model.sh`` writes them:
+``vidact data metaworld --tasks TASK --episodes 50 --seed 1000000000 --max-steps 1 --keep-failed``),
+of which the imagined evaluation takes the first ``--episodes``. ``--noise-scale`` is passed to every
+evaluation this script runs; reused results made at another noise scale, or for another task, stop it.
 """
 
 from __future__ import annotations
@@ -140,6 +142,10 @@ def main() -> int:
     for label in policies:
         for task in args.tasks:
             res = {w: json.loads((folder_of(label, task, w) / "results.json").read_text()) for w in ("real", "imagined")}
+            made = (res["real"]["task"], res["real"]["sampler"]["noise_scale"])
+            if label in real and (made[0] != task or args.noise_scale not in (None, made[1])):
+                raise SystemExit(f"--real {label}: {folder_of(label, task, 'real')} is {made[0]} at noise scale {made[1]}, "
+                                 f"not {task} at {args.noise_scale}")
             real_s = sum(r["seconds"] for r in res["real"]["per_episode"]) / res["real"]["episodes"]
             rows.append({"policy": label, "task": task, "real": res["real"]["success_rate"],
                          "real_count": f"{res['real']['successes']}/{res['real']['episodes']}",

@@ -2,8 +2,9 @@
 # Issue 12/13's world model and its judge, from nothing (the planning and in-model evaluation
 # benchmarks need both): MetaWorld data for four tasks, the frame autoencoder, the 3000-step latent
 # world model (recipes/world_model_metaworld_latent.yaml), its bundle, plain-policy rollouts that
-# succeed and fail, and the judge trained on real and imagined frames. ~80 minutes on one idle core.
-# Every stage is skipped when its output exists, so a cut run resumes where it stopped.
+# succeed and fail, the judge trained on real and imagined frames, and the first frames of the
+# held-out scenes. ~80 minutes on one idle core. A stage counts as done only when the file it
+# writes last exists, so a cut run redoes the cut stage and resumes from there.
 #
 #   taskset -c 0 bash scripts/world_model.sh            # SEED=1 for the second training seed
 #
@@ -17,45 +18,56 @@ SEED="${SEED:-0}"
 STEPS="${STEPS:-3000}"
 W=outputs/wm  # the latent recipe reads its autoencoder and latent cache from here
 P=outputs/plan
-RUN="$W/runs/latvw3k_s$SEED"
-BUNDLE="$W/bundles/latvw3k_s$SEED"
+NAME="latvw$((STEPS / 1000))k_s$SEED"
+RUN="$W/runs/$NAME"
+BUNDLE="$W/bundles/$NAME"
 V=.venv/bin/vidact
 T="button-press-topdown-v3 drawer-open-v3 door-open-v3 push-v3"
 
-todo() {  # todo PATH WHAT: say what runs next, or that PATH already exists
-    if [ -e "$1" ]; then echo "== done already: $2 ($1)"; return 1; fi
-    echo "== $2 -> $1 ($(date +%H:%M))"
+todo() {  # todo MARKER WHAT: true (and says so) unless MARKER, the stage's last-written file, exists
+    if [ -e "$1" ]; then echo "== done already: $2"; return 1; fi
+    echo "== $2 ($(date +%H:%M))"
 }
 
-todo $W/data "training data: 25 demos per task" &&
-    $V data metaworld --tasks $T --episodes 25 --out $W/data
-todo $W/heldout "held-out episodes, 64 steps past success" &&
-    $V data metaworld --tasks $T --episodes 6 --seed 5000 --steps-after-success 64 --out $W/heldout
-todo $W/probe_data "the judge's extra episodes, 64 steps past success" &&
-    $V data metaworld --tasks $T --episodes 12 --seed 7000 --steps-after-success 64 --out $W/probe_data
-todo $W/ae "frame autoencoder, 1500 steps" &&
+if todo $W/data/meta/vidact_generation.json "training data: 25 demos per task"; then
+    $V data metaworld --tasks $T --episodes 25 --out $W/data --overwrite
+fi
+if todo $W/heldout/meta/vidact_generation.json "held-out episodes, 64 steps past success"; then
+    $V data metaworld --tasks $T --episodes 6 --seed 5000 --steps-after-success 64 --out $W/heldout --overwrite
+fi
+if todo $W/probe_data/meta/vidact_generation.json "the judge's extra episodes, 64 steps past success"; then
+    $V data metaworld --tasks $T --episodes 12 --seed 7000 --steps-after-success 64 --out $W/probe_data --overwrite
+fi
+if todo $W/ae/reconstructions.png "frame autoencoder, 1500 steps"; then
     $V autoencoder --dataset $W/data --out $W/ae --steps 1500 --batch-size 16 --threads 1
-todo "$RUN/done" "latent world model, $STEPS steps, seed $SEED" &&
-    $V train world_model_metaworld_latent "run_dir=$RUN" "train.steps=$STEPS" "seed=$SEED" &&
+fi
+if todo "$RUN/done" "latent world model, $STEPS steps, seed $SEED (resumes from its last checkpoint)"; then
+    $V train world_model_metaworld_latent "run_dir=$RUN" "train.steps=$STEPS" "seed=$SEED"
     touch "$RUN/done"
-todo "$BUNDLE" "bundle" && $V export "$RUN" "$BUNDLE"
+fi
+if todo "$BUNDLE/vidact_policy.json" "bundle"; then
+    $V export "$RUN" "$BUNDLE" --overwrite
+fi
 # Rollouts of the plain policy (successes and failures) for the judge, on seeds away from the
 # evaluation's (1e9..).
-todo "$P/rollouts_train_s$SEED" "plain-policy rollouts for the judge" &&
-    $V eval "$BUNDLE" --tasks $T --workers 1 --episodes 15 --seed 2000000000 --max-steps 200 --threads 1 \
-        --videos 0 --save-dataset "$P/rollouts_train_s$SEED" --out "$P/rollouts_train_s${SEED}_eval"
-todo "$P/rollouts_heldout_s$SEED" "held-out plain-policy rollouts" &&
-    $V eval "$BUNDLE" --tasks $T --workers 1 --episodes 6 --seed 2000000500 --max-steps 200 --threads 1 \
-        --videos 0 --save-dataset "$P/rollouts_heldout_s$SEED" --out "$P/rollouts_heldout_s${SEED}_eval"
-todo "$BUNDLE/judge" "judge on real and imagined frames (two chunks, every imagined frame)" &&
+for part in train:15:2000000000 heldout:6:2000000500; do
+    IFS=: read -r name episodes seed <<< "$part"
+    if todo "$P/rollouts_${name}_s${SEED}_eval/benchmark.json" "plain-policy rollouts ($name)"; then
+        $V eval "$BUNDLE" --tasks $T --workers 1 --episodes "$episodes" --seed "$seed" --max-steps 200 --threads 1 \
+            --videos 0 --save-dataset "$P/rollouts_${name}_s$SEED" --overwrite --out "$P/rollouts_${name}_s${SEED}_eval"
+    fi
+done
+if todo "$BUNDLE/judge/judge_eval.json" "judge on real and imagined frames (two chunks, every imagined frame)"; then
     $V judge "$BUNDLE" --datasets $W/data $W/probe_data "$P/rollouts_train_s$SEED"/* \
         --heldout $W/heldout "$P/rollouts_heldout_s$SEED"/* --steps 3000 --every 2 --sampler-steps 2 \
         --train-on-imagined 8 --imagine-horizon 32 --imagined-frames all --threads 1
+fi
 # First frames of the evaluation's held-out scenes (seeds 1e9.., one dataset per task), for policy
 # evaluation inside the model (bench/bench_world_model_eval.py --dataset $P/starts/TASK).
 for task in $T; do
-    todo "$P/starts/$task" "start frames of held-out seeds, $task" &&
+    if todo "$P/starts/$task/meta/vidact_generation.json" "first frames of 50 held-out scenes, $task"; then
         $V data metaworld --tasks "$task" --episodes 50 --seed 1000000000 --max-steps 1 --keep-failed \
-            --out "$P/starts/$task"
+            --out "$P/starts/$task" --overwrite
+    fi
 done
 echo "== world model and judge ready: $BUNDLE"
