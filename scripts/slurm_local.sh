@@ -136,8 +136,10 @@ start() {
 
 stop_pidfile() {  # stop_pidfile NAME [PROGRAM]: kill the pid recorded for NAME, if it still runs PROGRAM
     local file="$STATE/$1.started" pid
-    [ -s "$file" ] || return 0
+    [ -e "$file" ] || return 0
     pid="$(cat "$file")"
+    # Under load a daemon may write its pid file after start() stopped waiting for it: read it now.
+    [ -n "$pid" ] || pid="$(cat "$STATE/$1.pid" 2>/dev/null)" || true
     if [ "$(ps -p "$pid" -o comm= 2>/dev/null)" = "${2:-$1}" ]; then
         log "stopping $1 (pid $pid)"
         $SUDO kill "$pid"
