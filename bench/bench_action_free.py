@@ -329,6 +329,14 @@ def report(args) -> None:
     lines = [f"steps per arm: {made['steps']}; eval: policy_fast, held-out seeds 1e9.., {made['max_steps']}-step cap",
              "",
              *table]
+    not_trained = {}
+    for s in seeds:  # (e) not trained because `vidact synth` wrote nothing: say why, from its log
+        stage_file = s / "synthesize.json"
+        if not (stage_file.is_file() and json.loads(stage_file.read_text()).get("failed")):
+            continue
+        why = ([line for line in (s / "synth.log").read_text().splitlines() if "error:" in line] or ["see synth.log"])[-1]
+        not_trained[s.name] = why
+        lines.append(f"\n{ARMS['synth']}, {s.name}: not trained. {why}")
     if labels:
         lines += ["", "label error of the labellers (`vidact label`, mean absolute error per action dimension, "
                       "MetaWorld action units in [-1, 1], against the withheld true actions): (d) `--labeller "
@@ -350,7 +358,8 @@ def report(args) -> None:
     text = "\n".join(lines)
     suffix = noise_suffix(args.noise_scale, args.eval_seed)
     (root / f"results{suffix}.md").write_text(text + "\n")
-    (root / f"results{suffix}.json").write_text(json.dumps({"arms": summary, "labels": labels,
+    (root / f"results{suffix}.json").write_text(json.dumps({"arms": summary, "synth_not_trained": not_trained,
+                                                           "labels": labels,
                                                            "noise_scale": args.noise_scale,
                                                            "eval_seed": args.eval_seed}, indent=2))
     print(text)
