@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vidact.data.fake import fake_batch
 from vidact.generative import GenerativeConfig, Mode, Sampler, SamplerConfig, training_loss
+from vidact.generative.sample import initial_noise
 from vidact.models import VidAct, VidActConfig
 from vidact.models.configuration import FrameTokenizerConfig
 
@@ -57,11 +58,34 @@ def model_config(flavor: str, args) -> VidActConfig:
                         frame_tokenizer=FrameTokenizerConfig(kind="patch", patch_size=args.patch))
 
 
+# --variants: kernel choices on the same model (vidact.models.transformer.Transformer's attributes),
+# "+"-joined: base (SDPA with a boolean mask, gathered AdaLN conditions, norms as autocast runs them:
+# the code before issue 18's GPU work), norms (norms in the compute dtype), gather (conditions
+# expanded by a one-hot matmul), flex (FlexAttention), compile (torch.compile of the model's forward).
+VARIANT_TOKENS = ("base", "norms", "gather", "flex", "compile")
+
+
+def apply_variant(model: VidAct, variant: str | None) -> bool:
+    """Set ``variant``'s kernels on ``model``; True when it asks for compilation."""
+    if variant is None:
+        return False
+    tokens = variant.split("+")
+    unknown = set(tokens) - set(VARIANT_TOKENS)
+    if unknown:
+        raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {', '.join(VARIANT_TOKENS)}")
+    bb = model.backbone
+    bb.fast_norms = "norms" in tokens
+    bb.cond_gather = "matmul" if "gather" in tokens else "index"  # explicit either way (the default is "auto")
+    bb.attention_backend = "flex" if "flex" in tokens else "sdpa"
+    return "compile" in tokens
+
+
 def training_setup(flavor: str, args):
     """A seeded model of ``flavor``, a fake batch, the loss config and AdamW."""
     torch.manual_seed(0)
     cfg = model_config(flavor, args)
     model = VidAct(cfg).to(args.device)
+    args.compile_model = apply_variant(model, getattr(args, "variant", None))
     batch = fake_batch(cfg, args.batch_size).to(args.device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     return cfg, model, batch, GenerativeConfig(), opt
@@ -78,15 +102,24 @@ def bench_flavor(flavor: str, args, peak: float) -> dict:
         out.loss.backward()
         opt.step()
 
+    flex = model.backbone.attention_backend
+    model.backbone.attention_backend = "sdpa"  # FLOPs counted on the reference path (flex hides its matmuls)
     with FlopCounterMode(display=False) as counter, autocast:
         out = training_loss(model, batch, gen, torch.Generator().manual_seed(0))
     with FlopCounterMode(display=False) as backward_counter:
         out.loss.backward()
     flops = counter.get_total_flops() + backward_counter.get_total_flops()
+    model.backbone.attention_backend = flex
+    compiled = args.compile or args.compile_model
     if args.compile:  # after the FLOP count: compiled before it, the step ran at eager speed (measured on CPU)
         model.backbone.compile()
-    for _ in range(3 if args.compile else 1):
+    if args.compile_model:
+        model.compile()
+    t_compile = time.perf_counter()
+    for _ in range(3 if compiled or flex == "flex" else 1):
         step()
+    sync(args.device)
+    t_compile = time.perf_counter() - t_compile
     sync(args.device)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -98,6 +131,8 @@ def bench_flavor(flavor: str, args, peak: float) -> dict:
     memory = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else float("nan")
     tokens = len(model.embed_prefix(batch).layout) + model.future_tokens + cfg.chunk_length
 
+    del opt
+    model = uncompiled(model)
     model.eval()
     one = fake_batch(cfg, 1).to(args.device)
     latency = {}
@@ -112,12 +147,34 @@ def bench_flavor(flavor: str, args, peak: float) -> dict:
                 sampler.sample(one, mode)
         sync(args.device)
         latency[mode.value] = 1000 * (time.perf_counter() - t0) / args.latency_reps
+        if args.device.startswith("cuda"):  # the same call replayed as one CUDA graph
+            from vidact.generative.graphs import GraphedSampler
+
+            graphed = GraphedSampler(sampler, one, mode, autocast_dtype=torch.bfloat16 if args.precision == "bf16" else None)
+            noise = initial_noise(model, 1, 7)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.precision == "bf16", cache_enabled=False):
+                eager = sampler.sample(one, mode, noise=noise)
+            diff = (graphed(one, noise).actions - eager.actions).abs().max().item()
+            print(f"  {flavor} {mode.value}: CUDA graph vs eager, same noise: max |action difference| {diff:.2e}")
+            t0 = time.perf_counter()
+            for _ in range(args.latency_reps):
+                graphed(one)
+            sync(args.device)
+            latency[f"graph_{mode.value}"] = 1000 * (time.perf_counter() - t0) / args.latency_reps
     if (args.dim, args.depth, args.heads) != (None, None, None):
         flavor = f"{flavor} (dim {cfg.size[0]}, depth {cfg.size[1]}, heads {cfg.size[2]})"
-    return dict(flavor=flavor, params=model.num_parameters(True), tokens=tokens, step_s=dt,
+    return dict(flavor=flavor, params=model.num_parameters(True), tokens=tokens, step_s=dt, compile_s=t_compile,
                 samples_s=args.batch_size / dt, tokens_s=args.batch_size * tokens / dt,
                 flops=flops, util=flops / dt / peak, mfu=flops / dt / (args.peak_tflops * 1e12) if args.peak_tflops else None,
-                memory_gib=memory, **{f"ms_{k}": latency.get(k, float("nan")) for k in ("policy_fast", "policy")})
+                memory_gib=memory, **{f"ms_{k}": latency.get(k, float("nan"))
+                                      for k in ("policy_fast", "policy", "graph_policy_fast", "graph_policy")})
+
+
+def uncompiled(model: VidAct) -> VidAct:
+    """The model without ``Module.compile``'s wrapper (the sampler's shapes change every call)."""
+    model._compiled_call_impl = None
+    model.backbone._compiled_call_impl = None
+    return model
 
 
 # torch.profiler operator names -> groups (first match wins; the rest is "other")
@@ -208,6 +265,33 @@ def profile_step(flavor: str, args, peak: float) -> None:
               f"{e.count // args.steps} |")
 
 
+def profile_cuda(flavor: str, args) -> None:
+    """``--profile`` on a GPU: the training step's kernels by GPU time (torch.profiler), under the
+    bench's precision and the first ``--variants`` entry's kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    args.variant = args.variants[0] if args.variants else None
+    cfg, model, batch, gen, opt = training_setup(flavor, args)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
+    def step():
+        with autocast:
+            out = training_loss(model, batch, gen)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    sync(args.device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(args.steps):
+            step()
+        sync(args.device)
+    print(f"\nprofile of {flavor}, batch {args.batch_size}, kernels {args.variant or 'default'}, {args.steps} steps:")
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=70))
+
+
 def sweep(args, peak: float) -> None:
     """Step time and memory as one shape knob moves away from the defaults, the others held."""
     import copy
@@ -248,6 +332,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="32", choices=["32", "bf16"], help="bf16: autocast, as bf16-mixed training")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone")
+    p.add_argument("--variants", nargs="*", default=[], metavar="K1+K2",
+                   help=f"kernel choices, each measured on every flavor: {'+'.join(VARIANT_TOKENS)} "
+                        "(e.g. base norms+gather norms+gather+flex+compile)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the card's dense peak, for MFU")
     p.add_argument("--profile", action="store_true", help="where the first flavor's training step spends its time "
                    "(fp32 on CPU) instead of the table")
@@ -259,19 +346,37 @@ def main() -> None:
           f"{', compiled' if args.compile else ''}, batch {args.batch_size}, {args.size}x{args.size}, "
           f"measured {dtype} matmul {peak / 1e12:.3f} TFLOP/s")
     if args.profile:
-        profile_step(args.flavors[0], args, peak)
+        if args.device.startswith("cuda"):
+            profile_cuda(args.flavors[0], args)
+        else:
+            profile_step(args.flavors[0], args, peak)
         return
     mfu = " | MFU vs {:.0f} TFLOP/s".format(args.peak_tflops) if args.peak_tflops else ""
-    print("| flavor | trainable params | tokens/sample | GFLOP/step | s/step | samples/s | tokens/s | "
-          f"utilization vs measured matmul{mfu} | peak GiB | policy_fast ms/chunk ({args.sample_steps} steps) "
-          "| policy ms/chunk |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if mfu else "") + "---:|---:|---:|")
+    cuda = args.device.startswith("cuda")
+    graphs = " | policy_fast ms, CUDA graph | policy ms, CUDA graph" if cuda and args.latency_reps else ""
+    print("| flavor | kernels | trainable params | tokens/sample | GFLOP/step | s/step | samples/s | tokens/s | "
+          f"utilization vs measured matmul{mfu} | peak GiB | warm-up s | policy_fast ms/chunk ({args.sample_steps} steps) "
+          f"| policy ms/chunk{graphs} |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if mfu else "") + "---:|---:|---:|---:|"
+          + ("---:|---:|" if graphs else ""))
     for flavor in args.flavors:
-        r = bench_flavor(flavor, args, peak)
-        mfu_cell = f" {100 * r['mfu']:.1f}% |" if mfu else ""
-        print(f"| {r['flavor']} | {r['params'] / 1e6:.2f}M | {r['tokens']} | {r['flops'] / 1e9:.1f} | {r['step_s']:.4f} | "
-              f"{r['samples_s']:.1f} | {r['tokens_s']:.0f} | {100 * r['util']:.1f}% |{mfu_cell} {r['memory_gib']:.2f} | "
-              f"{r['ms_policy_fast']:.1f} | {r['ms_policy']:.1f} |", flush=True)
+        for variant in args.variants or [None]:
+            args.variant = variant
+            try:
+                r = bench_flavor(flavor, args, peak)
+            except Exception as e:  # one variant failing (a compile error, out of memory) leaves the others
+                print(f"| {flavor} | {variant} | failed: {type(e).__name__}: {str(e).splitlines()[0][:200]} |", flush=True)
+                if cuda:
+                    torch.cuda.empty_cache()
+                continue
+            mfu_cell = f" {100 * r['mfu']:.1f}% |" if mfu else ""
+            graph_cells = f" {r['ms_graph_policy_fast']:.1f} | {r['ms_graph_policy']:.1f} |" if graphs else ""
+            print(f"| {r['flavor']} | {variant or 'default'} | {r['params'] / 1e6:.2f}M | {r['tokens']} | "
+                  f"{r['flops'] / 1e9:.1f} | {r['step_s']:.4f} | {r['samples_s']:.1f} | {r['tokens_s']:.0f} | "
+                  f"{100 * r['util']:.1f}% |{mfu_cell} {r['memory_gib']:.2f} | {r['compile_s']:.0f} | "
+                  f"{r['ms_policy_fast']:.1f} | {r['ms_policy']:.1f} |{graph_cells}", flush=True)
+            if cuda:
+                torch.cuda.empty_cache()
     if args.sweep:
         sweep(args, peak)
 

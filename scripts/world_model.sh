@@ -42,7 +42,8 @@ if todo $W/ae/reconstructions.png "frame autoencoder, 1500 steps"; then
     $V autoencoder --dataset $W/data --out $W/ae --steps 1500 --batch-size 16 --threads 1
 fi
 if todo "$RUN/done" "latent world model, $STEPS steps, seed $SEED (resumes from its last checkpoint)"; then
-    $V train world_model_metaworld_latent "run_dir=$RUN" "train.steps=$STEPS" "seed=$SEED"
+    # every checkpoint kept (12 of 250 steps): the early ones are the in-model evaluation's weaker policies
+    $V train world_model_metaworld_latent "run_dir=$RUN" "train.steps=$STEPS" "seed=$SEED" train.keep_last=100
     touch "$RUN/done"
 fi
 if todo "$BUNDLE/vidact_policy.json" "bundle"; then
@@ -68,6 +69,14 @@ for task in $T; do
     if todo "$P/starts/$task/meta/vidact_generation.json" "first frames of 50 held-out scenes, $task"; then
         $V data metaworld --tasks "$task" --episodes 50 --seed 1000000000 --max-steps 1 --keep-failed \
             --out "$P/starts/$task" --overwrite
+    fi
+done
+# Six policies of clearly different quality for the in-model evaluation: the same run at six
+# training steps (bench/bench_world_model_eval.py --policies s500=$W/bundles/${NAME}_step500 ...).
+for step in 250 500 1000 1500 2000; do
+    ckpt="$RUN/checkpoints/step-$(printf %08d "$step").ckpt"
+    if [ -e "$ckpt" ] && todo "$W/bundles/${NAME}_step$step/vidact_policy.json" "policy bundle at step $step"; then
+        $V export "$ckpt" "$W/bundles/${NAME}_step$step" --overwrite
     fi
 done
 echo "== world model and judge ready: $BUNDLE"

@@ -330,3 +330,76 @@ def test_video_residual_starts_from_the_last_observed_frame(tiny_cfg, prediction
     torch.testing.assert_close(full.video, cached.video, atol=1e-5, rtol=1e-4)
     out = Sampler(model, SamplerConfig(steps=2, guidance_scale=2.0)).sample(batch, Mode.POLICY, seed=0)
     assert out.future_frames.shape == batch.future_frames.shape and torch.isfinite(out.future_frames).all()
+
+
+def _padded_prediction(model, cfg):
+    """One full-sequence pass over a batch with a padded history frame and a dropped future group,
+    so the per-sample key mask matters; returns the prediction."""
+    batch = fake_batch(cfg, 3)
+    batch.obs_is_pad = torch.tensor([[True, False], [False, False], [False, False]])
+    g = torch.Generator().manual_seed(1)
+    fx = torch.randn(3, model.future_tokens, model.latent_dim, generator=g)
+    ax = torch.randn(3, cfg.chunk_length, cfg.action_dim, generator=g)
+    tau = torch.rand(3, generator=g)
+    return model(model.embed_prefix(batch), fx, ax, tau, tau.flip(0), future_valid=torch.tensor([True, False, True]))
+
+
+@pytest.mark.parametrize("attr,value", [("attention_backend", "flex"), ("cond_gather", "matmul"), ("fast_norms", False)])
+def test_kernel_choices_compute_the_same_function(tiny_model, tiny_cfg, attr, value):
+    # Transformer's kernel switches change how, not what: the same prediction and, where the CPU
+    # can take a backward (FlexAttention has none there), the same gradients.
+    model = tiny_model
+    reference = _padded_prediction(model, tiny_cfg)
+    (reference.action.square().sum() + reference.video.square().sum()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    setattr(model.backbone, attr, value)
+    try:
+        if value == "flex":
+            with torch.no_grad():
+                other = _padded_prediction(model, tiny_cfg)
+        else:
+            other = _padded_prediction(model, tiny_cfg)
+            (other.action.square().sum() + other.video.square().sum()).backward()
+            for n, p in model.named_parameters():
+                if n in grads:
+                    torch.testing.assert_close(p.grad, grads[n], atol=1e-5, rtol=1e-4, msg=n)
+    finally:
+        setattr(model.backbone, attr, {"attention_backend": "sdpa", "cond_gather": "auto", "fast_norms": True}[attr])
+        model.zero_grad()
+    assert reference.action.abs().mean() > 1e-3
+    torch.testing.assert_close(other.action, reference.action, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(other.video, reference.video, atol=1e-5, rtol=1e-4)
+
+
+def test_norms_stay_in_the_compute_dtype_under_autocast():
+    from vidact.models.transformer import layer_norm, rms_norm
+
+    x = torch.randn(2, 5, 16, dtype=torch.bfloat16)
+    norm = torch.nn.RMSNorm(16, eps=1e-6)  # fp32 weight, as in the model
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer_norm(x).dtype == torch.bfloat16
+        assert rms_norm(norm, x).dtype == torch.bfloat16
+    torch.testing.assert_close(layer_norm(x.float()), torch.nn.functional.layer_norm(x.float(), (16,), eps=1e-6))
+
+
+def test_graphed_sampler_needs_a_gpu_batch(tiny_model, tiny_cfg):
+    from vidact.generative.graphs import GraphedSampler
+
+    with pytest.raises(ValueError, match="CUDA device"):
+        GraphedSampler(Sampler(tiny_model), fake_batch(tiny_cfg, 1), Mode.POLICY_FAST)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("mode", [Mode.POLICY_FAST, Mode.POLICY])
+def test_graphed_sampler_replays_the_eager_sample(tiny_model, tiny_cfg, mode):
+    from vidact.generative.graphs import GraphedSampler
+    from vidact.generative.sample import initial_noise
+
+    model = tiny_model.cuda().eval()
+    sampler = Sampler(model, SamplerConfig(steps=3))
+    batch = fake_batch(tiny_cfg, 1).to("cuda")
+    graphed = GraphedSampler(sampler, batch, mode)
+    for seed in (1, 2):
+        noise = initial_noise(model, 1, seed)
+        torch.testing.assert_close(graphed(batch, noise).actions, sampler.sample(batch, mode, noise=noise).actions)

@@ -114,7 +114,7 @@ def test_video_loss_ramp(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_backbone_trains_and_keeps_parameter_names(tmp_path):
+def test_compiled_model_trains_and_keeps_parameter_names(tmp_path):
     # Inductor compiles C++ on CPU: ~1 minute on 2 cores.
     train(load(RECIPE, [*TINY, "train.steps=2", "train.compile=true", f"run_dir={tmp_path / 'c'}"]))
     train(load(RECIPE, [*TINY, "train.steps=2", f"run_dir={tmp_path / 'e'}"]))

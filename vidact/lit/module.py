@@ -79,7 +79,10 @@ class VidActModule(L.LightningModule):
         self.frozen = freeze(self.model, cfg.train.freeze)
         self.model.backbone.gradient_checkpointing = cfg.train.activation_checkpointing
         if cfg.train.compile:
-            self.model.backbone.compile()  # in place: parameter names (and checkpoints) do not change
+            # The model's forward (embeddings, backbone, heads: the training pass), in place, so parameter
+            # names and checkpoints do not change. The backbone alone left the H200 step unchanged; the
+            # whole forward halved it (BENCHMARKS.md "Kernel choices on the GPU").
+            self.model.compile()
         self.tokens_per_sample = tokens_per_sample(self.model)
         # data.cache_dir: frozen encoders read embeddings / latents from disk instead of re-encoding.
         try:

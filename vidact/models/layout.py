@@ -134,11 +134,44 @@ def _mask(layout: TokenLayout) -> Tensor:
     return m
 
 
-def attention_mask(layout: TokenLayout, key_valid: Tensor | None) -> Tensor:
+@lru_cache(maxsize=256)
+def _on_device(layout: TokenLayout, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(mask [N,N], eye [N,N]) on ``device``, made once: no host-to-device copy per call, which
+    also keeps a CUDA graph's capture free of them."""
+    m = layout.mask().to(device)
+    return m, torch.eye(m.shape[0], dtype=torch.bool, device=device)
+
+
+def attention_mask(layout: TokenLayout, key_valid: Tensor | None, device: torch.device | str | None = None) -> Tensor:
     """[B,1,N,N] (or [N,N] without per-sample masks): the layout's rules AND per-sample key validity
     ([B,N] bool, False for padding and for groups a sample drops). The diagonal stays True."""
-    static = layout.mask().to(key_valid.device if key_valid is not None else "cpu")
+    device = torch.device(key_valid.device if key_valid is not None else (device or "cpu"))
+    static, eye = _on_device(layout, device)
     if key_valid is None:
         return static
-    eye = torch.eye(static.shape[0], dtype=torch.bool, device=static.device)
     return ((static & key_valid[:, None, :]) | eye)[:, None]
+
+
+@lru_cache(maxsize=256)
+def _group_tables(layout: TokenLayout, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(group id per token [N], allowed [G,G]: may a query of group i read keys of group j)."""
+    allowed = torch.zeros(len(GROUP_ORDER), len(GROUP_ORDER), dtype=torch.bool)
+    for q in layout.groups:
+        for k in layout.keys_of(q):
+            allowed[GROUP_ORDER.index(q), GROUP_ORDER.index(k)] = True
+    return layout.group_ids().to(device), allowed.to(device)
+
+
+def flex_block_mask(layout: TokenLayout, key_valid: Tensor):
+    """The same mask as ``attention_mask`` as a FlexAttention BlockMask ([B,N] ``key_valid``), for
+    ``Transformer.attention_backend = "flex"``: the kernel skips blocks no query may read and
+    never materializes a [B,N,N] mask."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    B, N = key_valid.shape
+    gid, allowed = _group_tables(layout, key_valid.device)
+
+    def mask_mod(b, h, q, kv):
+        return (allowed[gid[q], gid[kv]] & key_valid[b, kv]) | (q == kv)
+
+    return create_block_mask(mask_mod, B, None, N, N, device=key_valid.device)

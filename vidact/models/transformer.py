@@ -19,9 +19,45 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+ATTENTION_BACKENDS = ("sdpa", "flex")  # Transformer.attention_backend
+COND_GATHERS = ("auto", "index", "matmul")  # Transformer.cond_gather
+
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
+
+
+def layer_norm(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """LayerNorm without affine, in ``x``'s own dtype. Under autocast ``F.layer_norm`` is an fp32
+    op: bf16 activations were read, normalized and written back as fp32, and every consumer cast
+    them down again; the kernel accumulates in fp32 either way."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.layer_norm(x, x.shape[-1:], eps=eps)
+
+
+def rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
+    """``norm`` (an ``nn.RMSNorm`` or ``nn.Identity``) applied in ``x``'s dtype, its weight cast to
+    it (under autocast the fp32 weight sent the fused kernel to its unfused fallback)."""
+    if not isinstance(norm, nn.RMSNorm):
+        return x
+    with torch.autocast(x.device.type, enabled=False):
+        return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
+
+
+_compiled_flex = None
+
+
+def flex_attention(q: Tensor, k: Tensor, v: Tensor, block_mask) -> Tensor:
+    """FlexAttention (one fused kernel for the layout's mask), compiled once per process; run
+    eagerly on the CPU, where it is a reference implementation (tests compare it with SDPA)."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention as flex
+
+    if q.device.type == "cpu":
+        return flex(q, k, v, block_mask=block_mask)
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
 
 
 class Attention(nn.Module):
@@ -36,14 +72,18 @@ class Attention(nn.Module):
     def qkv_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, N, _ = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x[B,h,N,d]
-        return self.q_norm(q), self.k_norm(k), v
+        return rms_norm(self.q_norm, q), rms_norm(self.k_norm, k), v
 
-    def forward(self, x: Tensor, mask: Tensor | None, past_kv: tuple[Tensor, Tensor] | None = None
+    def forward(self, x: Tensor, mask, past_kv: tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """x [B,N,D]; past_kv: cached prefix keys/values [B,h,Np,d] read by these queries;
-        mask [B|1,1,N,Np+N] bool. Returns the output and this call's own (k, v)."""
+        mask [B|1,1,N,Np+N] bool, or a FlexAttention BlockMask (no past_kv then).
+        Returns the output and this call's own (k, v)."""
         B, N, D = x.shape
         q, k, v = self.qkv_heads(x)
+        if mask is not None and not isinstance(mask, Tensor):  # a BlockMask (layout.flex_block_mask)
+            out = flex_attention(q, k.to(q.dtype), v.to(q.dtype), mask)
+            return self.proj(out.transpose(1, 2).reshape(B, N, D)), (k, v)
         k_all, v_all = (k, v) if past_kv is None else (torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2))
         out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)  # [B,h,N,d]
         return self.proj(out.transpose(1, 2).reshape(B, N, D)), (k, v)
@@ -61,14 +101,24 @@ class Block(nn.Module):
         nn.init.zeros_(self.adaLN[1].weight)  # adaLN-Zero (DiT): every block starts as the identity
         nn.init.zeros_(self.adaLN[1].bias)
 
-    def forward(self, x: Tensor, cond: Tensor, cond_index: Tensor, mask: Tensor | None,
-                past_kv: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        mod = self.adaLN(cond).index_select(1, cond_index)  # [B,M,6D] -> [B,N,6D]
+    def forward(self, x: Tensor, cond: Tensor, cond_index: Tensor, mask, past_kv: tuple[Tensor, Tensor] | None = None,
+                fast_norms: bool = True) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``cond_index``: [N] long (gathered) or [N,M] one-hot in the compute dtype (a matmul, whose
+        backward is another matmul rather than the gather's scatter-add)."""
+        mod = expand_cond(self.adaLN(cond), cond_index)  # [B,M,6D] -> [B,N,6D]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
-        h, kv = self.attn(modulate(self.norm1(x), shift1, scale1), mask, past_kv)
+        norm1, norm2 = (layer_norm, layer_norm) if fast_norms else (self.norm1, self.norm2)
+        h, kv = self.attn(modulate(norm1(x), shift1, scale1), mask, past_kv)
         x = x + gate1 * h
-        x = x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        x = x + gate2 * self.mlp(modulate(norm2(x), shift2, scale2))
         return x, kv
+
+
+def expand_cond(table: Tensor, cond_index: Tensor) -> Tensor:
+    """[B,M,C] per-condition vectors -> [B,N,C] per token (``cond_index``: see ``Block.forward``)."""
+    if cond_index.dim() == 1:
+        return table.index_select(1, cond_index)
+    return torch.matmul(cond_index.to(table.dtype), table)  # [N,M] @ [B,M,C]
 
 
 @dataclass
@@ -92,22 +142,34 @@ class Transformer(nn.Module):
         nn.init.zeros_(self.final_adaLN[1].weight)
         nn.init.zeros_(self.final_adaLN[1].bias)
         self.gradient_checkpointing = False
+        # Kernel choices (no effect on the weights or the function computed, up to rounding; measured
+        # in BENCHMARKS.md "Kernel choices on the GPU"): "flex" runs training's full-sequence attention
+        # as FlexAttention (vidact.models.layout's flex_block_mask; slower on the H200 than SDPA, which
+        # already takes cuDNN's fused kernel with the boolean mask); cached inference stays on SDPA.
+        # cond_gather "matmul" expands the per-token AdaLN conditions with a one-hot matmul instead of
+        # a gather (-9% step time on the H200, whose scatter-add backward was slow); "auto" = matmul
+        # on a GPU, the gather on the CPU. fast_norms: layer_norm/rms_norm above.
+        self.attention_backend = "sdpa"
+        self.cond_gather = "auto"
+        self.fast_norms = True
 
-    def forward(self, x: Tensor, cond: Tensor, cond_index: Tensor, mask: Tensor | None,
+    def forward(self, x: Tensor, cond: Tensor, cond_index: Tensor, mask,
                 cache: KVCache | None = None, return_cache: bool = False) -> tuple[Tensor, KVCache | None]:
         """x [B,N,D] -> [B,N,D]. With ``cache``, x holds only the tokens after the cached prefix
         and ``mask`` covers [prefix + these] keys. With ``return_cache``, keys/values are kept."""
         kept: list[tuple[Tensor, Tensor]] = []
+        if self.cond_gather == "matmul" or (self.cond_gather == "auto" and x.device.type == "cuda"):
+            cond_index = cond_index[:, None] == torch.arange(cond.shape[1], device=cond.device)  # [N,M] one-hot
         for i, block in enumerate(self.blocks):
             past = cache.layers[i] if cache is not None else None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, kv = checkpoint(block, x, cond, cond_index, mask, past, use_reentrant=False)
+                x, kv = checkpoint(block, x, cond, cond_index, mask, past, self.fast_norms, use_reentrant=False)
             else:
-                x, kv = block(x, cond, cond_index, mask, past)
+                x, kv = block(x, cond, cond_index, mask, past, self.fast_norms)
             if return_cache:
                 kept.append(kv)
-        shift, scale = self.final_adaLN(cond).index_select(1, cond_index).chunk(2, dim=-1)
-        out = modulate(self.final_norm(x), shift, scale)
+        shift, scale = expand_cond(self.final_adaLN(cond), cond_index).chunk(2, dim=-1)
+        out = modulate(layer_norm(x) if self.fast_norms else self.final_norm(x), shift, scale)
         return out, (KVCache(kept) if return_cache else None)
 
 

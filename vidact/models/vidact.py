@@ -17,12 +17,13 @@ A generated group passed as ``None`` to ``forward_cached`` is physically absent,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
 
 from vidact.models.configuration import VidActConfig
-from vidact.models.layout import GROUP_ORDER, Group, TokenLayout, attention_mask
+from vidact.models.layout import GROUP_ORDER, Group, TokenLayout, attention_mask, flex_block_mask
 from vidact.models.transformer import KVCache, TimestepEmbedder, Transformer
 from vidact.tokenizers.action import Normalizer
 from vidact.tokenizers.text import TextEncoder, pad_embeddings
@@ -258,8 +259,7 @@ class VidAct(nn.Module):
 
     @staticmethod
     def _cond_index(layout: TokenLayout, device: torch.device, skip: int = 0) -> Tensor:
-        slots = torch.tensor([_GROUP_SLOT[g] for g in GROUP_ORDER], device=device)
-        return slots[layout.group_ids().to(device)][skip:]
+        return _cond_index(layout, torch.device(device), skip)
 
     # ------------------------------------------------------------------ network
 
@@ -277,7 +277,12 @@ class VidAct(nn.Module):
                 flag = torch.ones(B, dtype=torch.bool, device=device) if flag is None else flag
                 valid.append(flag[:, None].expand(B, lengths[name]))
         key_valid = torch.cat(valid, 1)
-        mask = attention_mask(layout, None if bool(key_valid.all()) else key_valid).to(device)
+        if self.backbone.attention_backend == "flex":
+            mask = flex_block_mask(layout, key_valid)
+        elif device.type == "cpu" and bool(key_valid.all()):  # no per-sample mask (a sync elsewhere: not asked)
+            mask = attention_mask(layout, None, device)
+        else:
+            mask = attention_mask(layout, key_valid)
         x = torch.cat([prefix.tokens, *parts], 1)
         cond = self._conditioning(tau_video, tau_action)
         out, _ = self.backbone(x, cond, self._cond_index(layout, device), mask)
@@ -287,7 +292,7 @@ class VidAct(nn.Module):
         """Run the prefix through every layer once and keep its keys/values."""
         B, device = prefix.tokens.shape[0], prefix.tokens.device
         zeros = torch.zeros(B, device=device)
-        mask = attention_mask(prefix.layout, prefix.key_valid).to(device)
+        mask = attention_mask(prefix.layout, prefix.key_valid)
         _, cache = self.backbone(prefix.tokens, self._conditioning(zeros, zeros),
                                  self._cond_index(prefix.layout, device), mask, return_cache=True)
         cache.key_valid, cache.layout, cache.future_base = prefix.key_valid, prefix.layout, prefix.future_base
@@ -305,10 +310,17 @@ class VidAct(nn.Module):
         B, Ng, device = x.shape[0], x.shape[1], x.device
         Np = len(prefix_layout)
         key_valid = torch.cat([cache.key_valid, torch.ones(B, Ng, dtype=torch.bool, device=device)], 1)
-        mask = attention_mask(layout, key_valid).to(device)[:, :, Np:]  # [B,1,Ng,Np+Ng]
+        mask = attention_mask(layout, key_valid)[:, :, Np:]  # [B,1,Ng,Np+Ng]
         out, _ = self.backbone(x, self._conditioning(tau_video, tau_action),
                                self._cond_index(layout, device, skip=Np), mask, cache=cache)
         return self._as_velocity(self._heads(out, layout, offset=Np), future_x, tau_video, cache.future_base)
+
+
+@lru_cache(maxsize=256)
+def _cond_index(layout: TokenLayout, device: torch.device, skip: int) -> Tensor:
+    """[N - skip] each token's slot in the conditioning table, made on ``device`` once per layout."""
+    slots = torch.tensor([_GROUP_SLOT[g] for g in GROUP_ORDER])
+    return slots[layout.group_ids()][skip:].to(device)
 
 
 def build_obs_encoder(c: VidActConfig, weights: bool = True) -> nn.Module | None:
