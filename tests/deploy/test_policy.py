@@ -224,3 +224,14 @@ def test_sessions_keep_their_own_episode(bundle):
     session.select_action(obs())
     assert len(session.executor.queue) == 1 and len(policy.executor.queue) == 0
     assert not np.allclose(policy.predict_chunk(obs()).actions, first)  # the original's episode went on
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("mode", ["policy_fast", "policy"])
+def test_cuda_graphs_give_the_eager_policys_actions(bundle, mode):
+    graphed = Policy.from_pretrained(bundle, mode=mode, device="cuda")
+    eager = Policy.from_pretrained(bundle, mode=mode, device="cuda", cuda_graphs=False)
+    for seed in (3, 4):  # the second chunk replays the graph the first one captured
+        a, b = graphed.predict_chunk(obs(), seed=seed).actions, eager.predict_chunk(obs(), seed=seed).actions
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert len(graphed._graphs) == 1

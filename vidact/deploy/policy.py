@@ -28,7 +28,9 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +114,11 @@ class Policy:
     def __init__(self, model: VidAct, sampler: SamplerConfig, info: dict[str, Any], mode: Mode | str = Mode.POLICY_FAST,
                  n_action_steps: int | None = None, executor: str | Executor = "open_loop",
                  executor_kwargs: Mapping[str, Any] | None = None, checks: ObservationChecks | None = None,
-                 planner: PlannerConfig | None = None, judge=None, goal_image: torch.Tensor | None = None):
+                 planner: PlannerConfig | None = None, judge=None, goal_image: torch.Tensor | None = None,
+                 cuda_graphs: bool = True):
+        """``cuda_graphs``: on a CUDA device, each chunk is one replay of a captured CUDA graph (made
+        on the first chunk of each batch shape; the same actions as the eager sampler, 6-7x faster at
+        batch 1, BENCHMARKS.md "Kernel choices on the GPU"). Planning stays eager."""
         self.model = model.eval()
         self.config: VidActConfig = model.config
         self.sampler = Sampler(model, sampler)
@@ -143,6 +149,9 @@ class Policy:
             clip = None if low is None else (lambda a: torch.maximum(torch.minimum(a, high.to(a)), low.to(a)))
             self.planner = Planner(self.sampler, planner, judge=judge, goal=goal_image, clip=clip)
         self.last_chunk: Chunk | None = None
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple, Any] = {}  # batch shapes -> GraphedSampler; shared by sessions, so
+        self._graph_lock = threading.Lock()  # one replay at a time (a graph's buffers are its own)
         self._episodes = itertools.count()  # shared by sessions: no two episodes draw the same noise
         self.reset()
 
@@ -388,7 +397,7 @@ class Policy:
             plan = self.planner.plan(batch, self.mode, seed)
             out_actions, out_frames, scores = plan.actions, plan.future_frames, plan.scores.float().cpu().numpy()
         else:
-            out = self.sampler.sample(batch, self.mode, seed=seed)
+            out = self._sample(batch, seed)
             out_actions, out_frames = out.actions, out.future_frames
         latency = time.perf_counter() - start
         actions = out_actions.float().cpu().numpy()
@@ -403,6 +412,32 @@ class Policy:
             scores = scores[0] if scores is not None else None
         self.last_chunk = Chunk(actions, frames, latency, scores)
         return self.last_chunk
+
+    def _sample(self, batch: Batch, seed: int):
+        """The sampler's chunk; on a GPU, replayed from a CUDA graph of this batch shape."""
+        if not (self.cuda_graphs and self.device.type == "cuda"):
+            return self.sampler.sample(batch, self.mode, seed=seed)
+        from vidact.generative.graphs import shapes, with_text_embeddings
+
+        batch = with_text_embeddings(self.model, batch)
+        key = shapes(batch)
+        with self._graph_lock:
+            return self._replay(key, batch, seed)
+
+    def _replay(self, key: tuple, batch: Batch, seed: int):
+        from vidact.generative.graphs import GraphedSampler
+        from vidact.generative.sample import initial_noise
+
+        if key not in self._graphs:
+            if len(self._graphs) >= 8:  # instructions of many token lengths: keep memory bounded
+                self._graphs.clear()
+            try:
+                self._graphs[key] = GraphedSampler(self.sampler, batch, self.mode)
+            except RuntimeError as e:  # a component that cannot be captured: eager from now on
+                warnings.warn(f"CUDA graph capture failed ({str(e).splitlines()[0]}); sampling eagerly")
+                self.cuda_graphs = False
+                return self.sampler.sample(batch, self.mode, seed=seed)
+        return self._graphs[key](batch, noise=initial_noise(self.model, batch.batch_size, seed))
 
     def select_action(self, observation: Mapping[str, Any]) -> np.ndarray:
         """One observation step -> one action [A] (or [B,A]), through the chunk executor."""

@@ -28,7 +28,7 @@ class GraphedSampler:
         if device.type != "cuda":
             raise ValueError(f"GraphedSampler needs a batch on a CUDA device, got {device}")
         self.sampler, self.mode, self.steps, self.autocast_dtype = sampler, Mode(mode), steps, autocast_dtype
-        self.inputs = _clone(self._with_text(example))
+        self.inputs = _clone(with_text_embeddings(sampler.model, example))
         noise = initial_noise(sampler.model, example.batch_size, 0)
         self.noise = tuple(n.to(device) for n in noise)
         stream = torch.cuda.Stream(device)
@@ -49,7 +49,7 @@ class GraphedSampler:
 
     def __call__(self, batch: Batch, noise: tuple[Tensor, Tensor] | None = None, seed: int = 0) -> SampleOutput:
         """``batch`` must have the example's shapes and fields; ``noise`` as ``Sampler.sample``'s."""
-        batch = self._with_text(batch)
+        batch = with_text_embeddings(self.sampler.model, batch)
         for field in dataclasses.fields(batch):
             value, buffer = getattr(batch, field.name), getattr(self.inputs, field.name)
             if isinstance(buffer, Tensor):
@@ -67,15 +67,22 @@ class GraphedSampler:
         return SampleOutput(out.mode, copy(out.actions), copy(out.future_frames), copy(out.future_latents))
 
 
-    def _with_text(self, batch: Batch) -> Batch:
-        """The instruction embedded outside the graph (tokenizing runs on the CPU); an instruction
-        of another token length than the example's is refused by the shape check."""
-        model = self.sampler.model
-        if batch.text_embeddings is not None or model.text_encoder is None:
-            return batch
-        emb, mask = model.embed_text(batch)
-        device = batch.obs_frames.device
-        return dataclasses.replace(batch, text_embeddings=emb.to(device), text_mask=mask.to(device))
+
+
+def with_text_embeddings(model, batch: Batch) -> Batch:
+    """``batch`` with its instruction embedded, outside any graph (tokenizing runs on the CPU); an
+    instruction of another token length than the graph's example is refused by its shape check."""
+    if batch.text_embeddings is not None or model.text_encoder is None:
+        return batch
+    emb, mask = model.embed_text(batch)
+    device = batch.obs_frames.device
+    return dataclasses.replace(batch, text_embeddings=emb.to(device), text_mask=mask.to(device))
+
+
+def shapes(batch: Batch) -> tuple:
+    """What a graph is specific to: every tensor field's name and shape."""
+    return tuple((f.name, tuple(v.shape)) for f in dataclasses.fields(batch)
+                 if isinstance(v := getattr(batch, f.name), Tensor))
 
 
 def _clone(batch: Batch) -> Batch:
