@@ -372,15 +372,31 @@ def test_kernel_choices_compute_the_same_function(tiny_model, tiny_cfg, attr, va
     torch.testing.assert_close(other.video, reference.video, atol=1e-5, rtol=1e-4)
 
 
-def test_norms_stay_in_the_compute_dtype_under_autocast():
+def test_compute_dtype_norms_equal_the_modules():
     from vidact.models.transformer import layer_norm, rms_norm
 
-    x = torch.randn(2, 5, 16, dtype=torch.bfloat16)
-    norm = torch.nn.RMSNorm(16, eps=1e-6)  # fp32 weight, as in the model
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert layer_norm(x).dtype == torch.bfloat16
-        assert rms_norm(norm, x).dtype == torch.bfloat16
-    torch.testing.assert_close(layer_norm(x.float()), torch.nn.functional.layer_norm(x.float(), (16,), eps=1e-6))
+    x = torch.randn(2, 5, 16)
+    norm = torch.nn.RMSNorm(16, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+    torch.testing.assert_close(rms_norm(norm, x), norm(x))
+    torch.testing.assert_close(layer_norm(x), torch.nn.LayerNorm(16, elementwise_affine=False, eps=1e-6)(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the activations' dtype, the weight cast to it
+        assert rms_norm(norm, x.bfloat16()).dtype == layer_norm(x.bfloat16()).dtype == torch.bfloat16
+
+
+def test_layout_caches_hold_no_fake_tensors_after_an_export(tiny_model, tiny_cfg):
+    # torch.export traces with fake tensors; the per-layout mask and index caches must not keep them.
+    from vidact.models.layout import attention_mask
+    from vidact.models.vidact import _cond_index
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    layout = tiny_model.embed_prefix(fake_batch(tiny_cfg, 1)).layout
+    with FakeTensorMode():
+        attention_mask(layout, None, "cpu")
+        _cond_index(layout, torch.device("cpu"), 0)
+    assert type(attention_mask(layout, None, "cpu")) is torch.Tensor
+    assert type(_cond_index(layout, torch.device("cpu"), 0)) is torch.Tensor
 
 
 def test_graphed_sampler_needs_a_gpu_batch(tiny_model, tiny_cfg):
@@ -398,8 +414,7 @@ def test_graphed_sampler_replays_the_eager_sample(tiny_model, tiny_cfg, mode):
 
     model = tiny_model.cuda().eval()
     sampler = Sampler(model, SamplerConfig(steps=3))
-    batch = fake_batch(tiny_cfg, 1).to("cuda")
-    graphed = GraphedSampler(sampler, batch, mode)
-    for seed in (1, 2):
-        noise = initial_noise(model, 1, seed)
+    graphed = GraphedSampler(sampler, fake_batch(tiny_cfg, 1, seed=0).to("cuda"), mode)
+    for seed in (1, 2):  # new observations and noise copied into the graph's buffers
+        batch, noise = fake_batch(tiny_cfg, 1, seed=seed).to("cuda"), initial_noise(model, 1, seed)
         torch.testing.assert_close(graphed(batch, noise).actions, sampler.sample(batch, mode, noise=noise).actions)

@@ -64,7 +64,7 @@ class TrainConfig:
     num_nodes: int = 1
     accumulate: int = 1  # micro-batches per optimizer step
     activation_checkpointing: bool = False  # recompute transformer blocks in backward
-    compile: bool = False  # torch.compile the model's forward (the training pass; a GPU: 2x, BENCHMARKS.md)
+    compile: bool = False  # torch.compile the model's forward (the training pass; H200: 1.7-1.8x, BENCHMARKS.md)
     # Initial weights (weights only: step, optimizer and schedule start fresh): a run directory,
     # a .ckpt file / DeepSpeed checkpoint folder, or an exported bundle (folder or .safetensors).
     init_from: Optional[str] = None

@@ -231,7 +231,8 @@ def test_sessions_keep_their_own_episode(bundle):
 def test_cuda_graphs_give_the_eager_policys_actions(bundle, mode):
     graphed = Policy.from_pretrained(bundle, mode=mode, device="cuda")
     eager = Policy.from_pretrained(bundle, mode=mode, device="cuda", cuda_graphs=False)
-    for seed in (3, 4):  # the second chunk replays the graph the first one captured
-        a, b = graphed.predict_chunk(obs(), seed=seed).actions, eager.predict_chunk(obs(), seed=seed).actions
+    for seed in (3, 4):  # the second chunk replays the graph the first one captured, on a new observation
+        o = obs(value=50 + 40 * seed)
+        a, b = graphed.predict_chunk(o, seed=seed).actions, eager.predict_chunk(o, seed=seed).actions
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert len(graphed._graphs) == 1

@@ -44,7 +44,7 @@ from vidact.data.transforms import fit_frames
 from vidact.bundle import PRIMARY_IMAGE_KEY, STATE_KEY, network_config, read_config, read_info, read_weights
 from vidact.deploy.executors import Executor, build_executor
 from vidact.deploy.planner import Planner, PlannerConfig, PlanningError
-from vidact.generative.sample import Sampler, SamplerConfig
+from vidact.generative.sample import SampleOutput, Sampler, SamplerConfig
 from vidact.generative.schedule import Mode
 from vidact.models import VidAct, VidActConfig
 from vidact.types import Batch
@@ -117,7 +117,7 @@ class Policy:
                  planner: PlannerConfig | None = None, judge=None, goal_image: torch.Tensor | None = None,
                  cuda_graphs: bool = True):
         """``cuda_graphs``: on a CUDA device, each chunk is one replay of a captured CUDA graph (made
-        on the first chunk of each batch shape; the same actions as the eager sampler, 6-7x faster at
+        on the first chunk of each batch shape; the same actions as the eager sampler, 6-8x faster at
         batch 1, BENCHMARKS.md "Kernel choices on the GPU"). Planning stays eager."""
         self.model = model.eval()
         self.config: VidActConfig = model.config
@@ -399,8 +399,8 @@ class Policy:
         else:
             out = self._sample(batch, seed)
             out_actions, out_frames = out.actions, out.future_frames
+        actions = out_actions.float().cpu().numpy()  # on a GPU, the wait for the chunk
         latency = time.perf_counter() - start
-        actions = out_actions.float().cpu().numpy()
         if not np.isfinite(actions).all():
             raise UnsafeActionError(f"the model produced NaN or infinite actions (seed {seed}); none were returned. "
                                     "Are the bundle's weights intact?")
@@ -414,30 +414,31 @@ class Policy:
         return self.last_chunk
 
     def _sample(self, batch: Batch, seed: int):
-        """The sampler's chunk; on a GPU, replayed from a CUDA graph of this batch shape."""
+        """The sampler's chunk; on a GPU, replayed from a CUDA graph of this mode and batch shape,
+        under a lock held over all of its GPU work (a capture fails if another thread uses the GPU)."""
         if not (self.cuda_graphs and self.device.type == "cuda"):
             return self.sampler.sample(batch, self.mode, seed=seed)
-        from vidact.generative.graphs import shapes, with_text_embeddings
-
-        batch = with_text_embeddings(self.model, batch)
-        key = shapes(batch)
-        with self._graph_lock:
-            return self._replay(key, batch, seed)
-
-    def _replay(self, key: tuple, batch: Batch, seed: int):
-        from vidact.generative.graphs import GraphedSampler
+        from vidact.generative.graphs import GraphedSampler, shapes, with_text_embeddings
         from vidact.generative.sample import initial_noise
 
-        if key not in self._graphs:
-            if len(self._graphs) >= 8:  # instructions of many token lengths: keep memory bounded
-                self._graphs.clear()
-            try:
-                self._graphs[key] = GraphedSampler(self.sampler, batch, self.mode)
-            except RuntimeError as e:  # a component that cannot be captured: eager from now on
-                warnings.warn(f"CUDA graph capture failed ({str(e).splitlines()[0]}); sampling eagerly")
-                self.cuda_graphs = False
-                return self.sampler.sample(batch, self.mode, seed=seed)
-        return self._graphs[key](batch, noise=initial_noise(self.model, batch.batch_size, seed))
+        with self._graph_lock:
+            batch = with_text_embeddings(self.model, batch)
+            key = (self.mode, self.sampler.config.steps, shapes(batch))
+            if key not in self._graphs:
+                if len(self._graphs) >= 8:  # keep memory bounded
+                    self._graphs.clear()
+                try:
+                    self._graphs[key] = GraphedSampler(self.sampler, batch, self.mode)
+                except RuntimeError as e:  # a component that cannot be captured: eager for this shape
+                    warnings.warn(f"CUDA graph capture failed ({str(e).splitlines()[0]}); sampling eagerly")
+                    self._graphs[key] = None  # shared by sessions: tried once
+            graphed = self._graphs[key]
+            if graphed is None:
+                out = self.sampler.sample(batch, self.mode, seed=seed)
+            else:
+                out = graphed(batch, noise=initial_noise(self.model, batch.batch_size, seed))
+            cpu = lambda t: None if t is None else t.float().cpu()  # noqa: E731
+            return SampleOutput(out.mode, cpu(out.actions), cpu(out.future_frames), cpu(out.future_latents))
 
     def select_action(self, observation: Mapping[str, Any]) -> np.ndarray:
         """One observation step -> one action [A] (or [B,A]), through the chunk executor."""

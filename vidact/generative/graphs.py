@@ -52,12 +52,15 @@ class GraphedSampler:
         batch = with_text_embeddings(self.sampler.model, batch)
         for field in dataclasses.fields(batch):
             value, buffer = getattr(batch, field.name), getattr(self.inputs, field.name)
-            if isinstance(buffer, Tensor):
-                if not isinstance(value, Tensor) or value.shape != buffer.shape:
-                    raise ValueError(f"GraphedSampler: batch field {field.name!r} must have shape "
-                                     f"{list(buffer.shape)} as when the graph was made, got "
-                                     f"{None if not isinstance(value, Tensor) else list(value.shape)}")
-                buffer.copy_(value, non_blocking=True)
+            if not isinstance(buffer, Tensor):
+                if isinstance(value, Tensor):
+                    raise ValueError(f"GraphedSampler: batch field {field.name!r} was None when the graph was made")
+                continue
+            if not isinstance(value, Tensor) or value.shape != buffer.shape or value.dtype != buffer.dtype:
+                got = None if not isinstance(value, Tensor) else f"{list(value.shape)} {value.dtype}"
+                raise ValueError(f"GraphedSampler: batch field {field.name!r} must be {list(buffer.shape)} "
+                                 f"{buffer.dtype} as when the graph was made, got {got}")
+            buffer.copy_(value, non_blocking=True)
         noise = noise if noise is not None else initial_noise(self.sampler.model, batch.batch_size, seed)
         for buffer, value in zip(self.noise, noise):
             buffer.copy_(value, non_blocking=True)
@@ -70,11 +73,16 @@ class GraphedSampler:
 
 
 def with_text_embeddings(model, batch: Batch) -> Batch:
-    """``batch`` with its instruction embedded, outside any graph (tokenizing runs on the CPU); an
-    instruction of another token length than the graph's example is refused by its shape check."""
+    """``batch`` with its instruction embedded, outside any graph (tokenizing runs on the CPU) and
+    padded to the encoder's ``max_length`` (padded tokens are masked out: the same function), so
+    one graph serves every instruction."""
     if batch.text_embeddings is not None or model.text_encoder is None:
         return batch
     emb, mask = model.embed_text(batch)
+    pad = getattr(model.text_encoder, "max_length", emb.shape[1]) - emb.shape[1]
+    if pad > 0:
+        emb = torch.cat([emb, emb.new_zeros(emb.shape[0], pad, emb.shape[2])], 1)
+        mask = torch.cat([mask, mask.new_zeros(mask.shape[0], pad)], 1)
     device = batch.obs_frames.device
     return dataclasses.replace(batch, text_embeddings=emb.to(device), text_mask=mask.to(device))
 

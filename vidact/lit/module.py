@@ -81,7 +81,7 @@ class VidActModule(L.LightningModule):
         if cfg.train.compile:
             # The model's forward (embeddings, backbone, heads: the training pass), in place, so parameter
             # names and checkpoints do not change. The backbone alone left the H200 step unchanged; the
-            # whole forward halved it (BENCHMARKS.md "Kernel choices on the GPU").
+            # whole forward made it 1.7-1.8x faster (BENCHMARKS.md "Kernel choices on the GPU").
             self.model.compile()
         self.tokens_per_sample = tokens_per_sample(self.model)
         # data.cache_dir: frozen encoders read embeddings / latents from disk instead of re-encoding.

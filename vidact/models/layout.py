@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+from torch._guards import detect_fake_mode
 
 
 class Group(str, enum.Enum):
@@ -121,7 +122,20 @@ class TokenLayout:
                                  f"{sorted(x.value for x in leaked)}; the prefix could not be cached")
 
 
-@lru_cache(maxsize=64)
+def device_cache(fn):
+    """``lru_cache`` for small per-layout tensors, bypassed while ``torch.export`` traces with fake
+    tensors (cached fakes would be handed to every later eager call)."""
+    cached = lru_cache(maxsize=256)(fn)
+
+    def call(*args):
+        return fn(*args) if detect_fake_mode() is not None else cached(*args)
+
+    call.cache_clear = cached.cache_clear
+    call.__doc__ = fn.__doc__
+    return call
+
+
+@device_cache
 def _mask(layout: TokenLayout) -> Tensor:
     N = len(layout)
     m = torch.zeros(N, N, dtype=torch.bool)
@@ -134,7 +148,7 @@ def _mask(layout: TokenLayout) -> Tensor:
     return m
 
 
-@lru_cache(maxsize=256)
+@device_cache
 def _on_device(layout: TokenLayout, device: torch.device) -> tuple[Tensor, Tensor]:
     """(mask [N,N], eye [N,N]) on ``device``, made once: no host-to-device copy per call, which
     also keeps a CUDA graph's capture free of them."""
@@ -152,7 +166,7 @@ def attention_mask(layout: TokenLayout, key_valid: Tensor | None, device: torch.
     return ((static & key_valid[:, None, :]) | eye)[:, None]
 
 
-@lru_cache(maxsize=256)
+@device_cache
 def _group_tables(layout: TokenLayout, device: torch.device) -> tuple[Tensor, Tensor]:
     """(group id per token [N], allowed [G,G]: may a query of group i read keys of group j)."""
     allowed = torch.zeros(len(GROUP_ORDER), len(GROUP_ORDER), dtype=torch.bool)

@@ -69,18 +69,20 @@ class Attention(nn.Module):
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
 
-    def qkv_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def qkv_heads(self, x: Tensor, fast_norms: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         B, N, _ = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x[B,h,N,d]
+        if not fast_norms:
+            return self.q_norm(q), self.k_norm(k), v
         return rms_norm(self.q_norm, q), rms_norm(self.k_norm, k), v
 
-    def forward(self, x: Tensor, mask, past_kv: tuple[Tensor, Tensor] | None = None
+    def forward(self, x: Tensor, mask, past_kv: tuple[Tensor, Tensor] | None = None, fast_norms: bool = True
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """x [B,N,D]; past_kv: cached prefix keys/values [B,h,Np,d] read by these queries;
         mask [B|1,1,N,Np+N] bool, or a FlexAttention BlockMask (no past_kv then).
         Returns the output and this call's own (k, v)."""
         B, N, D = x.shape
-        q, k, v = self.qkv_heads(x)
+        q, k, v = self.qkv_heads(x, fast_norms)
         if mask is not None and not isinstance(mask, Tensor):  # a BlockMask (layout.flex_block_mask)
             out = flex_attention(q, k.to(q.dtype), v.to(q.dtype), mask)
             return self.proj(out.transpose(1, 2).reshape(B, N, D)), (k, v)
@@ -108,7 +110,7 @@ class Block(nn.Module):
         mod = expand_cond(self.adaLN(cond), cond_index)  # [B,M,6D] -> [B,N,6D]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         norm1, norm2 = (layer_norm, layer_norm) if fast_norms else (self.norm1, self.norm2)
-        h, kv = self.attn(modulate(norm1(x), shift1, scale1), mask, past_kv)
+        h, kv = self.attn(modulate(norm1(x), shift1, scale1), mask, past_kv, fast_norms)
         x = x + gate1 * h
         x = x + gate2 * self.mlp(modulate(norm2(x), shift2, scale2))
         return x, kv
@@ -148,7 +150,8 @@ class Transformer(nn.Module):
         # already takes cuDNN's fused kernel with the boolean mask); cached inference stays on SDPA.
         # cond_gather "matmul" expands the per-token AdaLN conditions with a one-hot matmul instead of
         # a gather (-9% step time on the H200, whose scatter-add backward was slow); "auto" = matmul
-        # on a GPU, the gather on the CPU. fast_norms: layer_norm/rms_norm above.
+        # when training on a GPU, the gather otherwise (exact, also under TF32). fast_norms: the
+        # LayerNorms and q/k RMSNorms through layer_norm/rms_norm above (False: the modules).
         self.attention_backend = "sdpa"
         self.cond_gather = "auto"
         self.fast_norms = True
@@ -158,7 +161,8 @@ class Transformer(nn.Module):
         """x [B,N,D] -> [B,N,D]. With ``cache``, x holds only the tokens after the cached prefix
         and ``mask`` covers [prefix + these] keys. With ``return_cache``, keys/values are kept."""
         kept: list[tuple[Tensor, Tensor]] = []
-        if self.cond_gather == "matmul" or (self.cond_gather == "auto" and x.device.type == "cuda"):
+        if self.cond_gather == "matmul" or (self.cond_gather == "auto" and x.device.type == "cuda"
+                                            and torch.is_grad_enabled()):
             cond_index = cond_index[:, None] == torch.arange(cond.shape[1], device=cond.device)  # [N,M] one-hot
         for i, block in enumerate(self.blocks):
             past = cache.layers[i] if cache is not None else None

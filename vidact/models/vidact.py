@@ -17,13 +17,12 @@ A generated group passed as ``None`` to ``forward_cached`` is physically absent,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
 
 from vidact.models.configuration import VidActConfig
-from vidact.models.layout import GROUP_ORDER, Group, TokenLayout, attention_mask, flex_block_mask
+from vidact.models.layout import GROUP_ORDER, Group, TokenLayout, attention_mask, device_cache, flex_block_mask
 from vidact.models.transformer import KVCache, TimestepEmbedder, Transformer
 from vidact.tokenizers.action import Normalizer
 from vidact.tokenizers.text import TextEncoder, pad_embeddings
@@ -316,7 +315,7 @@ class VidAct(nn.Module):
         return self._as_velocity(self._heads(out, layout, offset=Np), future_x, tau_video, cache.future_base)
 
 
-@lru_cache(maxsize=256)
+@device_cache
 def _cond_index(layout: TokenLayout, device: torch.device, skip: int) -> Tensor:
     """[N - skip] each token's slot in the conditioning table, made on ``device`` once per layout."""
     slots = torch.tensor([_GROUP_SLOT[g] for g in GROUP_ORDER])
