@@ -109,7 +109,10 @@ def test_loads_and_acts_the_same_in_a_fresh_process_without_the_training_folders
                     TASK], check=True, env=env, cwd=tmp_path, timeout=600)
     after = np.load(tmp_path / "after.npz")
     assert np.array_equal(after["actions"], before.actions) and np.array_equal(after["lerobot"], before.actions)
-    assert np.array_equal(after["text"], text.numpy()) and np.array_equal(after["latents"], latents.numpy())
+    # The encoders' outputs to rounding: the fresh process runs one thread, this one two, and on a
+    # loaded machine the BLAS library may split its sums differently (seen: 1e-7 apart, actions equal).
+    np.testing.assert_allclose(after["text"], text.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(after["latents"], latents.numpy(), rtol=0, atol=1e-5)
 
 
 def test_a_bundle_carries_vidacts_own_autoencoder(tmp_path):
