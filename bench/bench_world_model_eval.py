@@ -158,11 +158,21 @@ def main() -> int:
                "real_s_per_episode": sum(r["real_s_per_episode"] for r in rows) / len(rows),
                "imagined_s_per_episode": sum(r["imagined_s_per_episode"] for r in rows) / len(rows),
                "rows": rows, "args": vars(args)}
+    # Two readings a user choosing between checkpoints cares about: within one task (the world
+    # model's optimism differs by task), and each policy's mean over the tasks.
+    summary["per_task_spearman"] = {t: spearman([r["real"] for r in rows if r["task"] == t],
+                                                [r["imagined"] for r in rows if r["task"] == t]) for t in args.tasks}
+    means = [(sum(r["real"] for r in rows if r["policy"] == p) / len(args.tasks),
+              sum(r["imagined"] for r in rows if r["policy"] == p) / len(args.tasks)) for p in policies]
+    summary["policy_means"] = {"pearson": pearson(*zip(*means)), "spearman": spearman(*zip(*means))}
     scatter([(r["real"], r["imagined"], f"{r['policy']}/{r['task'].split('-')[0]}") for r in rows],
             out / "scatter.png", f"Pearson {summary['pearson']:.2f}, Spearman {summary['spearman']:.2f}")
     table = ["| policy | task | MetaWorld | in the world model |", "|---|---|---:|---:|"]
     table += [f"| {r['policy']} | {r['task']} | {r['real_count']} ({r['real']:.2f}) | {r['imagined_count']} "
               f"({r['imagined']:.2f}) |" for r in rows]
+    per_task = ", ".join(f"{t.split('-')[0]} {v:.2f}" for t, v in summary["per_task_spearman"].items())
+    table += ["", f"Within each task, Spearman {per_task}; policies ranked by their mean over the tasks: Pearson "
+              f"{summary['policy_means']['pearson']:.2f}, Spearman {summary['policy_means']['spearman']:.2f}."]
     table += ["", f"Pearson {summary['pearson']:.2f}, Spearman {summary['spearman']:.2f} over {len(rows)} pairs; "
               f"{summary['real_s_per_episode']:.1f} s per MetaWorld episode, {summary['imagined_s_per_episode']:.1f} s "
               "per imagined one."]
