@@ -91,17 +91,21 @@ def training_setup(flavor: str, args):
     return cfg, model, batch, GenerativeConfig(), opt
 
 
-def bench_flavor(flavor: str, args, peak: float) -> dict:
-    cfg, model, batch, gen, opt = training_setup(flavor, args)
-    autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.precision == "bf16")
-
+def training_step(model, batch, gen, opt, autocast):
+    """One forward + backward + AdamW step under ``autocast``, as a closure."""
     def step():
         with autocast:
             out = training_loss(model, batch, gen)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
+    return step
 
+
+def bench_flavor(flavor: str, args, peak: float) -> dict:
+    cfg, model, batch, gen, opt = training_setup(flavor, args)
+    autocast = torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    step = training_step(model, batch, gen, opt, autocast)
     flex = model.backbone.attention_backend
     model.backbone.attention_backend = "sdpa"  # FLOPs counted on the reference path (flex hides its matmuls)
     with FlopCounterMode(display=False) as counter, autocast:
@@ -272,15 +276,8 @@ def profile_cuda(flavor: str, args) -> None:
 
     args.variant = args.variants[0] if args.variants else None
     cfg, model, batch, gen, opt = training_setup(flavor, args)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.precision == "bf16")
-
-    def step():
-        with autocast:
-            out = training_loss(model, batch, gen)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-
+    step = training_step(model, batch, gen, opt,
+                         torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.precision == "bf16"))
     for _ in range(3):
         step()
     sync(args.device)
