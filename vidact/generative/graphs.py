@@ -74,15 +74,13 @@ class GraphedSampler:
 
 def with_text_embeddings(model, batch: Batch) -> Batch:
     """``batch`` with its instruction embedded, outside any graph (tokenizing runs on the CPU) and
-    padded to the encoder's ``max_length`` (padded tokens are masked out: the same function), so
-    one graph serves every instruction."""
+    padded to the encoder's ``max_length`` as the exported program's are (padded tokens are masked
+    out: the same function), so one graph serves every instruction."""
     if batch.text_embeddings is not None or model.text_encoder is None:
         return batch
-    emb, mask = model.embed_text(batch)
-    pad = getattr(model.text_encoder, "max_length", emb.shape[1]) - emb.shape[1]
-    if pad > 0:
-        emb = torch.cat([emb, emb.new_zeros(emb.shape[0], pad, emb.shape[2])], 1)
-        mask = torch.cat([mask, mask.new_zeros(mask.shape[0], pad)], 1)
+    from vidact.export.torch_export import text_inputs
+
+    emb, mask = text_inputs(model, list(batch.text))
     device = batch.obs_frames.device
     return dataclasses.replace(batch, text_embeddings=emb.to(device), text_mask=mask.to(device))
 
