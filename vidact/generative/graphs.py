@@ -70,8 +70,6 @@ class GraphedSampler:
         return SampleOutput(out.mode, copy(out.actions), copy(out.future_frames), copy(out.future_latents))
 
 
-
-
 def with_text_embeddings(model, batch: Batch) -> Batch:
     """``batch`` with its instruction embedded, outside any graph (tokenizing runs on the CPU) and
     padded to the encoder's ``max_length`` as the exported program's are (padded tokens are masked

@@ -19,9 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-ATTENTION_BACKENDS = ("sdpa", "flex")  # Transformer.attention_backend
-COND_GATHERS = ("auto", "index", "matmul")  # Transformer.cond_gather
-
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
@@ -105,8 +102,8 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor, cond_index: Tensor, mask, past_kv: tuple[Tensor, Tensor] | None = None,
                 fast_norms: bool = True) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """``cond_index``: [N] long (gathered) or [N,M] one-hot in the compute dtype (a matmul, whose
-        backward is another matmul rather than the gather's scatter-add)."""
+        """``cond_index``: [N] long (gathered) or [N,M] bool one-hot (a matmul, whose backward is
+        another matmul rather than the gather's scatter-add)."""
         mod = expand_cond(self.adaLN(cond), cond_index)  # [B,M,6D] -> [B,N,6D]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         norm1, norm2 = (layer_norm, layer_norm) if fast_norms else (self.norm1, self.norm2)

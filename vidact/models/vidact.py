@@ -278,7 +278,7 @@ class VidAct(nn.Module):
         key_valid = torch.cat(valid, 1)
         if self.backbone.attention_backend == "flex":
             mask = flex_block_mask(layout, key_valid)
-        elif device.type == "cpu" and bool(key_valid.all()):  # no per-sample mask (a sync elsewhere: not asked)
+        elif device.type == "cpu" and bool(key_valid.all()):  # no per-sample mask (on a GPU the check would wait)
             mask = attention_mask(layout, None, device)
         else:
             mask = attention_mask(layout, key_valid)
