@@ -404,6 +404,8 @@ def main() -> None:
     p.add_argument("--train-cpus", default="0" if ncpu > 1 else "", help="taskset CPU list for training ('': any)")
     p.add_argument("--eval-cpus", default=f"1-{ncpu - 1}" if ncpu > 1 else "", help="taskset CPU list for evaluation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--defer-eval", action="store_true", help="evaluate only when every method is trained (the "
+                   "evaluation CPUs stay free meanwhile, e.g. for another seed's training)")
     p.add_argument("--out", default="outputs/bench_learning")
     p.add_argument("--eval-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--from-end", action="store_true", help=argparse.SUPPRESS)
@@ -434,7 +436,8 @@ def main() -> None:
     for claim in root.glob("*/eval/*/.claim"):  # left by a killed worker
         claim.rmdir()
     worker_cmd = [sys.executable, __file__, *sys.argv[1:], "--eval-worker"]
-    workers = [subprocess.Popen([*pinned(args.eval_cpus), *worker_cmd], env=dict(env, OMP_NUM_THREADS="1"))]
+    workers = [] if args.defer_eval else [
+        subprocess.Popen([*pinned(args.eval_cpus), *worker_cmd], env=dict(env, OMP_NUM_THREADS="1"))]
     try:
         for name in args.methods:
             out = root / name
@@ -449,6 +452,8 @@ def main() -> None:
                   f"{len(info['checkpoints'])} checkpoints", flush=True)
     finally:
         (root / "training_done").touch()
+    if args.defer_eval:
+        workers.append(subprocess.Popen([*pinned(args.eval_cpus), *worker_cmd], env=dict(env, OMP_NUM_THREADS="1")))
     if args.train_cpus:  # the training CPUs are free now: a second worker takes work from the other end
         workers.append(subprocess.Popen([*pinned(args.train_cpus), *worker_cmd, "--from-end"],
                                         env=dict(env, OMP_NUM_THREADS="1")))
