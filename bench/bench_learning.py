@@ -376,9 +376,87 @@ def report(root: Path, args) -> str:
     return "\n".join(lines)
 
 
+def combine(roots: list[Path], tasks: list[str], out: Path) -> str:
+    """One per-task table over several runs of this script (training seeds): every method's last
+    checkpoint, seeds pooled per method (Wilson intervals on the pooled counts), each seed's
+    average beside it, the joint-vs-ablation gap on average and on the tasks where either is below
+    80%, and a per-task bar chart (``out``/per_task.png)."""
+    runs: dict[str, list[dict]] = {}
+    for root in roots:
+        for done in sorted(root.glob("*/trained.json")):
+            method = done.parent.name
+            last = json.loads(done.read_text())["checkpoints"][-1]
+            folder = checkpoint_dir(root, method, last)
+            if all((folder / t / "results.json").is_file() for t in tasks):
+                runs.setdefault(method, []).append({"root": root, "last": last,
+                                                    "results": load_results(root, method, last, tasks)})
+    methods = [m for m in METHODS if m in runs] + [m for m in runs if m not in METHODS]
+    rate = {m: {t: sum(r["results"][t]["successes"] for r in runs[m])
+                / sum(r["results"][t]["episodes"] for r in runs[m]) for t in tasks} for m in methods}
+    lines = ["| task | " + " | ".join(f"{m} ({len(runs[m])} seed{'s' * (len(runs[m]) > 1)})" for m in methods) + " |",
+             "|---|" + "---:|" * len(methods)]
+    for t in tasks:
+        cells = []
+        for m in methods:
+            counts = " + ".join(f"{r['results'][t]['successes']}/{r['results'][t]['episodes']}" for r in runs[m])
+            cells.append(f"{100 * rate[m][t]:.0f}% ({counts})")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    cells, seeds = [], []
+    for m in methods:
+        k = sum(r["results"][t]["successes"] for r in runs[m] for t in tasks)
+        n = sum(r["results"][t]["episodes"] for r in runs[m] for t in tasks)
+        lo, hi = wilson_interval(k, n)
+        cells.append(f"**{100 * k / n:.1f}%** ({100 * lo:.0f}-{100 * hi:.0f}%)")
+        seeds.append(" / ".join(f"{100 * np.mean([r['results'][t]['success_rate'] for t in tasks]):.1f}%"
+                                for r in runs[m]))
+    lines += ["| **average** (Wilson 95%) | " + " | ".join(cells) + " |",
+              "| each seed's average | " + " | ".join(seeds) + " |",
+              "| tasks below 40% | " + " | ".join(str(sum(rate[m][t] < WEAK_TASK for t in tasks)) for m in methods) + " |",
+              "| last checkpoint | " + " | ".join(" / ".join(f"{r['last']['step']} steps, {r['last']['minutes']:.0f} min"
+                                                            for r in runs[m]) for m in methods) + " |"]
+    if "vidact" in rate and "vidact_actions_only" in rate:
+        joint, ablation = rate["vidact"], rate["vidact_actions_only"]
+        hard = [t for t in tasks if min(joint[t], ablation[t]) < 0.8]
+        gap = lambda ts: 100 * np.mean([joint[t] - ablation[t] for t in ts]) if ts else float("nan")  # noqa: E731
+        lines += ["", f"Joint minus actions-only: {gap(tasks):+.1f} points on average, {gap(hard):+.1f} on the "
+                  f"{len(hard)} tasks where either is below 80%."]
+    plot_tasks(rate, tasks, out / "per_task.png")
+    return "\n".join(lines)
+
+
+def plot_tasks(rate: dict[str, dict[str, float]], tasks: list[str], out: Path) -> Path:
+    """Grouped bars: success per task, one bar per method (PIL only)."""
+    from PIL import Image, ImageDraw
+
+    width, height, left, top, bottom = max(120 + 90 * len(tasks), 80 + 150 * len(rate)), 440, 60, 40, 330
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    sy = lambda pct: bottom - pct / 100 * (bottom - top)  # noqa: E731
+    for pct in range(0, 101, 25):
+        draw.line([(left, sy(pct)), (width - 20, sy(pct))], fill=(225, 225, 225))
+        draw.text((left - 35, sy(pct) - 6), f"{pct}%", fill=(0, 0, 0))
+    group = 90
+    bar = (group - 20) / max(1, len(rate))
+    for i, t in enumerate(tasks):
+        x0 = left + 10 + i * group
+        for j, (method, r) in enumerate(rate.items()):
+            x = x0 + j * bar
+            draw.rectangle([x, sy(100 * r[t]), x + bar - 2, bottom], fill=COLORS.get(method, (0, 0, 0)))
+        name = t.removesuffix("-v3")
+        for k, part in enumerate([name[:12], name[12:24]]):
+            draw.text((x0, bottom + 8 + 12 * k), part, fill=(0, 0, 0))
+    draw.text((left, 12), "closed-loop success per task (last checkpoint, seeds pooled)", fill=(0, 0, 0))
+    for j, method in enumerate(rate):
+        draw.rectangle([left + 150 * j, height - 40, left + 150 * j + 12, height - 28], fill=COLORS.get(method, (0, 0, 0)))
+        draw.text((left + 150 * j + 18, height - 40), method, fill=(0, 0, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", required=True, help="LeRobot dataset of MetaWorld demos (vidact data metaworld)")
+    p.add_argument("--dataset", help="LeRobot dataset of MetaWorld demos (vidact data metaworld)")
     p.add_argument("--tasks", nargs="+", default=TASKS)
     p.add_argument("--benchmark", default=None, metavar="MT10|MT25|MT50",
                    help="instead of --tasks: every task of this MetaWorld benchmark")
@@ -407,6 +485,8 @@ def main() -> None:
     p.add_argument("--defer-eval", action="store_true", help="evaluate only when every method is trained (the "
                    "evaluation CPUs stay free meanwhile, e.g. for another seed's training)")
     p.add_argument("--out", default="outputs/bench_learning")
+    p.add_argument("--combine", nargs="+", default=None, metavar="ROOT", help="only report: one per-task table "
+                   "pooling the methods of these earlier --out folders (training seeds) into --out/combined.md")
     p.add_argument("--eval-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--from-end", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -422,10 +502,17 @@ def main() -> None:
         except ValueError as e:
             p.error(str(e))
 
+    if not args.dataset and not args.combine:
+        p.error("--dataset is required (except with --combine)")
     args.eval_seed = EVAL_SEED_BASE if args.eval_seed is None else args.eval_seed
-    args.dataset = str(Path(args.dataset).resolve())
+    args.dataset = args.dataset and str(Path(args.dataset).resolve())
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
+    if args.combine:
+        text = combine([Path(r) for r in args.combine], args.tasks, root)
+        (root / "combined.md").write_text(text + "\n")
+        print(text)
+        return
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
                MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     if args.eval_worker:
