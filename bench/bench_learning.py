@@ -75,6 +75,10 @@ def run(cmd: list[str], log: Path, env: dict, deadline_s: float | None = None) -
             proc.wait(timeout=deadline_s)
         except subprocess.TimeoutExpired:
             stopped = True
+        except BaseException:  # this script stopped (Ctrl-C, SIGTERM): no training left running behind it
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        if stopped:
             os.killpg(proc.pid, signal.SIGINT)
             try:
                 proc.wait(timeout=60)
@@ -519,6 +523,7 @@ def main() -> None:
         eval_worker(root, args, dict(env, OMP_NUM_THREADS="1"))
         return
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so `run` stops its child
     (root / "training_done").unlink(missing_ok=True)
     for claim in root.glob("*/eval/*/.claim"):  # left by a killed worker
         claim.rmdir()
