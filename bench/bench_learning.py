@@ -101,7 +101,7 @@ def minutes_since(path: Path, start: float) -> float:
 
 def train_vidact(name: str, args, out: Path, env: dict) -> dict:
     overrides = [f"run_dir={out / 'run'}", f"train.steps={args.vidact_steps}", f"train.checkpoint_every={args.vidact_checkpoint_every}",
-                 "train.keep_last=1000", "log.wandb=disabled", "log.media_every=0",
+                 "train.keep_last=1000", "log.wandb=disabled", "log.media_every=0", f"seed={args.seed}",
                  f"data.sources=[{{kind: lerobot, path: {args.dataset}}}]"]
     if name == "vidact_actions_only":
         overrides += ["generative.video_loss_weight=0.0", "generative.mode_weights.policy_fast=1.0"]
