@@ -394,6 +394,8 @@ def combine(roots: list[Path], tasks: list[str], out: Path) -> str:
             if all((folder / t / "results.json").is_file() for t in tasks):
                 runs.setdefault(method, []).append({"root": root, "last": last,
                                                     "results": load_results(root, method, last, tasks)})
+            else:
+                print(f"not in the table: {method} in {root} (its last checkpoint lacks some tasks' results)")
     methods = [m for m in METHODS if m in runs] + [m for m in runs if m not in METHODS]
     rate = {m: {t: sum(r["results"][t]["successes"] for r in runs[m])
                 / sum(r["results"][t]["episodes"] for r in runs[m]) for t in tasks} for m in methods}
