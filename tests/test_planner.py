@@ -15,7 +15,8 @@ from vidact.deploy.planner import SEED_STRIDE, Planner, PlannerConfig, PlanningE
 from vidact.generative.sample import Sampler, SamplerConfig, initial_noise
 from vidact.generative.schedule import Mode
 from vidact.types import Batch
-from vidact.worldmodel.judge import Judge, JudgeConfig, JudgeError, auc, episode_labels, judge_metrics, train_judge
+from vidact.worldmodel.judge import (Judge, JudgeConfig, JudgeData, JudgeError, auc, episode_labels, judge_metrics,
+                                     outcome_labels, train_judge)
 
 TEXT = "push the block"
 
@@ -226,11 +227,36 @@ def test_episode_labels_and_auc_known_answers():
     assert auc(torch.tensor([0.5, 0.5]), torch.tensor([0, 1])) == 0.5
 
 
+def test_outcome_labels_follow_the_real_twin():
+    """Imagined frame j stands for control step j * stride: done from the real success step on,
+    discounted value before it; a real failure is 0 throughout."""
+    value, done = outcome_labels(5, stride=4, success=True, length=8, gamma=0.5)
+    torch.testing.assert_close(value, torch.tensor([0.5 ** 8, 0.5 ** 4, 1.0, 1.0, 1.0]))
+    assert done.tolist() == [0, 0, 1, 1, 1]
+    value, done = outcome_labels(3, stride=4, success=False, length=200, gamma=0.5)
+    assert value.tolist() == [0, 0, 0] and done.tolist() == [0, 0, 0]
+
+
+def test_fine_tuning_starts_from_the_given_judge_and_refuses_another_task_list():
+    g = torch.Generator().manual_seed(0)
+    frames = (torch.rand(8, 3, 16, 16, generator=g) * 255).to(torch.uint8)
+    labels = torch.tensor([1.0, 0] * 4)
+    data = JudgeData(frames, [TEXT] * 8, labels, labels, labels.bool(), torch.rand(8, 2, generator=g))
+    cfg = JudgeConfig(channels=3, height=16, width=16, tasks=[TEXT], width_mult=4, state_dim=2)
+    first = train_judge(data, cfg, steps=3, batch_size=4)
+    first.state_mean.fill_(7.0)
+    tuned = train_judge(data, cfg, steps=1, batch_size=4, lr=1e-12, init=first)  # (almost) no step: the same judge
+    assert tuned.state_mean.tolist() == [7.0, 7.0]
+    for a, b in zip(first.parameters(), tuned.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    other = JudgeConfig(channels=3, height=16, width=16, tasks=[TEXT, "another task"], width_mult=4, state_dim=2)
+    with pytest.raises(JudgeError, match="cannot fine-tune a judge of instructions"):
+        train_judge(data, other, steps=1, init=first)
+
+
 def test_judge_learns_to_tell_success_frames_from_failure_frames():
     """A scene where success is a bright square in the top-left corner and failure the same square
     elsewhere: after a short training the judge ranks held-out success frames above failures."""
-    from vidact.worldmodel.judge import JudgeData
-
     def frames(n: int, corner: bool, g: torch.Generator) -> torch.Tensor:
         x = torch.rand(n, 3, 16, 16, generator=g) * 0.2
         for i in range(n):

@@ -160,6 +160,10 @@ def test_eval_inside_the_world_model_writes_results_and_videos(judged_bundle, me
     assert results["env"] == "world_model" and results["episodes"] == 3 and results["seconds_per_episode"] > 0
     assert [r["start_episode"] for r in results["per_episode"]] == [0, 0, 0]  # one episode in the data, cycled
     assert all(r["length"] <= 8 and r["length"] % 2 == 0 for r in results["per_episode"])  # on the stride-2 grid
+    for r in results["per_episode"]:  # the judge's reading of every imagined frame, the verdict its first crossing
+        curve = r["done_curve"]
+        assert 1 <= len(curve) <= 4 and all(0 <= p <= 1 for p in curve)
+        assert r["success"] == any(p > 0.5 for p in curve)
     videos = [r for r in results["per_episode"] if "video" in r]
     assert len(videos) == 1 and Path(videos[0]["video"]).is_file()
 

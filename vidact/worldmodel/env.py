@@ -82,8 +82,11 @@ def start_episodes(dataset, instruction: str | None, count: int) -> list[dict]:
 
 @torch.no_grad()
 def imagine_episodes(policy, sampler, judge, starts: list[dict], max_steps: int, seed: int,
-                     keep_frames: int = 0) -> list[dict]:
-    """Run the policy on ``len(starts)`` episodes at once inside the world model."""
+                     keep_frames: int = 0, stop_on_success: bool = True) -> list[dict]:
+    """Run the policy on ``len(starts)`` episodes at once inside the world model. Each record
+    carries the judge's done probability at every imagined frame (``done_curve``); with
+    ``stop_on_success=False`` every episode runs to ``max_steps`` (its imagined frames can then be
+    judged again by another judge: ``bench/bench_outcome_judge.py``)."""
     model = sampler.model
     c = model.config
     s, K, Th, B = c.future_frame_stride, c.chunk_length, c.history, len(starts)
@@ -98,6 +101,7 @@ def imagine_episodes(policy, sampler, judge, starts: list[dict], max_steps: int,
     policy.reset()
     t0 = time.perf_counter()
     state = state0
+    curve = []
     for j in range(max(1, max_steps // s)):
         frame = grid[-1]  # [B,V,C,H,W]
         obs = {key: frame[:, v] for v, key in enumerate(policy.camera_keys)}
@@ -110,15 +114,18 @@ def imagine_episodes(policy, sampler, judge, starts: list[dict], max_steps: int,
         new = sampler.sample(batch, Mode.FORWARD_DYNAMICS, seed=seed + j).future_frames[:, 0].float().clamp(0, 1)
         grid.append(new)
         _, p_done, state = judge.read(new[:, 0], texts)
+        curve.append(p_done)
         now = (p_done > SUCCESS_THRESHOLD) & ~done
         length[now] = (j + 1) * s
         done |= now
-        if bool(done.all()):
+        if stop_on_success and bool(done.all()):
             break
     seconds = (time.perf_counter() - t0) / B
     frames = torch.stack(grid[Th - 1:], 1)  # [B, 1 + steps, V,C,H,W]
+    curve = torch.stack(curve, 1)  # [B, steps]
     return [{"start_episode": x["episode"], "success": bool(done[b]), "length": int(length[b]),
-             "seconds": seconds, "frames": frames[b] if b < keep_frames else None} for b, x in enumerate(starts)]
+             "seconds": seconds, "frames": frames[b] if b < keep_frames else None,
+             "done_curve": [round(float(p), 4) for p in curve[b]]} for b, x in enumerate(starts)]
 
 
 def evaluate_in_model(policy, world: str, dataset_path: str, task: str | None, episodes: int, out: str | Path,

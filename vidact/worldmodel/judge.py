@@ -190,18 +190,35 @@ def judge_data(datasets: list, gamma: float, every: int = 1) -> JudgeData:
     return JudgeData(torch.cat(frames), texts, torch.cat(value), torch.cat(done), torch.cat(ok), torch.cat(state))
 
 
+def outcome_labels(frames: int, stride: int, success: bool, length: int, gamma: float) -> tuple[Tensor, Tensor]:
+    """Targets for the ``frames`` frames of an imagined episode (frame j at control step j * stride)
+    from the outcome of its real twin (same policy, same start): a failure is 0 throughout; a
+    success at control step ``length`` is done from that step on, and its value is the discount to
+    that step before it, as ``episode_labels`` gives a real episode."""
+    if not success:
+        return torch.zeros(frames), torch.zeros(frames)
+    to_go = (length - stride * torch.arange(frames)).clamp(min=0).float()
+    return gamma ** to_go, (to_go == 0).float()
+
+
 def train_judge(data: JudgeData, config: JudgeConfig, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
-                seed: int = 0, shift: int = 2, log=None) -> Judge:
+                seed: int = 0, shift: int = 2, log=None, init: Judge | None = None) -> Judge:
     """Fit a judge with binary cross-entropy on both outputs (the value as a soft target). Frames of
     failed and successful episodes are drawn equally often (rollouts are often mostly failures).
-    ``shift``: random translation by up to that many pixels."""
+    ``shift``: random translation by up to that many pixels. ``init``: a judge to start from (its
+    weights and state normalization; it must know the same instructions), for fine-tuning."""
     torch.manual_seed(seed)
     judge = Judge(config)
     S = config.state_dim
-    if S:
-        if data.state is None or data.state.shape[1] != S:
-            raise JudgeError(f"JudgeConfig.state_dim={S} but the data's state is "
-                             f"{None if data.state is None else list(data.state.shape[1:])}")
+    if S and (data.state is None or data.state.shape[1] != S):
+        raise JudgeError(f"JudgeConfig.state_dim={S} but the data's state is "
+                         f"{None if data.state is None else list(data.state.shape[1:])}")
+    if init is not None:
+        if init.config.tasks != config.tasks or init.config.state_dim != S:
+            raise JudgeError(f"cannot fine-tune a judge of instructions {init.config.tasks} (state dim "
+                             f"{init.config.state_dim}) into one of {config.tasks} (state dim {S})")
+        judge.load_state_dict(init.state_dict())
+    elif S:
         judge.state_mean.copy_(data.state.mean(0))
         judge.state_std.copy_(data.state.std(0).clamp(min=1e-6))
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)

@@ -1,0 +1,247 @@
+"""A judge taught by outcomes (issue 13): does policy evaluation inside the world model rank
+policies as MetaWorld does once the judge has seen closed-loop imagined episodes labelled with what
+really happened from the same start?
+
+The in-model evaluation's judge was trained on real frames and on frames imagined from recorded
+actions a few chunks deep. Closed loop, imagination runs 25 frames deep and degrades (blur, colour
+drift) in ways the judge reads as success: the untrained policy "succeeds" 42 of 60 times inside
+the model (BENCHMARKS.md "The world model as a simulator"). Here the judge is fine-tuned on the
+imagined episodes themselves, each labelled from its real twin (the same policy from the same
+scene, whose MetaWorld outcome is already measured): a failure is 0 throughout, a success done
+from its real success step on (``vidact.worldmodel.judge.outcome_labels``).
+
+Validation without leaks: the judge that scores policy P's episodes from the even (odd) starts is
+fine-tuned only on other policies' episodes from the odd (even) starts: it has seen neither this
+policy nor these scenes. Two folds x one judge per policy.
+
+    MUJOCO_GL=egl HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/bench_outcome_judge.py \\
+        --policies s250=${W}_step250 ... s3000=$W --real s250=outputs/plan/wm_eval/s250/TASK/real ... \\
+        --world-model $W --dataset outputs/plan/starts/TASK --base-data outputs/wm/data \\
+        --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 --out outputs/plan/outcome_judge
+
+Stages (each skipped when its file exists, so a cut run resumes): (1) every policy's imagined
+episodes on every task, run to ``--max-steps`` without stopping at the judged success (the frames,
+the world-model judge's done probabilities): OUT/episodes/POLICY/TASK.pt; ``--part i/n`` runs only
+every n-th job, for one process per core; (2) the fine-tuned judges and their verdicts:
+OUT/results.json, results.md, scatter.png, beside the world model's own judge on the same episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_world_model_eval import pearson, scatter, spearman  # noqa: E402
+
+
+def imagine_stage(args, policies: dict[str, str], out: Path) -> None:
+    from vidact.cli import build_parser
+    from vidact.data.robot import RobotDataset
+    from vidact.deploy.sim import load_policy, set_threads
+    from vidact.generative.sample import Sampler
+    from vidact.worldmodel.env import check_compatible, imagine_episodes, load_world, start_episodes
+
+    from lerobot.envs.metaworld import TASK_DESCRIPTIONS
+
+    set_threads(1)
+    jobs = [(label, task) for label in policies for task in args.tasks]
+    index, parts = map(int, args.part.split("/"))
+    model = None
+    for label, task in jobs[index::parts]:
+        path = out / "episodes" / label / f"{task}.pt"
+        if path.is_file():
+            continue
+        if model is None:
+            model, sampler_cfg, judge = load_world(args.world_model, args.imagine_steps)
+            sampler = Sampler(model, sampler_cfg)
+        cli = ["eval", policies[label], "--task", task, "--threads", "1", "--out", str(out)]  # --out unused
+        if args.noise_scale is not None:
+            cli += ["--noise-scale", str(args.noise_scale)]
+        policy = load_policy(build_parser().parse_args(cli))
+        check_compatible(policy, model)
+        starts = start_episodes(RobotDataset(args.dataset.replace("TASK", task), model.config),
+                                TASK_DESCRIPTIONS[task], args.episodes)
+        t, records = time.time(), []
+        for lo in range(0, args.episodes, args.batch_size):  # vidact eval --env world_model's batching and seeds
+            records += imagine_episodes(policy, sampler, judge, starts[lo: lo + args.batch_size], args.max_steps,
+                                        100_000 * (lo // args.batch_size), keep_frames=args.batch_size,
+                                        stop_on_success=False)
+        frames = torch.stack([(r["frames"][:, 0] * 255).round().to(torch.uint8) for r in records])  # [E,1+G,C,H,W]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"frames": frames, "text": TASK_DESCRIPTIONS[task], "stride": model.config.future_frame_stride,
+                    "starts": [r["start_episode"] for r in records],
+                    "done_curve": torch.tensor([r["done_curve"] for r in records]),
+                    "success": [r["success"] for r in records]}, path)
+        print(f"{label} {task}: {sum(r['success'] for r in records)}/{len(records)} by the world model's judge, "
+              f"{(time.time() - t) / len(records):.1f} s per episode", flush=True)
+
+
+def real_outcomes(args, real: dict[str, str], label: str, task: str) -> dict[int, tuple[bool, int]]:
+    """{start episode: (success, length)} of the MetaWorld evaluation of LABEL on TASK. The starts
+    dataset's episode i is the scene of seed base + i, as the evaluation's seeds run."""
+    res = json.loads((Path(real[label].replace("TASK", task)) / "results.json").read_text())
+    if res["task"] != task:
+        raise SystemExit(f"--real {label}: results for {res['task']}, not {task}")
+    base = res["seeds"][0]
+    return {e["seed"] - base: (bool(e["success"]), int(e["length"])) for e in res["per_episode"]}
+
+
+def judge_stage(args, policies: dict[str, str], real: dict[str, str], out: Path) -> dict:
+    from vidact.data.robot import RobotDataset
+    from vidact.worldmodel.imagine import load_model
+    from vidact.worldmodel.judge import Judge, JudgeData, auc, concat_data, find_judge, judge_data, \
+        outcome_labels, train_judge
+    from vidact.worldmodel.env import SUCCESS_THRESHOLD
+
+    torch.set_num_threads(1)
+    base_judge = Judge.load(args.init_judge or find_judge(args.world_model))
+    gamma = base_judge.config.gamma
+    eps = {(label, task): torch.load(out / "episodes" / label / f"{task}.pt") for label in policies
+           for task in args.tasks}
+    outcome = {(label, task): real_outcomes(args, real, label, task) for label in policies for task in args.tasks}
+    base = None
+    if args.base_data:
+        model, _ = load_model(args.world_model)
+        base = judge_data([RobotDataset(d, model.config) for d in args.base_data], gamma, args.base_every)
+
+    def episode_data(keys, parity) -> JudgeData:
+        frames, texts, value, done, ok, state = [], [], [], [], [], []
+        for key in keys:
+            e = eps[key]
+            for i, start in enumerate(e["starts"]):
+                if start % 2 != parity:
+                    continue
+                success, length = outcome[key][start]
+                f = e["frames"][i]
+                v, d = outcome_labels(len(f), e["stride"], success, length, gamma)
+                frames.append(f)
+                texts += [e["text"]] * len(f)
+                value.append(v)
+                done.append(d)
+                ok.append(torch.full((len(f),), success))
+                # the state head keeps the world model's judge's reading (no real state for imagined frames)
+                state.append(base_judge.predict_state(f, [e["text"]] * len(f)))
+        return JudgeData(torch.cat(frames), texts, torch.cat(value), torch.cat(done), torch.cat(ok), torch.cat(state))
+
+    def verdicts(judge, key, parity) -> dict[int, tuple[bool, float]]:
+        """{start: (success, the highest done probability over the imagined frames)}"""
+        e = eps[key]
+        result = {}
+        for i, start in enumerate(e["starts"]):
+            if start % 2 == parity:
+                _, p = judge.predict(e["frames"][i][1:], [e["text"]] * (len(e["frames"][i]) - 1))
+                result[start] = (bool((p > SUCCESS_THRESHOLD).any()), float(p.max()))
+        return result
+
+    scored: dict[str, dict] = {"world model's judge": {}, "outcome judge": {}}
+    for key in eps:
+        scored["world model's judge"][key] = {**verdicts(base_judge, key, 0), **verdicts(base_judge, key, 1)}
+    t = time.time()
+    for held in policies:
+        for parity in (0, 1):
+            train_keys = [k for k in eps if k[0] != held]
+            data = episode_data(train_keys, 1 - parity)
+            if base is not None:
+                data = concat_data([data, base])
+            judge = train_judge(data, base_judge.config, steps=args.finetune_steps, lr=args.lr, seed=args.seed,
+                                init=base_judge)
+            for task in args.tasks:
+                scored["outcome judge"].setdefault((held, task), {}).update(verdicts(judge, (held, task), parity))
+            print(f"judge without {held} (scoring starts of parity {parity}): {len(data.texts)} frames, "
+                  f"{time.time() - t:.0f} s so far", flush=True)
+    return {"scored": scored, "outcome": outcome}
+
+
+def report(args, policies, scored, outcome, out: Path) -> dict:
+    summary: dict = {"args": vars(args), "judges": {}}
+    lines = []
+    for name, verdict in scored.items():
+        rows = []
+        for label in policies:
+            for task in args.tasks:
+                v, o = verdict[(label, task)], outcome[(label, task)]
+                starts = sorted(v)
+                rows.append({"policy": label, "task": task, "real": sum(o[s][0] for s in starts) / len(starts),
+                             "imagined": sum(v[s][0] for s in starts) / len(starts), "episodes": len(starts),
+                             "agree": sum(v[s][0] == o[s][0] for s in starts)})
+        xs, ys = [r["real"] for r in rows], [r["imagined"] for r in rows]
+        # episode level: does the imagined episode's highest done probability tell the real outcome?
+        from vidact.worldmodel.judge import auc
+
+        peaks = torch.tensor([verdict[k][s][1] for k in verdict for s in sorted(verdict[k])])
+        truth = torch.tensor([outcome[k][s][0] for k in verdict for s in sorted(verdict[k])])
+        means = [(sum(r["real"] for r in rows if r["policy"] == p) / len(args.tasks),
+                  sum(r["imagined"] for r in rows if r["policy"] == p) / len(args.tasks)) for p in policies]
+        summary["judges"][name] = {
+            "pearson": pearson(xs, ys), "spearman": spearman(xs, ys), "rows": rows,
+            "episode_auc": auc(peaks, truth), "episode_agreement": float(sum(r["agree"] for r in rows)) / len(truth),
+            "per_task_spearman": {t: spearman([r["real"] for r in rows if r["task"] == t],
+                                              [r["imagined"] for r in rows if r["task"] == t]) for t in args.tasks},
+            "policy_means": {"pearson": pearson(*zip(*means)), "spearman": spearman(*zip(*means))}}
+        s = summary["judges"][name]
+        lines += [f"{name}: Spearman {s['spearman']:.2f}, Pearson {s['pearson']:.2f} over {len(rows)} (policy, task) "
+                  f"pairs; per task {', '.join(f'{t.split(chr(45))[0]} {v:.2f}' for t, v in s['per_task_spearman'].items())}; "
+                  f"policy means Spearman {s['policy_means']['spearman']:.2f}; episodes: real outcome AUC "
+                  f"{s['episode_auc']:.3f}, agreement {s['episode_agreement']:.2f}"]
+        scatter([(r["real"], r["imagined"], f"{r['policy']}/{r['task'].split('-')[0]}") for r in rows],
+                out / f"scatter_{'outcome' if name == 'outcome judge' else 'base'}.png",
+                f"{name}: Pearson {s['pearson']:.2f}, Spearman {s['spearman']:.2f}")
+    names = list(scored)
+    table = ["| policy | task | MetaWorld | " + " | ".join(f"in the model, {n}" for n in names) + " |",
+             "|---|---|---:|" + "---:|" * len(names)]
+    rows = {n: summary["judges"][n]["rows"] for n in names}
+    for i, r in enumerate(rows[names[0]]):
+        n_ep = r["episodes"]
+        cells = " | ".join(f"{round(rows[n][i]['imagined'] * n_ep)}/{n_ep}" for n in names)
+        table.append(f"| {r['policy']} | {r['task']} | {round(r['real'] * n_ep)}/{n_ep} | {cells} |")
+    table += [""] + lines
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    (out / "results.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+    return summary
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--policies", nargs="+", required=True, metavar="LABEL=BUNDLE")
+    p.add_argument("--real", nargs="+", required=True, metavar="LABEL=DIR",
+                   help="each policy's MetaWorld results on the same seeds (DIR/results.json, TASK replaced per task)")
+    p.add_argument("--world-model", required=True, help="world-model bundle with its judge")
+    p.add_argument("--dataset", required=True, help="first frames of the evaluation's scenes; TASK replaced per task")
+    p.add_argument("--tasks", nargs="+", required=True)
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--imagine-steps", type=int, default=2)
+    p.add_argument("--noise-scale", type=float, default=0.0, help="the policies' (vidact eval --noise-scale)")
+    p.add_argument("--batch-size", type=int, default=10, help="episodes imagined together (vidact eval's default)")
+    p.add_argument("--base-data", nargs="*", default=[], help="real episodes mixed into the fine-tuning (the "
+                   "judge's own training data), so it keeps reading real frames")
+    p.add_argument("--base-every", type=int, default=4, help="every n-th frame of --base-data")
+    p.add_argument("--init-judge", default=None, help="judge folder to fine-tune (default: the world model's)")
+    p.add_argument("--finetune-steps", type=int, default=600)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--part", default="0/1", help="i/n: imagine only every n-th (policy, task) job, then stop")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    out = Path(args.out)
+    policies = dict(x.split("=", 1) for x in args.policies)
+    real = dict(x.split("=", 1) for x in args.real)
+    if set(policies) - set(real):
+        raise SystemExit(f"--real missing for {sorted(set(policies) - set(real))}")
+    imagine_stage(args, policies, out)
+    if args.part != "0/1":
+        return 0
+    result = judge_stage(args, policies, real, out)
+    report(args, policies, result["scored"], result["outcome"], out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
