@@ -23,12 +23,14 @@ Stages (each skipped when its file exists, so a cut run resumes): (1) every poli
 episodes on every task, run to ``--max-steps`` without stopping at the judged success (the frames,
 the world-model judge's done probabilities): OUT/episodes/POLICY/TASK.pt; ``--part i/n`` runs only
 every n-th job, for one process per core; (2) the fine-tuned judges and their verdicts:
-OUT/results.json, results.md, scatter.png, beside the world model's own judge on the same episodes.
+OUT/results.json (per-episode verdicts included), results.md, scatter_outcome.png, beside the world
+model's own judge on the same episodes (its verdicts as the imagined run made them: scatter_base.png).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -65,8 +67,11 @@ def imagine_stage(args, policies: dict[str, str], out: Path) -> None:
             cli += ["--noise-scale", str(args.noise_scale)]
         policy = load_policy(build_parser().parse_args(cli))
         check_compatible(policy, model)
-        starts = start_episodes(RobotDataset(args.dataset.replace("TASK", task), model.config),
-                                TASK_DESCRIPTIONS[task], args.episodes)
+        dataset = RobotDataset(args.dataset.replace("TASK", task), model.config)
+        if args.episodes > len(dataset.episode_lengths):
+            raise SystemExit(f"--episodes {args.episodes}: {args.dataset.replace('TASK', task)} holds "
+                             f"{len(dataset.episode_lengths)} scenes (one episode per scene, or twins would repeat)")
+        starts = start_episodes(dataset, TASK_DESCRIPTIONS[task], args.episodes)
         t, records = time.time(), []
         for lo in range(0, args.episodes, args.batch_size):  # vidact eval --env world_model's batching and seeds
             records += imagine_episodes(policy, sampler, judge, starts[lo: lo + args.batch_size], args.max_steps,
@@ -85,18 +90,25 @@ def imagine_stage(args, policies: dict[str, str], out: Path) -> None:
 def real_outcomes(args, real: dict[str, str], label: str, task: str) -> dict[int, tuple[bool, int]]:
     """{start episode: (success, length)} of the MetaWorld evaluation of LABEL on TASK. The starts
     dataset's episode i is the scene of seed base + i, as the evaluation's seeds run."""
-    res = json.loads((Path(real[label].replace("TASK", task)) / "results.json").read_text())
-    if res["task"] != task:
-        raise SystemExit(f"--real {label}: results for {res['task']}, not {task}")
+    folder = Path(real[label].replace("TASK", task))
+    res = json.loads((folder / "results.json").read_text())
+    made = (res["task"], res["max_steps"], res["sampler"]["noise_scale"])
+    if made != (task, args.max_steps, args.noise_scale):
+        raise SystemExit(f"--real {label}: {folder} is {made} (task, max steps, noise scale), not "
+                         f"{(task, args.max_steps, args.noise_scale)}")
     base = res["seeds"][0]
+    gen = json.loads((Path(args.dataset.replace("TASK", task)) / "meta" / "vidact_generation.json").read_text())
+    if gen["config"]["seed"] != base or not gen["config"]["keep_failed"]:
+        raise SystemExit(f"--dataset for {task}: generated from seed {gen['config']['seed']} (keep_failed "
+                         f"{gen['config']['keep_failed']}), but the real results start at seed {base}: the scenes differ")
     return {e["seed"] - base: (bool(e["success"]), int(e["length"])) for e in res["per_episode"]}
 
 
 def judge_stage(args, policies: dict[str, str], real: dict[str, str], out: Path) -> dict:
     from vidact.data.robot import RobotDataset
     from vidact.worldmodel.imagine import load_model
-    from vidact.worldmodel.judge import Judge, JudgeData, auc, concat_data, find_judge, judge_data, \
-        outcome_labels, train_judge
+    from vidact.worldmodel.judge import (Judge, JudgeData, auc, concat_data, find_judge, judge_data, outcome_labels,
+                                         train_judge)
     from vidact.worldmodel.env import SUCCESS_THRESHOLD
 
     torch.set_num_threads(1)
@@ -139,9 +151,12 @@ def judge_stage(args, policies: dict[str, str], real: dict[str, str], out: Path)
                 result[start] = (bool((p > SUCCESS_THRESHOLD).any()), float(p.max()))
         return result
 
+    # The world model's judge: the verdicts the imagined run made (the judge that drove it).
     scored: dict[str, dict] = {"world model's judge": {}, "outcome judge": {}}
-    for key in eps:
-        scored["world model's judge"][key] = {**verdicts(base_judge, key, 0), **verdicts(base_judge, key, 1)}
+    for key, e in eps.items():
+        scored["world model's judge"][key] = {start: (bool(e["success"][i]), float(e["done_curve"][i].max()))
+                                              for i, start in enumerate(e["starts"])}
+    folds = []
     t = time.time()
     for held in policies:
         for parity in (0, 1):
@@ -149,17 +164,25 @@ def judge_stage(args, policies: dict[str, str], real: dict[str, str], out: Path)
             data = episode_data(train_keys, 1 - parity)
             if base is not None:
                 data = concat_data([data, base])
-            judge = train_judge(data, base_judge.config, steps=args.finetune_steps, lr=args.lr, seed=args.seed,
+            judge = train_judge(data, copy.deepcopy(base_judge.config), steps=args.finetune_steps, lr=args.lr, seed=args.seed,
                                 init=base_judge)
+            fold = {}
             for task in args.tasks:
-                scored["outcome judge"].setdefault((held, task), {}).update(verdicts(judge, (held, task), parity))
-            print(f"judge without {held} (scoring starts of parity {parity}): {len(data.texts)} frames, "
-                  f"{time.time() - t:.0f} s so far", flush=True)
-    return {"scored": scored, "outcome": outcome}
+                fold[(held, task)] = verdicts(judge, (held, task), parity)
+                scored["outcome judge"].setdefault((held, task), {}).update(fold[(held, task)])
+            peaks = torch.tensor([v[1] for f in fold.values() for v in f.values()])
+            truth = torch.tensor([outcome[k][s][0] for k, f in fold.items() for s in f])
+            folds.append({"held_out_policy": held, "start_parity": parity, "frames": len(data.texts),
+                          "episode_auc": auc(peaks, truth)})
+            print(f"judge without {held} (scoring starts of parity {parity}): {len(data.texts)} frames, real-outcome "
+                  f"AUC of its verdicts {folds[-1]['episode_auc']:.3f}, {time.time() - t:.0f} s so far", flush=True)
+    return {"scored": scored, "outcome": outcome, "folds": folds}
 
 
-def report(args, policies, scored, outcome, out: Path) -> dict:
-    summary: dict = {"args": vars(args), "judges": {}}
+def report(args, policies, scored, outcome, folds, out: Path) -> dict:
+    from vidact.worldmodel.judge import auc
+
+    summary: dict = {"args": vars(args), "folds": folds, "judges": {}}
     lines = []
     for name, verdict in scored.items():
         rows = []
@@ -172,8 +195,6 @@ def report(args, policies, scored, outcome, out: Path) -> dict:
                              "agree": sum(v[s][0] == o[s][0] for s in starts)})
         xs, ys = [r["real"] for r in rows], [r["imagined"] for r in rows]
         # episode level: does the imagined episode's highest done probability tell the real outcome?
-        from vidact.worldmodel.judge import auc
-
         peaks = torch.tensor([verdict[k][s][1] for k in verdict for s in sorted(verdict[k])])
         truth = torch.tensor([outcome[k][s][0] for k in verdict for s in sorted(verdict[k])])
         means = [(sum(r["real"] for r in rows if r["policy"] == p) / len(args.tasks),
@@ -183,7 +204,10 @@ def report(args, policies, scored, outcome, out: Path) -> dict:
             "episode_auc": auc(peaks, truth), "episode_agreement": float(sum(r["agree"] for r in rows)) / len(truth),
             "per_task_spearman": {t: spearman([r["real"] for r in rows if r["task"] == t],
                                               [r["imagined"] for r in rows if r["task"] == t]) for t in args.tasks},
-            "policy_means": {"pearson": pearson(*zip(*means)), "spearman": spearman(*zip(*means))}}
+            "policy_means": {"pearson": pearson(*zip(*means)), "spearman": spearman(*zip(*means))},
+            "episodes": {f"{k[0]}/{k[1]}": {str(s): {"imagined": verdict[k][s][0], "peak_done": round(verdict[k][s][1], 4),
+                                                      "real": outcome[k][s][0]} for s in sorted(verdict[k])}
+                         for k in verdict}}
         s = summary["judges"][name]
         lines += [f"{name}: Spearman {s['spearman']:.2f}, Pearson {s['pearson']:.2f} over {len(rows)} (policy, task) "
                   f"pairs; per task {', '.join(f'{t.split(chr(45))[0]} {v:.2f}' for t, v in s['per_task_spearman'].items())}; "
@@ -239,7 +263,7 @@ def main() -> int:
     if args.part != "0/1":
         return 0
     result = judge_stage(args, policies, real, out)
-    report(args, policies, result["scored"], result["outcome"], out)
+    report(args, policies, result["scored"], result["outcome"], result["folds"], out)
     return 0
 
 

@@ -230,9 +230,11 @@ def test_episode_labels_and_auc_known_answers():
 def test_outcome_labels_follow_the_real_twin():
     """Imagined frame j stands for control step j * stride: done from the real success step on,
     discounted value before it; a real failure is 0 throughout."""
-    value, done = outcome_labels(5, stride=4, success=True, length=8, gamma=0.5)
+    value, done = outcome_labels(5, stride=4, success=True, length=9, gamma=0.5)  # success with action 9 (index 8)
     torch.testing.assert_close(value, torch.tensor([0.5 ** 8, 0.5 ** 4, 1.0, 1.0, 1.0]))
     assert done.tolist() == [0, 0, 1, 1, 1]
+    recorded, _ = episode_labels(torch.arange(9) >= 8, gamma=0.5)  # the same episode recorded: row 8 first done
+    torch.testing.assert_close(value[:3], recorded[::4])
     value, done = outcome_labels(3, stride=4, success=False, length=200, gamma=0.5)
     assert value.tolist() == [0, 0, 0] and done.tolist() == [0, 0, 0]
 
@@ -250,7 +252,7 @@ def test_fine_tuning_starts_from_the_given_judge_and_refuses_another_task_list()
     for a, b in zip(first.parameters(), tuned.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     other = JudgeConfig(channels=3, height=16, width=16, tasks=[TEXT, "another task"], width_mult=4, state_dim=2)
-    with pytest.raises(JudgeError, match="cannot fine-tune a judge of instructions"):
+    with pytest.raises(JudgeError, match="cannot fine-tune a judge into another configuration: .'tasks'"):
         train_judge(data, other, steps=1, init=first)
 
 

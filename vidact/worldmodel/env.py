@@ -125,7 +125,7 @@ def imagine_episodes(policy, sampler, judge, starts: list[dict], max_steps: int,
     curve = torch.stack(curve, 1)  # [B, steps]
     return [{"start_episode": x["episode"], "success": bool(done[b]), "length": int(length[b]),
              "seconds": seconds, "frames": frames[b] if b < keep_frames else None,
-             "done_curve": [round(float(p), 4) for p in curve[b]]} for b, x in enumerate(starts)]
+             "done_curve": [float(p) for p in curve[b]]} for b, x in enumerate(starts)]
 
 
 def evaluate_in_model(policy, world: str, dataset_path: str, task: str | None, episodes: int, out: str | Path,

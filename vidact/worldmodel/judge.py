@@ -191,13 +191,14 @@ def judge_data(datasets: list, gamma: float, every: int = 1) -> JudgeData:
 
 
 def outcome_labels(frames: int, stride: int, success: bool, length: int, gamma: float) -> tuple[Tensor, Tensor]:
-    """Targets for the ``frames`` frames of an imagined episode (frame j at control step j * stride)
-    from the outcome of its real twin (same policy, same start): a failure is 0 throughout; a
-    success at control step ``length`` is done from that step on, and its value is the discount to
-    that step before it, as ``episode_labels`` gives a real episode."""
+    """Targets for the ``frames`` frames of an imagined episode (frame j after j * stride actions)
+    from the outcome of its real twin (same policy, same start): a failure is 0 throughout; one
+    that succeeded with its ``length``-th action is done from the frame before that action on, and
+    discounted before it, as ``episode_labels`` labels a recorded episode (``next.success``: the row
+    whose action brings success is the first done)."""
     if not success:
         return torch.zeros(frames), torch.zeros(frames)
-    to_go = (length - stride * torch.arange(frames)).clamp(min=0).float()
+    to_go = (length - 1 - stride * torch.arange(frames)).clamp(min=0).float()
     return gamma ** to_go, (to_go == 0).float()
 
 
@@ -214,9 +215,9 @@ def train_judge(data: JudgeData, config: JudgeConfig, steps: int = 1500, batch_s
         raise JudgeError(f"JudgeConfig.state_dim={S} but the data's state is "
                          f"{None if data.state is None else list(data.state.shape[1:])}")
     if init is not None:
-        if init.config.tasks != config.tasks or init.config.state_dim != S:
-            raise JudgeError(f"cannot fine-tune a judge of instructions {init.config.tasks} (state dim "
-                             f"{init.config.state_dim}) into one of {config.tasks} (state dim {S})")
+        if asdict(init.config) != asdict(config):
+            differ = {k: (v, getattr(config, k)) for k, v in asdict(init.config).items() if v != getattr(config, k)}
+            raise JudgeError(f"cannot fine-tune a judge into another configuration: {differ} (given judge vs asked)")
         judge.load_state_dict(init.state_dict())
     elif S:
         judge.state_mean.copy_(data.state.mean(0))
