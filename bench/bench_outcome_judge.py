@@ -23,9 +23,11 @@ Stages (each skipped when its file exists, so a cut run resumes): (1) every poli
 episodes on every task, run to ``--max-steps`` without stopping at the judged success (the frames,
 the world-model judge's done probabilities): OUT/episodes/POLICY/TASK.pt; ``--part i/n`` runs only
 every n-th job, for one process per core; (2) the fine-tuned judges and their verdicts:
-OUT/results.json (per-episode verdicts included), results.md, scatter_outcome.png, beside the world
-model's own judge on the same episodes (its verdicts as the imagined run made them: scatter_base.png).
-"""
+OUT/results.json (per-episode scores included), results.md, scatter_*.png, beside the world model's
+own judge on the same episodes (the probabilities the imagined run computed). Each judge is read
+with two rules (``RULES``): the in-model evaluation's own (success at the first frame over 0.5) and
+the episode's end (the mean of the last three frames over 0.5). ``--episodes-dir`` reuses the
+imagined episodes of another OUT (to fine-tune differently without imagining again)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_world_model_eval import pearson, scatter, spearman  # noqa: E402
 
 
+def episodes_dir(args) -> Path:
+    return Path(args.episodes_dir or Path(args.out) / "episodes")
+
+
 def imagine_stage(args, policies: dict[str, str], out: Path) -> None:
     from vidact.cli import build_parser
     from vidact.data.robot import RobotDataset
@@ -56,7 +62,7 @@ def imagine_stage(args, policies: dict[str, str], out: Path) -> None:
     index, parts = map(int, args.part.split("/"))
     model = None
     for label, task in jobs[index::parts]:
-        path = out / "episodes" / label / f"{task}.pt"
+        path = episodes_dir(args) / label / f"{task}.pt"
         if path.is_file():
             continue
         if model is None:
@@ -109,12 +115,10 @@ def judge_stage(args, policies: dict[str, str], real: dict[str, str], out: Path)
     from vidact.worldmodel.imagine import load_model
     from vidact.worldmodel.judge import (Judge, JudgeData, auc, concat_data, find_judge, judge_data, outcome_labels,
                                          train_judge)
-    from vidact.worldmodel.env import SUCCESS_THRESHOLD
-
     torch.set_num_threads(1)
     base_judge = Judge.load(args.init_judge or find_judge(args.world_model))
     gamma = base_judge.config.gamma
-    eps = {(label, task): torch.load(out / "episodes" / label / f"{task}.pt") for label in policies
+    eps = {(label, task): torch.load(episodes_dir(args) / label / f"{task}.pt") for label in policies
            for task in args.tasks}
     outcome = {(label, task): real_outcomes(args, real, label, task) for label in policies for task in args.tasks}
     base = None
@@ -141,21 +145,16 @@ def judge_stage(args, policies: dict[str, str], real: dict[str, str], out: Path)
                 state.append(base_judge.predict_state(f, [e["text"]] * len(f)))
         return JudgeData(torch.cat(frames), texts, torch.cat(value), torch.cat(done), torch.cat(ok), torch.cat(state))
 
-    def verdicts(judge, key, parity) -> dict[int, tuple[bool, float]]:
-        """{start: (success, the highest done probability over the imagined frames)}"""
+    def verdicts(judge, key, parity) -> dict[int, torch.Tensor]:
+        """{start: the judge's done probability at every imagined frame}"""
         e = eps[key]
-        result = {}
-        for i, start in enumerate(e["starts"]):
-            if start % 2 == parity:
-                _, p = judge.predict(e["frames"][i][1:], [e["text"]] * (len(e["frames"][i]) - 1))
-                result[start] = (bool((p > SUCCESS_THRESHOLD).any()), float(p.max()))
-        return result
+        return {start: judge.predict(e["frames"][i][1:], [e["text"]] * (len(e["frames"][i]) - 1))[1]
+                for i, start in enumerate(e["starts"]) if start % 2 == parity}
 
-    # The world model's judge: the verdicts the imagined run made (the judge that drove it).
+    # The world model's judge: the probabilities the imagined run computed (the judge that drove it).
     scored: dict[str, dict] = {"world model's judge": {}, "outcome judge": {}}
     for key, e in eps.items():
-        scored["world model's judge"][key] = {start: (bool(e["success"][i]), float(e["done_curve"][i].max()))
-                                              for i, start in enumerate(e["starts"])}
+        scored["world model's judge"][key] = {start: e["done_curve"][i].float() for i, start in enumerate(e["starts"])}
     folds = []
     t = time.time()
     for held in policies:
@@ -170,7 +169,7 @@ def judge_stage(args, policies: dict[str, str], real: dict[str, str], out: Path)
             for task in args.tasks:
                 fold[(held, task)] = verdicts(judge, (held, task), parity)
                 scored["outcome judge"].setdefault((held, task), {}).update(fold[(held, task)])
-            peaks = torch.tensor([v[1] for f in fold.values() for v in f.values()])
+            peaks = torch.tensor([float(v.max()) for f in fold.values() for v in f.values()])
             truth = torch.tensor([outcome[k][s][0] for k, f in fold.items() for s in f])
             folds.append({"held_out_policy": held, "start_parity": parity, "frames": len(data.texts),
                           "episode_auc": auc(peaks, truth)})
@@ -179,46 +178,55 @@ def judge_stage(args, policies: dict[str, str], real: dict[str, str], out: Path)
     return {"scored": scored, "outcome": outcome, "folds": folds}
 
 
+# How an imagined episode's done probabilities become a verdict (and the score its AUC reads):
+# the in-model evaluation's own rule (done at the first frame over the threshold), and the
+# episode's end (the task still done over its last three imagined frames).
+RULES = {"first crossing": lambda p: float(p.max()), "end": lambda p: float(p[-3:].mean())}
+
+
 def report(args, policies, scored, outcome, folds, out: Path) -> dict:
+    from vidact.worldmodel.env import SUCCESS_THRESHOLD
     from vidact.worldmodel.judge import auc
 
     summary: dict = {"args": vars(args), "folds": folds, "judges": {}}
-    lines = []
-    for name, verdict in scored.items():
-        rows = []
-        for label in policies:
-            for task in args.tasks:
-                v, o = verdict[(label, task)], outcome[(label, task)]
-                starts = sorted(v)
-                rows.append({"policy": label, "task": task, "real": sum(o[s][0] for s in starts) / len(starts),
-                             "imagined": sum(v[s][0] for s in starts) / len(starts), "episodes": len(starts),
-                             "agree": sum(v[s][0] == o[s][0] for s in starts)})
-        xs, ys = [r["real"] for r in rows], [r["imagined"] for r in rows]
-        # episode level: does the imagined episode's highest done probability tell the real outcome?
-        peaks = torch.tensor([verdict[k][s][1] for k in verdict for s in sorted(verdict[k])])
-        truth = torch.tensor([outcome[k][s][0] for k in verdict for s in sorted(verdict[k])])
-        means = [(sum(r["real"] for r in rows if r["policy"] == p) / len(args.tasks),
-                  sum(r["imagined"] for r in rows if r["policy"] == p) / len(args.tasks)) for p in policies]
-        summary["judges"][name] = {
-            "pearson": pearson(xs, ys), "spearman": spearman(xs, ys), "rows": rows,
-            "episode_auc": auc(peaks, truth), "episode_agreement": float(sum(r["agree"] for r in rows)) / len(truth),
-            "per_task_spearman": {t: spearman([r["real"] for r in rows if r["task"] == t],
-                                              [r["imagined"] for r in rows if r["task"] == t]) for t in args.tasks},
-            "policy_means": {"pearson": pearson(*zip(*means)), "spearman": spearman(*zip(*means))},
-            "episodes": {f"{k[0]}/{k[1]}": {str(s): {"imagined": verdict[k][s][0], "peak_done": round(verdict[k][s][1], 4),
-                                                      "real": outcome[k][s][0]} for s in sorted(verdict[k])}
-                         for k in verdict}}
-        s = summary["judges"][name]
-        lines += [f"{name}: Spearman {s['spearman']:.2f}, Pearson {s['pearson']:.2f} over {len(rows)} (policy, task) "
-                  f"pairs; per task {', '.join(f'{t.split(chr(45))[0]} {v:.2f}' for t, v in s['per_task_spearman'].items())}; "
-                  f"policy means Spearman {s['policy_means']['spearman']:.2f}; episodes: real outcome AUC "
-                  f"{s['episode_auc']:.3f}, agreement {s['episode_agreement']:.2f}"]
-        scatter([(r["real"], r["imagined"], f"{r['policy']}/{r['task'].split('-')[0]}") for r in rows],
-                out / f"scatter_{'outcome' if name == 'outcome judge' else 'base'}.png",
-                f"{name}: Pearson {s['pearson']:.2f}, Spearman {s['spearman']:.2f}")
-    names = list(scored)
-    table = ["| policy | task | MetaWorld | " + " | ".join(f"in the model, {n}" for n in names) + " |",
-             "|---|---|---:|" + "---:|" * len(names)]
+    lines, names = [], []
+    for judge_name, curves in scored.items():
+        for rule, score in RULES.items():
+            name = f"{judge_name}, {rule}"
+            names.append(name)
+            verdict = {k: {s: score(p) for s, p in v.items()} for k, v in curves.items()}
+            rows = []
+            for label in policies:
+                for task in args.tasks:
+                    v, o = verdict[(label, task)], outcome[(label, task)]
+                    starts = sorted(v)
+                    ok = {s: v[s] > SUCCESS_THRESHOLD for s in starts}
+                    rows.append({"policy": label, "task": task, "real": sum(o[s][0] for s in starts) / len(starts),
+                                 "imagined": sum(ok.values()) / len(starts), "episodes": len(starts),
+                                 "agree": sum(ok[s] == o[s][0] for s in starts)})
+            xs, ys = [r["real"] for r in rows], [r["imagined"] for r in rows]
+            # episode level: does the imagined episode's score tell its real twin's outcome?
+            scores = torch.tensor([verdict[k][s] for k in verdict for s in sorted(verdict[k])])
+            truth = torch.tensor([outcome[k][s][0] for k in verdict for s in sorted(verdict[k])])
+            means = [(sum(r["real"] for r in rows if r["policy"] == p) / len(args.tasks),
+                      sum(r["imagined"] for r in rows if r["policy"] == p) / len(args.tasks)) for p in policies]
+            summary["judges"][name] = {
+                "pearson": pearson(xs, ys), "spearman": spearman(xs, ys), "rows": rows,
+                "episode_auc": auc(scores, truth), "episode_agreement": float(sum(r["agree"] for r in rows)) / len(truth),
+                "per_task_spearman": {t: spearman([r["real"] for r in rows if r["task"] == t],
+                                                  [r["imagined"] for r in rows if r["task"] == t]) for t in args.tasks},
+                "policy_means": {"pearson": pearson(*zip(*means)), "spearman": spearman(*zip(*means))},
+                "episodes": {f"{k[0]}/{k[1]}": {str(s): {"score": round(verdict[k][s], 4), "real": outcome[k][s][0]}
+                                                for s in sorted(verdict[k])} for k in verdict}}
+            r = summary["judges"][name]
+            per_task = ", ".join(f"{t.split('-')[0]} {v:.2f}" for t, v in r["per_task_spearman"].items())
+            lines += [f"{name}: Spearman {r['spearman']:.2f}, Pearson {r['pearson']:.2f} over {len(rows)} (policy, "
+                      f"task) pairs; per task {per_task}; policy means Spearman {r['policy_means']['spearman']:.2f}; "
+                      f"episodes: real-outcome AUC {r['episode_auc']:.3f}, agreement {r['episode_agreement']:.2f}"]
+            tag = ("outcome" if judge_name == "outcome judge" else "base") + ("_end" if rule == "end" else "")
+            scatter([(x["real"], x["imagined"], f"{x['policy']}/{x['task'].split('-')[0]}") for x in rows],
+                    out / f"scatter_{tag}.png", f"{name}: Pearson {r['pearson']:.2f}, Spearman {r['spearman']:.2f}")
+    table = ["| policy | task | MetaWorld | " + " | ".join(names) + " |", "|---|---|---:|" + "---:|" * len(names)]
     rows = {n: summary["judges"][n]["rows"] for n in names}
     for i, r in enumerate(rows[names[0]]):
         n_ep = r["episodes"]
@@ -252,9 +260,11 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--part", default="0/1", help="i/n: imagine only every n-th (policy, task) job, then stop")
+    p.add_argument("--episodes-dir", default=None, help="imagined episodes (default OUT/episodes)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     policies = dict(x.split("=", 1) for x in args.policies)
     real = dict(x.split("=", 1) for x in args.real)
     if set(policies) - set(real):
