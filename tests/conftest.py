@@ -33,3 +33,14 @@ def tiny_model(tiny_cfg):
             if p.requires_grad and p.abs().sum() == 0:
                 p.normal_(std=0.05)
     return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def _normal_scheduling():
+    """A test whose fixtures encode AV1 through LeRobot's own API (libsvtav1) would leave the pytest
+    process real-time (SCHED_FIFO 99, as root), and every later test's subprocesses with it
+    (``vidact.data.codec.keep_scheduling``)."""
+    from vidact.data.codec import keep_scheduling
+
+    with keep_scheduling():
+        yield

@@ -117,3 +117,24 @@ def test_manifest_errors_name_the_problem(tmp_path):
         read_manifest(tmp_path / "m.txt")
     with pytest.raises(FileNotFoundError):
         read_manifest(tmp_path / "nope.jsonl")
+
+
+def test_encoding_av1_leaves_the_process_scheduling_as_it_was(tmp_path):
+    """libsvtav1 raises the encoding thread to SCHED_FIFO 99 where it may (root), which every later
+    child would inherit; vidact's writers put the policy back."""
+    import os
+
+    import numpy as np
+
+    from vidact.data.codec import keep_scheduling
+    from vidact.data.webvideo import write_video
+
+    before = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+    write_video(tmp_path / "a.mp4", np.zeros((4, 64, 64, 3), np.uint8), fps=10, codec="libsvtav1")
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
+    try:  # the guard itself, where this user may raise a thread's priority
+        with keep_scheduling():
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except PermissionError:
+        pytest.skip("not allowed to change the scheduling policy here (not root)")
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before

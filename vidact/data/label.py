@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from vidact.data.codec import video_codec
+from vidact.data.codec import keep_scheduling, video_codec
 from vidact.errors import run_command
 from vidact.generative.schedule import Mode
 from vidact.types import Batch
@@ -279,7 +279,8 @@ def _label(args: argparse.Namespace) -> int:
                 dataset.add_frame({"observation.image": raw[t].permute(1, 2, 0).numpy(),
                                    "observation.state": state[t].numpy().astype(np.float32),
                                    "action": actions[t].numpy().astype(np.float32), "task": text})
-            dataset.save_episode()
+            with keep_scheduling():
+                dataset.save_episode()
             record = {"episode_index": i, "video": str(path), "frames": len(frames)}
             if true is not None:
                 real = true_actions[i].float()
@@ -289,7 +290,8 @@ def _label(args: argparse.Namespace) -> int:
                 errors.append(record["label_mae"])
                 baseline.append(record["mean_action_mae"])
             records.append(record)
-        dataset.finalize()
+        with keep_scheduling():
+            dataset.finalize()
         summary.update(episodes=records, fps=fps)
         if idm is not None:
             torch.save(idm.state_dict_with_config(), staging / "meta" / STATE_IDM_FILE)

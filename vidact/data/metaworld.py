@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vidact.data.codec import video_codec
+from vidact.data.codec import keep_scheduling, video_codec
 
 log = logging.getLogger(__name__)
 
@@ -326,9 +326,10 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
         if cfg.action_free:
             summary[task]["action_free"] = kept - cfg.episodes
     progress.close()
-    dataset.finalize()
-    if withheld is not None:
-        withheld.finalize()
+    with keep_scheduling():
+        dataset.finalize()
+        if withheld is not None:
+            withheld.finalize()
     if video_writer is not None:
         video_writer.close()
     (out / "meta" / "vidact_generation.json").write_text(json.dumps(
@@ -411,7 +412,8 @@ def write_episode(dataset, cameras: list[str], description: str, episode: dict) 
         frame["next.success"] = np.array([episode["success"][t]], dtype=bool)
         frame["task"] = description
         dataset.add_frame(frame)
-    dataset.save_episode()
+    with keep_scheduling():
+        dataset.save_episode()
 
 
 class ActionFreeVideoWriter:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vidact.data.codec import keep_scheduling
 from vidact.data.transforms import fit_frames
 from vidact.models.configuration import VidActConfig
 from vidact.types import BatchKey
@@ -130,7 +131,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
     T, H, W, _ = frames.shape
     even = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with av.open(str(tmp), "w") as container:
+    with keep_scheduling(), av.open(str(tmp), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = even.shape[2], even.shape[1], "yuv420p"
         if options:

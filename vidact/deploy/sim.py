@@ -200,7 +200,10 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
     finally:
         env.close()
         if dataset is not None:
-            dataset.finalize()
+            from vidact.data.codec import keep_scheduling
+
+            with keep_scheduling():
+                dataset.finalize()
             (Path(save_dataset) / "meta" / "vidact_rollouts.json").write_text(json.dumps(
                 {"task": task, "mode": policy.mode.value, "episodes": [
                     {"episode_index": i, "seed": r["seed"], "success": r["success"], "length": r["length"]}

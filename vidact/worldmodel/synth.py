@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vidact.data.codec import video_codec
+from vidact.data.codec import keep_scheduling, video_codec
 from vidact.errors import run_command
 
 SYNTH_META = "vidact_synth.json"
@@ -262,7 +262,8 @@ def _synth(args: argparse.Namespace) -> int:
                                   "next.success": np.array([bool(ep["success"][t])]),
                                   SYNTHETIC_KEY: np.array([True]), "task": starts.text[i]})
                     dataset.add_frame(frame)
-                dataset.save_episode()
+                with keep_scheduling():
+                    dataset.save_episode()
                 if keep and accepted < args.videos:
                     record["preview"] = str(write_video(out / "previews" / f"episode_{record['episode_index']:03d}.mp4",
                                                         episode_video(ep["frames"][::c.future_frame_stride]),
@@ -277,7 +278,8 @@ def _synth(args: argparse.Namespace) -> int:
         raise SynthError(f"the judge accepted none of {attempt} imagined rollouts (highest done probability "
                          f"{best:.2f}, threshold {args.threshold}); nothing written. Raise --max-steps or "
                          "--max-attempts, or check the judge (`vidact judge` reports its accuracy on imagined frames)")
-    dataset.finalize()
+    with keep_scheduling():
+        dataset.finalize()
     summary = {"model": str(args.model), "judge": str(folder), "start_frames": str(args.start_frames),
                "asked": args.episodes, "accepted": accepted, "imagined": attempt,
                "acceptance_rate": sum(r["accepted"] for r in records) / max(attempt, 1),
