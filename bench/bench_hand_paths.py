@@ -1,0 +1,82 @@
+"""Does the world model move the hand as physics does, closed loop? Issue 13's in-model evaluation
+over-rates weak policies; this compares, per imagined frame, the hand position in a policy's
+imagined episodes (``bench_outcome_judge.py``'s stored episodes) with the hand in the MetaWorld
+episodes of the same policy from the same scenes (``vidact eval --save-dataset``, same seeds). The
+imagined hand is read by the world model's judge (its state head, the proprioception the policy
+gets inside the model); its error on the real frames is reported beside, as the reading's floor.
+
+    W=outputs/wm/bundles/latvw3k_s0
+    vidact eval ${W}_step250 --task button-press-topdown-v3 --episodes 20 --max-steps 200 --noise-scale 0.0 \\
+        --threads 1 --videos 0 --save-dataset outputs/plan/realpaths/s250 --out outputs/plan/realpaths/s250_eval
+    .venv/bin/python bench/bench_hand_paths.py --world-model $W --task button-press-topdown-v3 \\
+        --episodes-dir outputs/plan/outcome_judge/episodes --real s250=outputs/plan/realpaths/s250 ...
+
+Imagined frame k stands for control step 8k (the world model's frame stride).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def main() -> int:
+    from vidact.data.robot import RobotDataset
+    from vidact.worldmodel.imagine import load_model
+    from vidact.worldmodel.judge import Judge, find_judge
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--world-model", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--episodes-dir", required=True, help="bench_outcome_judge.py's OUT/episodes")
+    p.add_argument("--real", nargs="+", required=True, metavar="LABEL=DATASET", help="vidact eval --save-dataset")
+    p.add_argument("--frames", nargs="+", type=int, default=[1, 3, 10, 20])
+    p.add_argument("--out", default=None, help="a JSON file for the table")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    judge = Judge.load(find_judge(args.world_model))
+    model, _ = load_model(args.world_model)
+    stride = model.config.future_frame_stride
+    rows = []
+    for label, root in (x.split("=", 1) for x in args.real):
+        e = torch.load(Path(args.episodes_dir) / label / f"{args.task}.pt")
+        frames, text = e["frames"], e["text"]
+        E, T = frames.shape[:2]
+        imagined = judge.predict_state(frames.flatten(0, 1), [text] * (E * T)).view(E, T, -1)[..., :3]
+        real = RobotDataset(root, model.config)
+        if sorted(real.episode_lengths) != list(range(E)) or e["starts"] != list(range(E)):
+            raise SystemExit(f"{root}: episodes {sorted(real.episode_lengths)} do not pair with the {E} imagined ones")
+        per = {k: [] for k in args.frames}
+        for i in range(E):
+            episode = real.episode(i)
+            hand = episode["state"][:, :3].float()
+            for k in args.frames:
+                t = stride * k
+                if t >= len(hand) or k >= T:
+                    continue  # the real episode ended (success) before this frame
+                read = judge.predict_state((episode["frames"][[0, t], 0] * 255).round().to(torch.uint8), [text] * 2)
+                per[k].append([float((hand[t] - hand[0]).norm()), float((imagined[i, k] - imagined[i, 0]).norm()),
+                               float((imagined[i, k] - hand[t]).norm()), float((read[1, :3] - hand[t]).norm())])
+        for k, values in per.items():
+            if values:
+                m = torch.tensor(values).mean(0).tolist()
+                rows.append({"policy": label, "frame": k, "step": stride * k, "episodes": len(values),
+                             "real_moved_m": m[0], "imagined_moved_m": m[1], "imagined_vs_real_m": m[2],
+                             "reading_error_on_real_m": m[3]})
+    lines = ["| policy | frame (step) | episodes | real hand moved, m | imagined hand moved, m | imagined vs real, m "
+             "| state-head error on the real frame, m |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['policy']} | {r['frame']} ({r['step']}) | {r['episodes']} | {r['real_moved_m']:.3f} | "
+              f"{r['imagined_moved_m']:.3f} | {r['imagined_vs_real_m']:.3f} | {r['reading_error_on_real_m']:.3f} |"
+              for r in rows]
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
