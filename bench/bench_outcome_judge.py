@@ -67,6 +67,8 @@ def imagine_stage(args, policies: dict[str, str], out: Path) -> None:
             continue
         if model is None:
             model, sampler_cfg, judge = load_world(args.world_model, args.imagine_steps)
+            if args.action_guidance is not None:
+                sampler_cfg.action_guidance = args.action_guidance
             sampler = Sampler(model, sampler_cfg)
         cli = ["eval", policies[label], "--task", task, "--threads", "1", "--out", str(out)]  # --out unused
         if args.noise_scale is not None:
@@ -82,7 +84,7 @@ def imagine_stage(args, policies: dict[str, str], out: Path) -> None:
         for lo in range(0, args.episodes, args.batch_size):  # vidact eval --env world_model's batching and seeds
             records += imagine_episodes(policy, sampler, judge, starts[lo: lo + args.batch_size], args.max_steps,
                                         100_000 * (lo // args.batch_size), keep_frames=args.batch_size,
-                                        stop_on_success=False)
+                                        stop_on_success=False, tail=args.chunk_tail)
         frames = torch.stack([(r["frames"][:, 0] * 255).round().to(torch.uint8) for r in records])  # [E,1+G,C,H,W]
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"frames": frames, "text": TASK_DESCRIPTIONS[task], "stride": model.config.future_frame_stride,
@@ -260,6 +262,10 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--part", default="0/1", help="i/n: imagine only every n-th (policy, task) job, then stop")
+    p.add_argument("--action-guidance", type=float, default=None, help="the world model's guidance on the actions "
+                   "when imagining (default: its recipe's)")
+    p.add_argument("--chunk-tail", choices=["repeat", "policy"], default="repeat", help="the world model's actions "
+                   "after the executed ones: the last repeated (vidact eval's) or the rest of the policy's chunk")
     p.add_argument("--episodes-dir", default=None, help="imagined episodes (default OUT/episodes)")
     p.add_argument("--out", required=True)
     args = p.parse_args()

@@ -252,3 +252,19 @@ def test_inverse_dynamics_labels_beat_the_mean_action():
     label_err = (inferred - test.actions).abs().mean()
     mean_err = (test.actions.mean((0, 1)) - test.actions).abs().mean()
     assert label_err < 0.75 * mean_err, dict(label=float(label_err), mean=float(mean_err))
+
+
+def test_chunk_tail_completes_the_chunk_with_the_policys_plan_or_repeats():
+    """The world model takes K actions; after the s executed ones it gets the rest of the chunk the
+    policy planned (when the executed ones are that chunk's start), else the last one repeated."""
+    from types import SimpleNamespace
+
+    from vidact.worldmodel.env import chunk_tail
+
+    planned = torch.arange(12, dtype=torch.float32).view(2, 6, 1)
+    policy = SimpleNamespace(last_chunk=SimpleNamespace(actions=planned.numpy()))
+    executed = planned[:, :2]
+    assert torch.equal(chunk_tail(policy, executed, 4, "policy"), planned[:, 2:4])
+    assert torch.equal(chunk_tail(policy, executed, 4, "repeat"), executed[:, -1:].expand(2, 2, 1))
+    other = executed + 1  # not the start of the planned chunk (another executor): repeat
+    assert torch.equal(chunk_tail(policy, other, 4, "policy"), other[:, -1:].expand(2, 2, 1))

@@ -81,8 +81,21 @@ def start_episodes(dataset, instruction: str | None, count: int) -> list[dict]:
 
 
 @torch.no_grad()
+def chunk_tail(policy, executed: torch.Tensor, K: int, tail: str) -> torch.Tensor:
+    """The actions after the ``s`` executed ones that complete the K-step chunk the world model
+    takes: ``"policy"``, the rest of the chunk the policy planned, when the executed actions are its
+    first ``s`` (open loop: the chunk was predicted at this frame), else ``"repeat"``, the last
+    executed action repeated (as LeRobot pads)."""
+    B, s, _ = executed.shape
+    planned = getattr(policy, "last_chunk", None)
+    planned = None if planned is None else torch.as_tensor(planned.actions).float().reshape(B, -1, executed.shape[2])
+    if tail == "policy" and planned is not None and planned.shape[1] >= K and torch.allclose(planned[:, :s], executed):
+        return planned[:, s:K]
+    return executed[:, -1:].expand(B, max(K - s, 0), -1)
+
+
 def imagine_episodes(policy, sampler, judge, starts: list[dict], max_steps: int, seed: int,
-                     keep_frames: int = 0, stop_on_success: bool = True) -> list[dict]:
+                     keep_frames: int = 0, stop_on_success: bool = True, tail: str = "repeat") -> list[dict]:
     """Run the policy on ``len(starts)`` episodes at once inside the world model. Each record
     carries the judge's done probability at every imagined frame (``done_curve``); with
     ``stop_on_success=False`` every episode runs to ``max_steps`` (its imagined frames can then be
@@ -108,7 +121,7 @@ def imagine_episodes(policy, sampler, judge, starts: list[dict], max_steps: int,
         obs[policy.state_key], obs["task"] = state.numpy(), texts
         acts = np.stack([policy.select_action(obs) for _ in range(s)], 1)  # [B,s,A]
         acts = torch.from_numpy(acts).float()
-        acts = torch.cat([acts, acts[:, -1:].expand(B, max(K - s, 0), -1)], 1)[:, :K]
+        acts = torch.cat([acts, chunk_tail(policy, acts, K, tail)], 1)[:, :K]
         batch = history_batch(start, grid, j, Th)
         batch.actions = acts
         new = sampler.sample(batch, Mode.FORWARD_DYNAMICS, seed=seed + j).future_frames[:, 0].float().clamp(0, 1)
