@@ -59,18 +59,26 @@ def main() -> int:
                 if t >= len(hand) or k >= T:
                     continue  # the real episode ended (success) before this frame
                 read = judge.predict_state((episode["frames"][[0, t], 0] * 255).round().to(torch.uint8), [text] * 2)
+                # In pixels: the real step whose frame is nearest the imagined frame k (mean squared
+                # difference over the frame; the scene is still but for the arm and the objects).
+                real_frames = episode["frames"][: min(len(hand), 3 * t + 1), 0].float()
+                mse = ((real_frames - frames[i, k].float()[None] / 255) ** 2).flatten(1).mean(1)
                 per[k].append([float((hand[t] - hand[0]).norm()), float((imagined[i, k] - imagined[i, 0]).norm()),
-                               float((imagined[i, k] - hand[t]).norm()), float((read[1, :3] - hand[t]).norm())])
+                               float((imagined[i, k] - hand[t]).norm()), float((read[1, :3] - hand[t]).norm()),
+                               float(mse.argmin()), float(mse[t]), float(mse.min())])
         for k, values in per.items():
             if values:
                 m = torch.tensor(values).mean(0).tolist()
                 rows.append({"policy": label, "frame": k, "step": stride * k, "episodes": len(values),
                              "real_moved_m": m[0], "imagined_moved_m": m[1], "imagined_vs_real_m": m[2],
-                             "reading_error_on_real_m": m[3]})
+                             "reading_error_on_real_m": m[3], "nearest_real_step_in_pixels": m[4],
+                             "pixel_mse_at_step": m[5], "pixel_mse_nearest": m[6]})
     lines = ["| policy | frame (step) | episodes | real hand moved, m | imagined hand moved, m | imagined vs real, m "
-             "| state-head error on the real frame, m |", "|---|---|---:|---:|---:|---:|---:|"]
+             "| state-head error on the real frame, m | nearest real step in pixels (mean) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['policy']} | {r['frame']} ({r['step']}) | {r['episodes']} | {r['real_moved_m']:.3f} | "
-              f"{r['imagined_moved_m']:.3f} | {r['imagined_vs_real_m']:.3f} | {r['reading_error_on_real_m']:.3f} |"
+              f"{r['imagined_moved_m']:.3f} | {r['imagined_vs_real_m']:.3f} | {r['reading_error_on_real_m']:.3f} | "
+              f"{r['nearest_real_step_in_pixels']:.1f} |"
               for r in rows]
     print("\n".join(lines))
     if args.out:

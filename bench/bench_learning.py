@@ -102,7 +102,7 @@ def minutes_since(path: Path, start: float) -> float:
 def train_vidact(name: str, args, out: Path, env: dict) -> dict:
     overrides = [f"run_dir={out / 'run'}", f"train.steps={args.vidact_steps}", f"train.checkpoint_every={args.vidact_checkpoint_every}",
                  "train.keep_last=1000", "log.wandb=disabled", "log.media_every=0", f"seed={args.seed}",
-                 f"data.sources=[{{kind: lerobot, path: {args.dataset}}}]"]
+                 f"data.sources=[{{kind: lerobot, path: {args.dataset}}}]", *args.vidact_override]
     if name == "vidact_actions_only":
         overrides += ["generative.video_loss_weight=0.0", "generative.mode_weights.policy_fast=1.0"]
     start = time.time()
@@ -472,6 +472,9 @@ def main() -> None:
     p.add_argument("--budget-minutes", type=float, default=15.0, help="training wall clock for every method")
     p.add_argument("--vidact-steps", type=int, default=900, help="vidact's schedule length (about the budget)")
     p.add_argument("--vidact-checkpoint-every", type=int, default=200)
+    p.add_argument("--vidact-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for both vidact methods' training (repeatable), e.g. "
+                        "model.frame_tokenizer.patch_size=8")
     p.add_argument("--lerobot-batch-size", type=int, default=8)
     p.add_argument("--act-save-every", type=int, default=60, help="LeRobot ACT checkpoint period (steps)")
     p.add_argument("--diffusion-save-every", type=int, default=25, help="LeRobot diffusion checkpoint period (steps)")

@@ -418,3 +418,25 @@ def test_graphed_sampler_replays_the_eager_sample(tiny_model, tiny_cfg, mode):
     for seed in (1, 2):  # new observations and noise copied into the graph's buffers
         batch, noise = fake_batch(tiny_cfg, 1, seed=seed).to("cuda"), initial_noise(model, 1, seed)
         torch.testing.assert_close(graphed(batch, noise).actions, sampler.sample(batch, mode, noise=noise).actions)
+
+
+def test_rest_shows_the_steps_before_the_episode_start_and_masks_other_padding(tiny_model, tiny_cfg):
+    """model.history_before_start=rest: the history steps before an episode's first frame (leading
+    pads, which repeat that frame) are attended to as the arm at rest; other padding stays masked."""
+    rest = VidAct(dataclasses.replace(tiny_cfg, history_before_start="rest")).eval()
+    rest.load_state_dict(tiny_model.state_dict())
+    batch = fake_batch(tiny_cfg, 2)
+    xv, xa, tv, ta = _inputs(tiny_model, tiny_cfg)
+
+    def predict(model, pad):
+        b = dataclasses.replace(batch, obs_is_pad=torch.tensor([pad, pad]))
+        with torch.no_grad():
+            return model(model.embed_prefix(b), xv, xa, tv, ta).action
+
+    at_start, none, trailing = [True, False], [False, False], [False, True]
+    assert torch.allclose(predict(rest, at_start), predict(rest, none), atol=1e-6)
+    assert not torch.allclose(predict(tiny_model, at_start), predict(tiny_model, none), atol=1e-4)
+    assert torch.allclose(predict(rest, trailing), predict(tiny_model, trailing), atol=1e-6)
+    assert not torch.allclose(predict(rest, trailing), predict(rest, none), atol=1e-4)
+    with pytest.raises(ValueError, match="history_before_start"):
+        dataclasses.replace(tiny_cfg, history_before_start="zeros")

@@ -23,6 +23,7 @@ FLAVORS: dict[str, tuple[int, int, int]] = {
 
 NORMALIZATION_MODES = ("mean_std", "quantile")
 PREDICTIONS = ("velocity", "x0")
+HISTORY_BEFORE_START = ("masked", "rest")
 
 
 @dataclass
@@ -66,6 +67,13 @@ class VidActConfig:
     # model ignores where things are; ~1 (DiT's fixed sin-cos amplitude) lets it learn them
     # (docs/notes.md: sliding square, forward dynamics).
     embedding_init_std: float = 0.02
+    # History steps before an episode's first frame (the first Th - 1 steps of every episode).
+    # "masked" (LeRobot's convention): left out of attention; the model then cannot tell an arm at
+    # rest from one already moving, and a world model started at an episode's first frame runs the
+    # arm ahead of physics (~1.5x in the first imagined frame, BENCHMARKS.md "A judge taught by
+    # outcomes"). "rest": shown as the first frame and state (every reader pads that way), as the
+    # robot was before the episode began: at rest, so the history says its velocity is zero.
+    history_before_start: str = "masked"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -77,6 +85,7 @@ class VidActConfig:
         _choice("model.text_encoder.kind", self.text_encoder.kind, TEXT_ENCODERS)
         _choice("model.normalization", self.normalization, NORMALIZATION_MODES)
         _choice("model.video_prediction", self.video_prediction, PREDICTIONS)
+        _choice("model.history_before_start", self.history_before_start, HISTORY_BEFORE_START)
         for name in ("height", "width", "channels", "views", "history", "chunk_length", "state_dim", "action_dim",
                      "future_frame_stride"):
             if getattr(self, name) < 1:

@@ -169,6 +169,9 @@ class VidAct(nn.Module):
         device = batch.obs_frames.device
         obs_valid = ~batch.obs_is_pad if batch.obs_is_pad is not None else torch.ones(B, Th, dtype=torch.bool,
                                                                                       device=device)
+        if c.history_before_start == "rest" and batch.obs_is_pad is not None:
+            # The leading padded steps are those before the episode's first frame, which they repeat.
+            obs_valid = obs_valid | batch.obs_is_pad.long().cumprod(1).bool()
         parts, valid, lengths = [], [], {}
         if self.text_encoder is not None or batch.text_embeddings is not None:
             emb, mask = self.embed_text(batch)
