@@ -12,6 +12,15 @@ gets inside the model); its error on the real frames is reported beside, as the 
         --episodes-dir outputs/plan/outcome_judge/episodes --real s250=outputs/plan/realpaths/s250 ...
 
 Imagined frame k stands for control step 8k (the world model's frame stride).
+
+``--replay DATASET ...`` instead: open loop, the recorded actions of each dataset's first
+``--replay-episodes`` episodes rolled through the world model from control steps ``--starts``
+(0: the episode's first frame, the history before it padded), and the real step whose frame is
+nearest each imagined one in pixels. It separates the model's response from the episode start
+(where every closed-loop evaluation begins) from its response mid-motion:
+
+    .venv/bin/python bench/bench_hand_paths.py --world-model $W --replay outputs/wm/heldout \
+        outputs/plan/realpaths/s250 outputs/plan/realpaths/s3000
 """
 
 from __future__ import annotations
@@ -24,6 +33,34 @@ from pathlib import Path
 import torch
 
 
+def replay(args) -> list[dict]:
+    """Open-loop rows: (dataset, start step) -> mean nearest real step for imagined frames 1..3."""
+    from vidact.data.robot import RobotDataset
+    from vidact.generative.sample import Sampler
+    from vidact.worldmodel.env import load_world
+    from vidact.worldmodel.imagine import episode_windows
+    from vidact.worldmodel.rollout import rollout
+
+    model, sampler_cfg, _ = load_world(args.world_model, args.imagine_steps)
+    sampler, stride, frames = Sampler(model, sampler_cfg), model.config.future_frame_stride, 3
+    rows = []
+    for root in args.replay:
+        data = RobotDataset(root, model.config)
+        episodes = sorted(data.episode_lengths)[: args.replay_episodes]
+        for t0 in args.starts:
+            w = episode_windows(data, episodes, frames * stride, start=t0)
+            imagined = rollout(sampler, w.start, frames * stride, actions=w.actions, seed=args.seed).frames
+            nearest = torch.zeros(len(w.episodes), frames)
+            for b, ep in enumerate(w.episodes):
+                real = data.episode(ep)["frames"][t0: t0 + 3 * frames * stride, 0].float()
+                for k in range(frames):
+                    nearest[b, k] = ((real - imagined[b, k, 0].float()[None]) ** 2).flatten(1).mean(1).argmin()
+            rows.append({"dataset": root, "start": t0, "episodes": len(w.episodes),
+                         "nearest_real_step": [round(float(v), 1) for v in nearest.mean(0)],
+                         "true_step": [stride * (k + 1) for k in range(frames)]})
+    return rows
+
+
 def main() -> int:
     from vidact.data.robot import RobotDataset
     from vidact.worldmodel.imagine import load_model
@@ -31,13 +68,30 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--world-model", required=True)
-    p.add_argument("--task", required=True)
-    p.add_argument("--episodes-dir", required=True, help="bench_outcome_judge.py's OUT/episodes")
-    p.add_argument("--real", nargs="+", required=True, metavar="LABEL=DATASET", help="vidact eval --save-dataset")
+    p.add_argument("--task")
+    p.add_argument("--episodes-dir", help="bench_outcome_judge.py's OUT/episodes")
+    p.add_argument("--real", nargs="+", metavar="LABEL=DATASET", help="vidact eval --save-dataset")
+    p.add_argument("--replay", nargs="+", metavar="DATASET", help="open loop instead: recorded actions from --starts")
+    p.add_argument("--replay-episodes", type=int, default=10)
+    p.add_argument("--starts", nargs="+", type=int, default=[0, 8, 16])
+    p.add_argument("--imagine-steps", type=int, default=None, help="default: the world model's (vidact eval's)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", nargs="+", type=int, default=[1, 3, 10, 20])
     p.add_argument("--out", default=None, help="a JSON file for the table")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.replay:
+        rows = replay(args)
+        lines = ["| dataset | start step | episodes | nearest real step to imagined frames 1, 2, 3 (true: 8, 16, 24) |",
+                 "|---|---:|---:|---|"]
+        lines += [f"| {r['dataset']} | {r['start']} | {r['episodes']} | "
+                  f"{', '.join(str(v) for v in r['nearest_real_step'])} |" for r in rows]
+        print("\n".join(lines))
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=2))
+        return 0
+    if not (args.task and args.episodes_dir and args.real):
+        p.error("--task, --episodes-dir and --real are required (or --replay)")
     judge = Judge.load(find_judge(args.world_model))
     model, _ = load_model(args.world_model)
     stride = model.config.future_frame_stride

@@ -77,6 +77,25 @@ def test_episode_subset(synthetic_dataset, synth_spec):
 
 
 @pytest.mark.parametrize("reader", ["vidact", "lerobot"])
+def test_first_steps_keeps_each_episodes_start_windows(synthetic_dataset, synth_spec, reader):
+    full = RobotDataset(synthetic_dataset, synth_cfg(), camera_keys=CAMS, reader=reader)
+    starts = RobotDataset(synthetic_dataset, synth_cfg(), camera_keys=CAMS, reader=reader, first_steps=3)
+    first = synth_spec["lengths"][0]
+    rows = [0, 1, 2, first, first + 1, first + 2]
+    assert len(starts) == 3 * len(synth_spec["lengths"]) and starts.window_episodes.tolist()[:6] == [0, 0, 0, 1, 1, 1]
+    for i, row in enumerate(rows):
+        a, b = starts[i], full[row]
+        assert all(torch.equal(v, b[k]) if isinstance(v, torch.Tensor) else v == b[k] for k, v in a.items()), (i, row)
+
+
+def test_first_steps_is_checked():
+    from vidact.data.config import SourceConfig
+
+    with pytest.raises(ValueError, match="first_steps=0"):
+        SourceConfig(path="x", first_steps=0).validate("data.sources[1]")
+
+
+@pytest.mark.parametrize("reader", ["vidact", "lerobot"])
 def test_dataloader_with_workers_after_main_process_decoded(synthetic_dataset, reader):
     cfg = synth_cfg()
     ds = RobotDataset(synthetic_dataset, cfg, camera_keys=CAMS, reader=reader)

@@ -30,6 +30,9 @@ class SourceConfig:
     state_key: str = "observation.state"
     action_key: str = "action"
     episodes: Optional[List[int]] = None
+    # Only the windows whose last observed step is among each episode's first N steps (a second
+    # source over the same data with this set oversamples episode starts, where a rollout begins).
+    first_steps: Optional[int] = None
     # webvideo
     fps: float = 10.0  # clips are resampled to this rate before future_frame_stride spacing
     fit: str = ""  # one of FIT_MODES; empty: "resize" for lerobot, "center_crop" for webvideo
@@ -51,6 +54,8 @@ class SourceConfig:
         for camera, mode in self.camera_fit.items():
             if mode not in FIT_MODES:
                 raise ValueError(f"{key}.camera_fit[{camera!r}]={mode!r} is not one of {list(FIT_MODES)}")
+        if self.first_steps is not None and (self.kind != "lerobot" or self.first_steps < 1):
+            raise ValueError(f"{key}.first_steps={self.first_steps}: must be >= 1, on a LeRobot source")
         if self.camera_fit and self.kind != "lerobot":
             raise ValueError(f"{key}.camera_fit is for LeRobot datasets (cameras); use {key}.fit for web video")
 

@@ -160,9 +160,9 @@ def robot_frame_keys(dataset, idx: int) -> list[list[str]]:
 
     if not isinstance(dataset, RobotDataset):
         raise TypeError(f"cannot name the frames of a {type(dataset).__name__} for the latent cache")
-    o = dataset._offsets
-    rows, _ = dataset._window(int(idx), np.concatenate([o["history"], o["future"]]))
-    ep = int(dataset._episode[int(idx)])
+    o, row = dataset._offsets, dataset.row(idx)
+    rows, _ = dataset._window(row, np.concatenate([o["history"], o["future"]]))
+    ep = int(dataset._episode[row])
     start = dataset._ep_rows[ep][0]
     root = str(dataset.meta.root)
     return [[f"robot|{dataset.name}|{root}|ep={ep}|frame={int(r) - start}|{cam}|{dataset.camera_fit[cam]}"
@@ -219,7 +219,8 @@ def build_sources(data_cfg, model_cfg) -> tuple[list[Dataset], list[str], list[f
         if s.kind == "lerobot":
             ds = RobotDataset(s.path, model_cfg, repo_id=s.repo_id, camera_keys=list(s.camera_keys) or None,
                               state_key=s.state_key, action_key=s.action_key, episodes=s.episodes,
-                              reader=data_cfg.reader, fit=s.fit_mode, camera_fit=s.camera_fit, name=name)
+                              reader=data_cfg.reader, fit=s.fit_mode, camera_fit=s.camera_fit, name=name,
+                              first_steps=s.first_steps)
         else:
             ds = WebVideoDataset.from_source(s.path, model_cfg, fps=s.fps, fit=s.fit_mode, seed=data_cfg.seed,
                                              name=name)

@@ -81,7 +81,7 @@ class RobotDataset(Dataset):
                  camera_keys: list[str] | None = None, state_key: str = "observation.state",
                  action_key: str = "action", episodes: list[int] | None = None, reader: str = "vidact",
                  fit: str = "resize", camera_fit: Mapping[str, str] | None = None, name: str | None = None,
-                 tolerance_s: float = 1e-4):
+                 tolerance_s: float = 1e-4, first_steps: int | None = None):
         from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
         if reader not in READERS:
@@ -101,6 +101,11 @@ class RobotDataset(Dataset):
         self.meta, self.fps, self.tolerance_s = self.lerobot.meta, meta.fps, tolerance_s
         self._offsets = {k: np.asarray(v, dtype=np.int64) for k, v in window_offsets(model_cfg).items()}
         self._load_columns()
+        # Item i is the window at row self._rows[i] (every row, or the episodes' first steps only).
+        self._rows = np.arange(len(self._episode))
+        if first_steps is not None:
+            self._rows = np.concatenate([np.arange(start, min(end, start + first_steps))
+                                         for start, end in sorted(self._ep_rows.values())])
         self._decoders: dict[str, Any] = {}
         self._decoders_pid = os.getpid()
 
@@ -142,12 +147,16 @@ class RobotDataset(Dataset):
         self._tasks = {int(i): str(name) for name, i in zip(self.meta.tasks.index, self.meta.tasks["task_index"])}
 
     def __len__(self) -> int:
-        return len(self._episode)
+        return len(self._rows)
+
+    def row(self, idx: int) -> int:
+        """The table row of item ``idx`` (its window's last observed step)."""
+        return int(self._rows[idx])
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         if self.reader == "lerobot":
-            return self.from_lerobot_item(self.lerobot[idx])
-        return self._fast_item(int(idx))
+            return self.from_lerobot_item(self.lerobot[self.row(idx)])
+        return self._fast_item(self.row(idx))
 
     # -- the fast reader ---------------------------------------------------------------------
 
@@ -247,8 +256,8 @@ class RobotDataset(Dataset):
 
     @property
     def window_episodes(self) -> np.ndarray:
-        """[len(self)] the episode of every window (item ``i`` is the window at row ``i``)."""
-        return self._episode
+        """[len(self)] the episode of every window (item ``i``)."""
+        return self._episode[self._rows]
 
     def episode(self, ep: int) -> dict[str, Any]:
         """One whole episode at the model's resolution: ``frames`` [T,V,C,H,W] float in [0,1],
