@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-action-steps", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=400, help="episode length limit (LeRobot's MetaWorld: 400)")
     p.add_argument("--seed", type=int, default=None, help="first evaluation seed (default: held-out range)")
+    p.add_argument("--training-scenes", action="store_true", help="--task on MetaWorld: the scenes the bundle's "
+                   "demos were generated from instead of held-out ones (does the policy fit its own demos?); "
+                   "results are not held out")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
     p.add_argument("--noise-scale", type=float, default=None, help="standard deviation of the action noise the "
                    "sampler starts from (default: the bundle's; 1 unless its recipe set sampler.noise_scale)")

@@ -159,3 +159,19 @@ def test_eval_saves_its_rollouts_as_a_lerobot_dataset(metaworld_bundle, tmp_path
     assert [e["success"] for e in meta["episodes"]] == [r["success"] for r in results["per_episode"]]
     assert main(["eval", str(metaworld_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "2",
                  "--out", str(out), "--save-dataset", str(data)]) == 2  # exists, no --overwrite: refused
+
+
+def test_eval_on_the_training_scenes(metaworld_bundle, tmp_path, capsys):
+    """--training-scenes: the scenes the demos came from (the held-out check would refuse them),
+    said on stdout; misuse is a one-line error."""
+    out = tmp_path / "eval"
+    assert main(["eval", str(metaworld_bundle), "--task", TASK, "--episodes", "2", "--max-steps", "2",
+                 "--out", str(out), "--videos", "0", "--training-scenes"]) == 0
+    assert "not held out" in capsys.readouterr().out
+    assert [e["seed"] for e in json.loads((out / "results.json").read_text())["per_episode"]] == [0, 1]
+    for extra, message in [(["--task", TASK, "--seed", "5"], "drop --seed"),
+                           (["--task", "push-v3"], "with task 'push-v3'"),
+                           (["--tasks", TASK, "push-v3"], "one --task")]:
+        assert main(["eval", str(metaworld_bundle), *extra, "--episodes", "1", "--out", str(out),
+                     "--training-scenes"]) == 2
+        assert message in capsys.readouterr().err
