@@ -38,13 +38,19 @@ MW_MODEL = ["model.height=32", "model.width=32", "model.channels=3", "model.stat
             "model.frame_tokenizer.patch_size=8"]
 
 
-def train_tiny(dataset: Path, run: Path, steps: int = 1) -> int:
+def train_tiny(dataset: Path, run: Path, steps: int = 1, *overrides: str) -> int:
     """`vidact train` of the MetaWorld-shaped tiny model on one LeRobot dataset; the exit code."""
     from vidact.cli import main
 
-    return main(["train", "debug_sliding_square", *MW_MODEL, "data.kind=lerobot",
+    return main(["train", "debug_sliding_square", *MW_MODEL, *overrides, "data.kind=lerobot",
                  f"data.sources=[{{kind: lerobot, path: '{dataset}'}}]", f"train.steps={steps}", "train.batch_size=4",
                  f"run_dir={run}"])
+
+
+@pytest.fixture(scope="session")
+def train_metaworld_tiny():
+    """``train_metaworld_tiny(dataset, run, steps, *overrides)``: :func:`train_tiny`'s exit code."""
+    return train_tiny
 
 
 @pytest.fixture(scope="session")

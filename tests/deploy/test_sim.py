@@ -175,3 +175,35 @@ def test_eval_on_the_training_scenes(metaworld_bundle, tmp_path, capsys):
         assert main(["eval", str(metaworld_bundle), *extra, "--episodes", "1", "--out", str(out),
                      "--training-scenes"]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_privileged_state_is_generated_and_evaluated_alike(train_metaworld_tiny, tmp_path):
+    """`vidact data metaworld --state privileged`: observation.state also holds the object's and the
+    goal's xyz; a bundle trained on it is shown the same 10 values by `vidact eval`."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from vidact.data.metaworld import STATE_KINDS, ExpertRollout
+
+    data, run, bundle = tmp_path / "data", tmp_path / "run", tmp_path / "bundle"
+    assert main(["data", "metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(data),
+                 "--height", "32", "--width", "32", "--state", "privileged"]) == 0
+    ds = LeRobotDataset("local/privileged", root=data)
+    assert ds.meta.features["observation.state"]["names"] == STATE_KINDS["privileged"]
+    rollout = ExpertRollout("reach-v3", ["corner2"], 32, 32, state="privileged")
+    try:
+        rollout.reset(0)  # the first episode's seed
+        goal = np.asarray(rollout.env._target_pos, np.float32)
+    finally:
+        rollout.close()
+    states = np.stack(ds.hf_dataset.with_format("numpy")["observation.state"])
+    np.testing.assert_allclose(states[:, 7:], np.broadcast_to(goal, (len(states), 3)), atol=1e-5)
+    assert np.abs(states[0, 7:]).sum() > 0.1  # the goal, not MetaWorld's zeroed partial observation
+
+    assert train_metaworld_tiny(data, run, 1, "model.state_dim=10") == 0
+    assert main(["export", str(run), str(bundle)]) == 0
+    assert json.loads((bundle / "vidact_policy.json").read_text())["state"]["metaworld"] == "privileged"
+    out = tmp_path / "eval"
+    # One demo: the object and the goal never moved in training, so the state guard is off.
+    assert main(["eval", str(bundle), "--task", "reach-v3", "--episodes", "1", "--max-steps", "2",
+                 "--out", str(out), "--videos", "0", "--max-state-deviation", "1e9"]) == 0
+    assert json.loads((out / "results.json").read_text())["episodes"] == 1

@@ -28,6 +28,9 @@ def main(argv: list[str]) -> int:
                     help="vidact: fast renderer (shadows/reflections/skybox off; evaluate with vidact eval); "
                     "lerobot: exactly the image lerobot-eval gives a policy (LeRobot's env at 480x480, "
                     "resized as the policy resizes it; ~9x slower to render)")
+    mw.add_argument("--state", choices=["agent", "privileged"], default="agent", help="observation.state: agent "
+                    "(hand xyz + gripper, what LeRobot's env gives) or privileged (+ the object's and the goal's xyz: "
+                    "a diagnostic, is reading the scene from pixels what limits a policy?)")
     mw.add_argument("--height", type=int, default=96)
     mw.add_argument("--width", type=int, default=96)
     mw.add_argument("--seed", type=int, default=0)
@@ -65,7 +68,7 @@ def _metaworld(args: argparse.Namespace) -> int:
     try:
         tasks = resolve_tasks(args.tasks, args.benchmark)
         cfg = MetaWorldGenConfig(tasks=tasks, episodes=args.episodes, out=args.out, cameras=args.cameras,
-                                 camera=args.camera, benchmark=args.benchmark and args.benchmark.upper(),
+                                 camera=args.camera, state=args.state, benchmark=args.benchmark and args.benchmark.upper(),
                                  height=args.height, width=args.width, seed=args.seed, max_steps=args.max_steps,
                                  keep_failed=args.keep_failed,
                                  steps_after_success=args.steps_after_success, video_out=args.video_out, vcodec=args.vcodec,

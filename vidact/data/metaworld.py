@@ -4,6 +4,8 @@ Conventions follow LeRobot's MetaWorld env (``lerobot/envs/metaworld.py``, what 
 --env.type=metaworld`` runs) so a policy trained on this data can be evaluated there:
 - camera ``corner2`` moved to (0.75, 0.075, 0.7), image flipped on both axes;
 - ``observation.state`` = the first 4 raw observation dims (hand xyz, gripper opening);
+  ``--state privileged`` adds the first object's and the goal's xyz (10 dims), which no camera
+  policy gets: a diagnostic that tells reading the scene from pixels apart from the rest;
 - the instruction is LeRobot's ``TASK_DESCRIPTIONS[task]``; an episode ends at first success;
 - the first camera is stored as ``observation.image`` (the key LeRobot maps the env's pixels to),
   further cameras as ``observation.images.<camera>``.
@@ -52,6 +54,10 @@ WITHHELD_DIR = "withheld_actions"  # the action-free episodes' true actions, bes
 CAMERA_MODES = ("vidact", "lerobot")
 LEROBOT_IMAGE_SIZE = 480  # LeRobot's MetaworldEnv observation_height/width
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
+# ``--state``: what observation.state holds. agent: LeRobot's agent_pos; privileged: + the first
+# object's and the goal's positions (MetaWorld's obs[4:7] and, fully observable, obs[36:39]).
+STATE_KINDS = {"agent": STATE_NAMES,
+               "privileged": STATE_NAMES + ["object_x", "object_y", "object_z", "goal_x", "goal_y", "goal_z"]}
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 # MetaWorld's multi-task benchmarks -> the env dicts its benchmark classes (metaworld.MT10, ...) train
 # on. Read from the dicts: constructing metaworld.MT10() also samples 50 layouts per task (~25 s).
@@ -102,6 +108,7 @@ class MetaWorldGenConfig:
     out: str
     cameras: list[str] = field(default_factory=lambda: ["corner2"])
     camera: str = "vidact"  # rendering: vidact (fast) or lerobot (what lerobot-eval shows a policy)
+    state: str = "agent"  # one of STATE_KINDS
     height: int = 96
     width: int = 96
     seed: int = 0
@@ -145,6 +152,8 @@ class MetaWorldGenConfig:
             raise ValueError("--cameras: at least one camera is needed")
         if self.camera not in CAMERA_MODES:
             raise ValueError(f"--camera must be one of {CAMERA_MODES}, got {self.camera!r}")
+        if self.state not in STATE_KINDS:
+            raise ValueError(f"--state must be one of {list(STATE_KINDS)}, got {self.state!r}")
         if self.camera == "lerobot" and self.cameras != ["corner2"]:
             raise ValueError(f"--camera lerobot renders the one camera lerobot-eval shows (corner2); "
                              f"got --cameras {self.cameras}")
@@ -157,6 +166,13 @@ def episode_seed(seed: int, task_number: int, attempt: int) -> int:
     return seed + 100_000 * task_number + attempt
 
 
+def metaworld_state(obs: np.ndarray, kind: str = "agent") -> np.ndarray:
+    """observation.state of ``kind`` (STATE_KINDS) from MetaWorld's raw observation vector."""
+    if kind == "privileged":
+        return np.concatenate([obs[:7], obs[36:39]]).astype(np.float32)
+    return obs[:4].astype(np.float32)
+
+
 def image_key(camera_index: int, camera: str) -> str:
     return PRIMARY_IMAGE_KEY if camera_index == 0 else f"observation.images.{camera}"
 
@@ -165,14 +181,15 @@ class ExpertRollout:
     """One MetaWorld task with its scripted expert and an offscreen renderer (``camera``: see the
     module docstring)."""
 
-    def __init__(self, task: str, cameras: list[str], height: int, width: int, camera: str = "vidact"):
+    def __init__(self, task: str, cameras: list[str], height: int, width: int, camera: str = "vidact",
+                 state: str = "agent"):
         import metaworld
         import mujoco
         from lerobot.envs.metaworld import TASK_DESCRIPTIONS, TASK_POLICY_MAPPING
 
         self.task, self.description = task, TASK_DESCRIPTIONS[task]
         self.policy = TASK_POLICY_MAPPING[task]()
-        self.size = (height, width)
+        self.size, self.state = (height, width), state
         self.lerobot_env = None
         if camera == "lerobot":
             from lerobot.envs.metaworld import MetaworldEnv
@@ -182,12 +199,14 @@ class ExpertRollout:
             self.lerobot_env = MetaworldEnv(task, obs_type="pixels_agent_pos")  # corner2, as lerobot-eval
             self.lerobot_env._ensure_env()
             self.env, self.cameras, self.renderer = self.lerobot_env._env, list(cameras), None
+            self._observe_goal()
             return
         mt1 = metaworld.MT1(task, seed=42)  # LeRobot's choice; the per-episode seed randomizes positions
         self.env = mt1.train_classes[task]()
         self.env.set_task(mt1.train_tasks[0])
         self.env._freeze_rand_vec = False
         self.env.seeded_rand_vec = True
+        self._observe_goal()
         names = [mujoco.mj_id2name(self.env.model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self.env.model.ncam)]
         missing = [c for c in cameras if c not in names]
         if missing:
@@ -200,6 +219,11 @@ class ExpertRollout:
         for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
                      mujoco.mjtRndFlag.mjRND_SKYBOX):
             self.renderer.scene.flags[flag] = False
+
+    def _observe_goal(self) -> None:
+        """The privileged state reads the goal, which MetaWorld zeroes unless fully observable."""
+        if self.state == "privileged":
+            self.env._partially_observable = False
 
     def reset(self, seed: int) -> np.ndarray:
         """Start the episode of ``seed`` (the layout LeRobot's env draws for the same seed); returns
@@ -243,7 +267,7 @@ class ExpertRollout:
             frames.append(self.render())
             # The expert's gains can exceed the action space; the env clips, so record what it executes.
             action = np.clip(self.policy.get_action(obs), -1.0, 1.0).astype(np.float32)
-            states.append(obs[:4].astype(np.float32))
+            states.append(metaworld_state(obs, self.state))
             actions.append(action)
             obs, reward, _, truncated, info = self.env.step(action)
             rewards.append(float(reward))
@@ -259,12 +283,13 @@ class ExpertRollout:
         self.env.close()
 
 
-def dataset_features(cameras: list[str], height: int, width: int) -> dict:
+def dataset_features(cameras: list[str], height: int, width: int, state: str = "agent") -> dict:
     features = {
         image_key(i, cam): {"dtype": "video", "shape": (height, width, 3), "names": ["height", "width", "channels"]}
         for i, cam in enumerate(cameras)
     }
-    features["observation.state"] = {"dtype": "float32", "shape": (4,), "names": STATE_NAMES}
+    names = STATE_KINDS[state]
+    features["observation.state"] = {"dtype": "float32", "shape": (len(names),), "names": names}
     features["action"] = {"dtype": "float32", "shape": (4,), "names": ACTION_NAMES}
     features["next.reward"] = {"dtype": "float32", "shape": (1,), "names": None}
     features["next.success"] = {"dtype": "bool", "shape": (1,), "names": None}
@@ -272,7 +297,7 @@ def dataset_features(cameras: list[str], height: int, width: int) -> dict:
 
 
 def create_dataset(out: Path, repo: str, cameras: list[str], height: int, width: int, vcodec: str | None = None,
-                   overwrite: bool = False, flag: str = "--out"):
+                   overwrite: bool = False, flag: str = "--out", state: str = "agent"):
     """An empty LeRobot dataset at ``out`` with the features generated MetaWorld data has; ``vcodec``
     None: ``codec.video_codec``'s choice for the size."""
     from lerobot.configs.video import RGBEncoderConfig
@@ -282,7 +307,7 @@ def create_dataset(out: Path, repo: str, cameras: list[str], height: int, width:
         if not overwrite:
             raise FileExistsError(f"{flag} {out} already exists; pass --overwrite to replace it")
         shutil.rmtree(out)
-    return LeRobotDataset.create(repo_id=repo, fps=FPS, features=dataset_features(cameras, height, width), root=out,
+    return LeRobotDataset.create(repo_id=repo, fps=FPS, features=dataset_features(cameras, height, width, state), root=out,
                                  robot_type="sawyer", use_videos=True,
                                  rgb_encoder=RGBEncoderConfig(vcodec=video_codec(height, width, vcodec)))
 
@@ -290,16 +315,17 @@ def create_dataset(out: Path, repo: str, cameras: list[str], height: int, width:
 def generate(cfg: MetaWorldGenConfig) -> dict:
     """Write the dataset to ``cfg.out``; returns a summary (episodes kept / tried per task)."""
     out = Path(cfg.out)
-    dataset = create_dataset(out, repo_id(cfg), cfg.cameras, cfg.height, cfg.width, cfg.vcodec, cfg.overwrite)
+    dataset = create_dataset(out, repo_id(cfg), cfg.cameras, cfg.height, cfg.width, cfg.vcodec, cfg.overwrite,
+                             state=cfg.state)
     video_writer = ActionFreeVideoWriter(Path(cfg.video_out), cfg.manifest_name) if cfg.video_out else None
     withheld = (create_dataset(Path(cfg.withheld_out), repo_id(cfg) + "_withheld", cfg.cameras, cfg.height,
-                               cfg.width, cfg.vcodec, overwrite=True) if cfg.action_free else None)
+                               cfg.width, cfg.vcodec, overwrite=True, state=cfg.state) if cfg.action_free else None)
     summary: dict[str, dict[str, int]] = {}  # per task: episodes kept, tried, and the expert's successes
     desc = cfg.tasks[0] if len(cfg.tasks) == 1 else "metaworld episodes"
     per_task = cfg.episodes + cfg.action_free
     progress = tqdm(total=per_task * len(cfg.tasks), desc=desc, unit="ep")
     for task_number, task in enumerate(cfg.tasks, start=cfg.task_number_offset):
-        rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width, cfg.camera)
+        rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width, cfg.camera, cfg.state)
         kept = tried = successes = 0
         try:
             while kept < per_task:

@@ -66,14 +66,15 @@ def camera_info(cfg) -> tuple[list[str], list[list[int]] | None, dict[str, str],
     return keys, None, {k: "resize" for k in keys}, None
 
 
-def camera_rendering(cfg) -> str | None:
-    """How ``vidact data metaworld`` rendered the run's first LeRobot dataset (``vidact`` or
-    ``lerobot``, its ``--camera``), so ``vidact eval`` renders the same way; None when the data
-    did not come from that generator."""
+def metaworld_generation(cfg) -> dict | None:
+    """The ``vidact data metaworld`` settings of the run's first LeRobot dataset that ``vidact
+    eval`` must repeat: ``rendering`` (its ``--camera``: vidact or lerobot) and ``state`` (its
+    ``--state``: agent or privileged); None when the data did not come from that generator."""
     for source in (s for s in cfg.data.sources if s.kind == "lerobot"):
         meta = Path(source.path) / "meta" / "vidact_generation.json"
         if meta.is_file():
-            return json.loads(meta.read_text())["config"].get("camera", "vidact")
+            config = json.loads(meta.read_text())["config"]
+            return {"rendering": config.get("camera", "vidact"), "state": config.get("state", "agent")}
     return None
 
 
@@ -175,6 +176,7 @@ def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_step
     from vidact.worldmodel.judge import JUDGE_CONFIG, JUDGE_DIR
 
     keys, sizes, fits, dataset_action_stats = camera_info(cfg)
+    generation = metaworld_generation(cfg) or {}
     write_weights(out, merged.state_dict)
     bundle_model, folders = write_components(out, cfg.model)
     bundle_cfg = dataclasses.replace(cfg, model=bundle_model)
@@ -184,9 +186,9 @@ def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_step
         "format": BUNDLE_FORMAT,
         "action": {"key": ACTION_KEY, "dim": cfg.model.action_dim,
                    "bounds": action_bounds(cfg, dataset_action_stats, cfg.model.action_dim)},
-        "state": {"key": STATE_KEY, "dim": cfg.model.state_dim},
+        "state": {"key": STATE_KEY, "dim": cfg.model.state_dim, "metaworld": generation.get("state")},
         "cameras": {"keys": keys, "recorded_size": sizes, "model_size": [cfg.model.height, cfg.model.width],
-                    "fit": fits, "rendering": camera_rendering(cfg)},
+                    "fit": fits, "rendering": generation.get("rendering")},
         "text_encoder": {"kind": text.kind, "path": text.path, "max_length": text.max_length,
                          "weights_in_bundle": text.kind != "none"},
         "components": folders,
