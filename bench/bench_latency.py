@@ -58,12 +58,13 @@ def time_calls(fn, calls: int) -> tuple[float, float]:
     return percentiles(times)
 
 
-def build(flavor: str, bundle: str | None, mode: str, steps: int) -> Policy:
+def build(flavor: str, bundle: str | None, mode: str, steps: int, compiled: bool = False) -> Policy:
     if bundle:
-        return Policy.from_pretrained(bundle, mode=mode, steps=steps)
+        return Policy.from_pretrained(bundle, mode=mode, steps=steps, compiled=compiled)
     torch.manual_seed(0)
     model = VidAct(VidActConfig(flavor=flavor, **METAWORLD))
-    return Policy(model, SamplerConfig(steps=steps), {"cameras": {"keys": ["observation.image"]}}, mode)
+    return Policy(model, SamplerConfig(steps=steps), {"cameras": {"keys": ["observation.image"]}}, mode,
+                  compiled=compiled)
 
 
 def lerobot_policy(kind: str, image_size: int, steps: int | None):
@@ -116,6 +117,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=480, help="incoming camera resolution (lerobot-eval: 480)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-server", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="also time each setting with the backbone "
+                        "torch.compiled (Policy(compiled=True); the warm-up calls compile)")
     parser.add_argument("--lerobot", nargs="*", default=[], choices=["act", "diffusion"],
                         help="also time LeRobot's own policies (default sizes) on the same observation")
     args = parser.parse_args()
@@ -126,8 +129,8 @@ def main() -> None:
     print("|---|---:|---|---:|---:|---:|")
     for flavor in ([args.bundle] if args.bundle else args.flavors):
         for mode in args.modes:
-            for steps in args.steps:
-                policy = build(flavor, args.bundle, mode, steps)
+            for steps, compiled in [(s, c) for s in args.steps for c in [False] + [True] * args.compile]:
+                policy = build(flavor, args.bundle, mode, steps, compiled)
                 obs = observation(args.image_size)
                 local = time_calls(lambda: policy.predict_chunk(obs), args.calls)
                 remote = None
@@ -139,8 +142,8 @@ def main() -> None:
                     server.stop()
                 params = sum(p.numel() for p in policy.model.parameters()) / 1e6
                 far = f"{remote[0]:.1f} / {remote[1]:.1f}" if remote else "-"
-                print(f"| {flavor} | {params:.2f}M | {mode} | {steps} | {local[0]:.1f} / {local[1]:.1f} | {far} |",
-                      flush=True)
+                print(f"| {flavor}{' (compiled)' if compiled else ''} | {params:.2f}M | {mode} | {steps} | "
+                      f"{local[0]:.1f} / {local[1]:.1f} | {far} |", flush=True)
     for kind in args.lerobot:
         time_lerobot(kind, args)
 

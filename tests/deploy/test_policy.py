@@ -236,3 +236,14 @@ def test_cuda_graphs_give_the_eager_policys_actions(bundle, mode):
         a, b = graphed.predict_chunk(o, seed=seed).actions, eager.predict_chunk(o, seed=seed).actions
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert len(graphed._graphs) == 1
+
+
+def test_compiled_backbone_gives_the_eager_policys_chunks(bundle):
+    """Policy(compiled=True): the same chunks (actions and imagined frames) as the eager network."""
+    compiled = Policy.from_pretrained(bundle, mode="policy", compiled=True)
+    eager = Policy.from_pretrained(bundle, mode="policy")
+    for seed in (3, 4):  # the second chunk reuses the first one's compiled graph
+        o = obs(value=50 + 40 * seed)
+        a, b = compiled.predict_chunk(o, seed=seed), eager.predict_chunk(o, seed=seed)
+        np.testing.assert_allclose(a.actions, b.actions, atol=1e-4)
+        np.testing.assert_allclose(a.future_frames, b.future_frames, atol=1e-4)

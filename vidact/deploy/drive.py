@@ -417,7 +417,7 @@ def main(args) -> int:
     if args.max_bad_observations < 0:
         raise DriveError(f"--max-bad-observations must be >= 0, got {args.max_bad_observations}")
     policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.sampler_steps, device=args.device,
-                                    noise_scale=args.noise_scale, executor=args.executor,
+                                    noise_scale=args.noise_scale, executor=args.executor, compiled=args.compile,
                                     executor_kwargs=executor_kwargs, checks=ObservationChecks.from_args(args), **kwargs)
     camera_map = _pairs(args.camera, "--camera")
     if config.type == "metaworld_sim":  # render what `vidact eval` renders for this bundle

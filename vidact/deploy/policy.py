@@ -115,11 +115,16 @@ class Policy:
                  n_action_steps: int | None = None, executor: str | Executor = "open_loop",
                  executor_kwargs: Mapping[str, Any] | None = None, checks: ObservationChecks | None = None,
                  planner: PlannerConfig | None = None, judge=None, goal_image: torch.Tensor | None = None,
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = True, compiled: bool = False):
         """``cuda_graphs``: on a CUDA device, each chunk is one replay of a captured CUDA graph (made
         on the first chunk of each batch shape; the same actions as the eager sampler, 6-8x faster at
-        batch 1, BENCHMARKS.md "Kernel choices on the GPU"). Planning stays eager."""
+        batch 1, BENCHMARKS.md "Kernel choices on the GPU"). Planning stays eager. ``compiled``: the
+        transformer backbone through ``torch.compile`` (for the CPU: inductor fuses the norms,
+        modulations and GELU between the matmuls; the first chunk of each shape compiles, ~1 min on
+        one core; BENCHMARKS.md "One sampler step")."""
         self.model = model.eval()
+        if compiled:
+            self.model.backbone.compile(dynamic=False)
         self.config: VidActConfig = model.config
         self.sampler = Sampler(model, sampler)
         self.mode = Mode(mode)

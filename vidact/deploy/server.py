@@ -222,7 +222,7 @@ def main(args) -> int:
     token = args.token or os.environ.get(TOKEN_ENV) or None
     checks = ObservationChecks.from_args(args)
     policy = Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, device=args.device, checks=checks,
-                                    noise_scale=args.noise_scale,
+                                    noise_scale=args.noise_scale, compiled=args.compile,
                                     **planner_kwargs(args))
     server = PolicyServer(policy, args.host, args.port, max_message_bytes=args.max_message_bytes, token=token)
     warning = exposure_warning(args.host, token)

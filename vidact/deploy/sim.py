@@ -278,7 +278,7 @@ def load_policy(args):
                                "overlap": args.overlap},
                        "temporal_ensemble": {"coeff": args.ensemble_coeff}}.get(args.executor, {})
     return Policy.from_pretrained(args.bundle, mode=args.mode, steps=args.steps, executor=args.executor,
-                                  noise_scale=getattr(args, "noise_scale", None),
+                                  noise_scale=getattr(args, "noise_scale", None), compiled=getattr(args, "compile", False),
                                   executor_kwargs=executor_kwargs, checks=ObservationChecks.from_args(args), **kwargs)
 
 
