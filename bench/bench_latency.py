@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -107,6 +108,23 @@ def time_lerobot(kind: str, args) -> None:
               f"| {n} | {local[0]:.1f} / {local[1]:.1f} | - |", flush=True)
 
 
+def profile_calls(fn, n: int) -> None:
+    """cProfile of ``n`` calls: the vidact and torch functions by cumulative time, ms per call."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        fn()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    rows = sorted(((v[3], f"{Path(k[0]).name}:{k[2]}") for k, v in stats.items()
+                   if "vidact" in k[0] or k[0] == "~"), reverse=True)
+    for cumulative, name in rows[:12]:
+        print(f"    {1000 * cumulative / n:7.2f} ms per call  {name}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flavors", nargs="+", default=["tiny", "S"])
@@ -117,6 +135,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=480, help="incoming camera resolution (lerobot-eval: 480)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-server", action="store_true")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="also print where the time of N "
+                        "in-process calls goes (cProfile, by cumulative time)")
     parser.add_argument("--compile", action="store_true", help="also time each setting with the backbone "
                         "torch.compiled (Policy(compiled=True); the warm-up calls compile)")
     parser.add_argument("--lerobot", nargs="*", default=[], choices=["act", "diffusion"],
@@ -133,6 +153,8 @@ def main() -> None:
                 policy = build(flavor, args.bundle, mode, steps, compiled)
                 obs = observation(args.image_size)
                 local = time_calls(lambda: policy.predict_chunk(obs), args.calls)
+                if args.profile:
+                    profile_calls(lambda: policy.predict_chunk(obs), args.profile)
                 remote = None
                 if not args.no_server:
                     server = PolicyServer(policy, "127.0.0.1", 0).start()

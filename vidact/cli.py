@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=0, help="rtc: steps cross-faded from the old chunk to the new")
     p.add_argument("--ensemble-coeff", type=float, default=0.01, help="temporal_ensemble: weight exp(-coeff * i)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network's backbone (CPU: 11-25%% less "
+    p.add_argument("--compile", action="store_true", help="torch.compile the network's backbone (CPU: 2-25%% less "
                    "per chunk after 25-50 s compiling the first)")
     _add_observation_checks(p, age_help=None)
     _add_planner(p)
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the bundle's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network's backbone (CPU: 11-25%% less "
+    p.add_argument("--compile", action="store_true", help="torch.compile the network's backbone (CPU: 2-25%% less "
                    "per chunk after 25-50 s compiling the first)")
     p.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
                    help="close connections that send larger messages (default: 4x the largest observation the "
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble-coeff", type=float, default=0.01, help="temporal_ensemble: weight exp(-coeff * i)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared CPU: BENCHMARKS.md)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network's backbone (CPU: 11-25%% less "
+    p.add_argument("--compile", action="store_true", help="torch.compile the network's backbone (CPU: 2-25%% less "
                    "per chunk after 25-50 s compiling the first)")
     p.add_argument("--max-bad-observations", type=int, default=0, metavar="N",
                    help="refused observations in a row to ride out by holding (sending nothing) before stopping "

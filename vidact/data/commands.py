@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
                     help="vidact: fast renderer (shadows/reflections/skybox off; evaluate with vidact eval); "
                     "lerobot: exactly the image lerobot-eval gives a policy (LeRobot's env at 480x480, "
                     "resized as the policy resizes it; ~9x slower to render)")
-    mw.add_argument("--state", choices=["agent", "privileged"], default="agent", help="observation.state: agent "
+    mw.add_argument("--state", default="agent", help="observation.state: agent "
                     "(hand xyz + gripper, what LeRobot's env gives) or privileged (+ the object's and the goal's xyz: "
                     "a diagnostic, is reading the scene from pixels what limits a policy?)")
     mw.add_argument("--height", type=int, default=96)

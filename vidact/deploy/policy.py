@@ -120,7 +120,7 @@ class Policy:
         on the first chunk of each batch shape; the same actions as the eager sampler, 6-8x faster at
         batch 1, BENCHMARKS.md "Kernel choices on the GPU"). Planning stays eager. ``compiled``: the
         transformer backbone through ``torch.compile`` (for the CPU: inductor fuses the norms,
-        modulations and GELU between the matmuls, -11 to -25% per chunk for the quickstart model; the
+        modulations and GELU between the matmuls, -2 to -25% per chunk for the quickstart model; the
         first chunk of each shape compiles, 25-50 s on one core; BENCHMARKS.md "One sampler step")."""
         self.model = model.eval()
         if compiled:
