@@ -46,6 +46,7 @@ class BatchKey(str, enum.Enum):
     OBS_FRAME_LATENTS = "obs_frame_latents"  # optional [B,Th,V,n,Dl] frame-tokenizer tokens of obs_frames
     FUTURE_FRAME_LATENTS = "future_frame_latents"  # optional [B,Tf,V,n,Dl] frame-tokenizer tokens of future_frames
     SKIPPED_FILES = "skipped_files"  # optional, per sample: unreadable files skipped while loading it
+    ENV_STATE = "env_state"  # optional [B,E] raw scene state at the current step (a training target; NaN: unknown)
 
 
 @dataclass
@@ -78,6 +79,9 @@ class Batch:
     future_frame_latents: Tensor | None = None
     # Per sample, the files the loader found unreadable (and skipped) while producing it.
     skipped_files: list[list[str]] | None = None
+    # The scene state (observation.environment_state) at the current step: the target of the
+    # auxiliary head (model.env_state_dim), never an input. NaN rows: a sample without one (web video).
+    env_state: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -121,7 +125,13 @@ class Batch:
         if unknown:
             raise KeyError(f"unknown batch fields {sorted(unknown)}; expected a subset of {sorted(names)}")
         fields_out: dict[str, Any] = {}
+        known = [s[BatchKey.ENV_STATE.value] for s in samples if BatchKey.ENV_STATE.value in s]
+        if known:  # a mixture: samples without a scene state (web video) get NaN, which the loss skips
+            fields_out[BatchKey.ENV_STATE.value] = torch.stack([
+                s.get(BatchKey.ENV_STATE.value, torch.full_like(known[0], float("nan"))) for s in samples])
         for name in samples[0]:
+            if name == BatchKey.ENV_STATE.value:
+                continue
             values = [s[name] for s in samples]
             if isinstance(values[0], Tensor):
                 fields_out[name] = torch.stack(values)

@@ -31,6 +31,9 @@ def main(argv: list[str]) -> int:
     mw.add_argument("--state", default="agent", help="observation.state: agent "
                     "(hand xyz + gripper, what LeRobot's env gives) or privileged (+ the object's and the goal's xyz: "
                     "a diagnostic, is reading the scene from pixels what limits a policy?)")
+    mw.add_argument("--env-state", action="store_true", help="also write observation.environment_state (the "
+                    "object's and the goal's xyz) as a training target the policy never sees as input "
+                    "(model.env_state_dim: an auxiliary head learns to read it from the frames)")
     mw.add_argument("--height", type=int, default=96)
     mw.add_argument("--width", type=int, default=96)
     mw.add_argument("--seed", type=int, default=0)
@@ -68,7 +71,8 @@ def _metaworld(args: argparse.Namespace) -> int:
     try:
         tasks = resolve_tasks(args.tasks, args.benchmark)
         cfg = MetaWorldGenConfig(tasks=tasks, episodes=args.episodes, out=args.out, cameras=args.cameras,
-                                 camera=args.camera, state=args.state, benchmark=args.benchmark and args.benchmark.upper(),
+                                 camera=args.camera, state=args.state, env_state=args.env_state,
+                                 benchmark=args.benchmark and args.benchmark.upper(),
                                  height=args.height, width=args.width, seed=args.seed, max_steps=args.max_steps,
                                  keep_failed=args.keep_failed,
                                  steps_after_success=args.steps_after_success, video_out=args.video_out, vcodec=args.vcodec,

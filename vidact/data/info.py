@@ -23,6 +23,10 @@ from typing import Any, Mapping
 
 from vidact.errors import ConfigError
 
+# LeRobot's name for privileged scene state (object poses, keypoints): vidact reads it only as the
+# auxiliary head's target (model.env_state_dim), never as a policy input.
+ENV_STATE_KEY = "observation.environment_state"
+
 # Model fields a recipe may leave to the data; vidact.config.load records where each was set.
 DATA_SHAPE_KEYS = ("model.views", "model.state_dim", "model.action_dim")
 CAMERA_DTYPES = ("video", "image")
@@ -94,6 +98,15 @@ def check_source(model, info: DatasetInfo, camera_keys: list[str], state_key: st
         if got != getattr(model, name.removeprefix("model.")):
             raise ConfigError(f"{setting(name)} but dataset {info.root} has '{key}' of {got} dims; set {name}={got} "
                               "(unset: the data's)")
+    if model.env_state_dim:
+        if ENV_STATE_KEY not in feats:
+            raise ConfigError(f"{setting('model.env_state_dim')} but dataset {info.root} has no '{ENV_STATE_KEY}' (the "
+                              "scene-state target; `vidact data metaworld --env-state` writes it), or set "
+                              "model.env_state_dim=0")
+        got = info.dims(ENV_STATE_KEY)
+        if got != model.env_state_dim:
+            raise ConfigError(f"{setting('model.env_state_dim')} but dataset {info.root} has '{ENV_STATE_KEY}' of {got} "
+                              f"dims; set model.env_state_dim={got}")
     for key in camera_keys:
         channels = info.camera_size(key)[2]
         if channels != model.channels:

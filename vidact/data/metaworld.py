@@ -6,6 +6,10 @@ Conventions follow LeRobot's MetaWorld env (``lerobot/envs/metaworld.py``, what 
 - ``observation.state`` = the first 4 raw observation dims (hand xyz, gripper opening);
   ``--state privileged`` adds the first object's and the goal's xyz (10 dims), which no camera
   policy gets: a diagnostic that tells reading the scene from pixels apart from the rest;
+- ``--env-state`` also writes ``observation.environment_state`` (LeRobot's name for privileged
+  scene state), the same object and goal xyz, beside the agent state: a training-time target the
+  policy never receives as input (``model.env_state_dim``: an auxiliary head learns to read it
+  from the frames);
 - the instruction is LeRobot's ``TASK_DESCRIPTIONS[task]``; an episode ends at first success;
 - the first camera is stored as ``observation.image`` (the key LeRobot maps the env's pixels to),
   further cameras as ``observation.images.<camera>``.
@@ -44,6 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vidact.data.codec import keep_scheduling, video_codec
+from vidact.data.info import ENV_STATE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,7 @@ STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
 # object's and the goal's positions (MetaWorld's obs[4:7] and, fully observable, obs[36:39]).
 STATE_KINDS = {"agent": STATE_NAMES,
                "privileged": STATE_NAMES + ["object_x", "object_y", "object_z", "goal_x", "goal_y", "goal_z"]}
+ENV_STATE_NAMES = STATE_KINDS["privileged"][len(STATE_NAMES):]
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 # MetaWorld's multi-task benchmarks -> the env dicts its benchmark classes (metaworld.MT10, ...) train
 # on. Read from the dicts: constructing metaworld.MT10() also samples 50 layouts per task (~25 s).
@@ -109,6 +115,7 @@ class MetaWorldGenConfig:
     cameras: list[str] = field(default_factory=lambda: ["corner2"])
     camera: str = "vidact"  # rendering: vidact (fast) or lerobot (what lerobot-eval shows a policy)
     state: str = "agent"  # one of STATE_KINDS
+    env_state: bool = False  # also write ENV_STATE_KEY (the object's and the goal's xyz)
     height: int = 96
     width: int = 96
     seed: int = 0
@@ -173,6 +180,11 @@ def metaworld_state(obs: np.ndarray, kind: str = "agent") -> np.ndarray:
     return obs[:4].astype(np.float32)
 
 
+def metaworld_env_state(obs: np.ndarray) -> np.ndarray:
+    """ENV_STATE_KEY from MetaWorld's raw (fully observable) observation: object and goal xyz."""
+    return np.concatenate([obs[4:7], obs[36:39]]).astype(np.float32)
+
+
 def image_key(camera_index: int, camera: str) -> str:
     return PRIMARY_IMAGE_KEY if camera_index == 0 else f"observation.images.{camera}"
 
@@ -182,14 +194,14 @@ class ExpertRollout:
     module docstring)."""
 
     def __init__(self, task: str, cameras: list[str], height: int, width: int, camera: str = "vidact",
-                 state: str = "agent"):
+                 state: str = "agent", env_state: bool = False):
         import metaworld
         import mujoco
         from lerobot.envs.metaworld import TASK_DESCRIPTIONS, TASK_POLICY_MAPPING
 
         self.task, self.description = task, TASK_DESCRIPTIONS[task]
         self.policy = TASK_POLICY_MAPPING[task]()
-        self.size, self.state = (height, width), state
+        self.size, self.state, self.env_state = (height, width), state, env_state
         self.lerobot_env = None
         if camera == "lerobot":
             from lerobot.envs.metaworld import MetaworldEnv
@@ -221,8 +233,9 @@ class ExpertRollout:
             self.renderer.scene.flags[flag] = False
 
     def _observe_goal(self) -> None:
-        """The privileged state reads the goal, which MetaWorld zeroes unless fully observable."""
-        if self.state == "privileged":
+        """The privileged and environment states read the goal, which MetaWorld zeroes unless fully
+        observable."""
+        if self.state == "privileged" or self.env_state:
             self.env._partially_observable = False
 
     def reset(self, seed: int) -> np.ndarray:
@@ -262,12 +275,13 @@ class ExpertRollout:
         ``max_steps``; returns per-step arrays."""
         obs = self.reset(seed)
         frames: list[list[np.ndarray]] = []
-        states, actions, rewards, successes = [], [], [], []
+        states, env_states, actions, rewards, successes = [], [], [], [], []
         for _ in range(max_steps):
             frames.append(self.render())
             # The expert's gains can exceed the action space; the env clips, so record what it executes.
             action = np.clip(self.policy.get_action(obs), -1.0, 1.0).astype(np.float32)
             states.append(metaworld_state(obs, self.state))
+            env_states.append(metaworld_env_state(obs))
             actions.append(action)
             obs, reward, _, truncated, info = self.env.step(action)
             rewards.append(float(reward))
@@ -275,7 +289,10 @@ class ExpertRollout:
             done_for = len(successes) - 1 - successes.index(True) if any(successes) else -1
             if done_for >= steps_after_success or truncated:
                 break
-        return {"frames": frames, "state": states, "action": actions, "reward": rewards, "success": successes}
+        out = {"frames": frames, "state": states, "action": actions, "reward": rewards, "success": successes}
+        if self.env_state:
+            out["env_state"] = env_states
+        return out
 
     def close(self) -> None:
         if self.renderer is not None:
@@ -283,13 +300,16 @@ class ExpertRollout:
         self.env.close()
 
 
-def dataset_features(cameras: list[str], height: int, width: int, state: str = "agent") -> dict:
+def dataset_features(cameras: list[str], height: int, width: int, state: str = "agent",
+                     env_state: bool = False) -> dict:
     features = {
         image_key(i, cam): {"dtype": "video", "shape": (height, width, 3), "names": ["height", "width", "channels"]}
         for i, cam in enumerate(cameras)
     }
     names = STATE_KINDS[state]
     features["observation.state"] = {"dtype": "float32", "shape": (len(names),), "names": names}
+    if env_state:
+        features[ENV_STATE_KEY] = {"dtype": "float32", "shape": (len(ENV_STATE_NAMES),), "names": ENV_STATE_NAMES}
     features["action"] = {"dtype": "float32", "shape": (4,), "names": ACTION_NAMES}
     features["next.reward"] = {"dtype": "float32", "shape": (1,), "names": None}
     features["next.success"] = {"dtype": "bool", "shape": (1,), "names": None}
@@ -297,7 +317,7 @@ def dataset_features(cameras: list[str], height: int, width: int, state: str = "
 
 
 def create_dataset(out: Path, repo: str, cameras: list[str], height: int, width: int, vcodec: str | None = None,
-                   overwrite: bool = False, flag: str = "--out", state: str = "agent"):
+                   overwrite: bool = False, flag: str = "--out", state: str = "agent", env_state: bool = False):
     """An empty LeRobot dataset at ``out`` with the features generated MetaWorld data has; ``vcodec``
     None: ``codec.video_codec``'s choice for the size."""
     from lerobot.configs.video import RGBEncoderConfig
@@ -307,7 +327,8 @@ def create_dataset(out: Path, repo: str, cameras: list[str], height: int, width:
         if not overwrite:
             raise FileExistsError(f"{flag} {out} already exists; pass --overwrite to replace it")
         shutil.rmtree(out)
-    return LeRobotDataset.create(repo_id=repo, fps=FPS, features=dataset_features(cameras, height, width, state), root=out,
+    return LeRobotDataset.create(repo_id=repo, fps=FPS, features=dataset_features(cameras, height, width, state, env_state),
+                                 root=out,
                                  robot_type="sawyer", use_videos=True,
                                  rgb_encoder=RGBEncoderConfig(vcodec=video_codec(height, width, vcodec)))
 
@@ -316,16 +337,17 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
     """Write the dataset to ``cfg.out``; returns a summary (episodes kept / tried per task)."""
     out = Path(cfg.out)
     dataset = create_dataset(out, repo_id(cfg), cfg.cameras, cfg.height, cfg.width, cfg.vcodec, cfg.overwrite,
-                             state=cfg.state)
+                             state=cfg.state, env_state=cfg.env_state)
     video_writer = ActionFreeVideoWriter(Path(cfg.video_out), cfg.manifest_name) if cfg.video_out else None
     withheld = (create_dataset(Path(cfg.withheld_out), repo_id(cfg) + "_withheld", cfg.cameras, cfg.height,
-                               cfg.width, cfg.vcodec, overwrite=True, state=cfg.state) if cfg.action_free else None)
+                               cfg.width, cfg.vcodec, overwrite=True, state=cfg.state, env_state=cfg.env_state)
+                if cfg.action_free else None)
     summary: dict[str, dict[str, int]] = {}  # per task: episodes kept, tried, and the expert's successes
     desc = cfg.tasks[0] if len(cfg.tasks) == 1 else "metaworld episodes"
     per_task = cfg.episodes + cfg.action_free
     progress = tqdm(total=per_task * len(cfg.tasks), desc=desc, unit="ep")
     for task_number, task in enumerate(cfg.tasks, start=cfg.task_number_offset):
-        rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width, cfg.camera, cfg.state)
+        rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width, cfg.camera, cfg.state, cfg.env_state)
         kept = tried = successes = 0
         try:
             while kept < per_task:
@@ -433,6 +455,8 @@ def write_episode(dataset, cameras: list[str], description: str, episode: dict) 
     for t in range(len(episode["action"])):
         frame = {image_key(i, cam): episode["frames"][t][i] for i, cam in enumerate(cameras)}
         frame["observation.state"] = episode["state"][t]
+        if "env_state" in episode:
+            frame[ENV_STATE_KEY] = episode["env_state"][t]
         frame["action"] = episode["action"][t]
         frame["next.reward"] = np.array([episode["reward"][t]], dtype=np.float32)
         frame["next.success"] = np.array([episode["success"][t]], dtype=bool)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vidact.data.info import DatasetInfo, check_source
+from vidact.data.info import ENV_STATE_KEY, DatasetInfo, check_source
 from vidact.data.transforms import fit_frames
 from vidact.models.configuration import VidActConfig
 from vidact.types import BatchKey
@@ -127,6 +127,11 @@ class RobotDataset(Dataset):
         if SUCCESS_KEY in self.lerobot.hf_dataset.column_names:
             success = self.lerobot.hf_dataset.with_format("numpy", columns=[SUCCESS_KEY])[:][SUCCESS_KEY]
             self._success = np.asarray(success, dtype=bool).reshape(len(self._episode), -1)[:, 0]
+        self._env_state = None  # the auxiliary head's target (model.env_state_dim), at each step
+        if self.cfg.env_state_dim:
+            env = self.lerobot.hf_dataset.with_format("numpy", columns=[ENV_STATE_KEY])[:][ENV_STATE_KEY]
+            self._env_state = np.asarray(np.stack(env) if env.dtype == object else env,
+                                         dtype=np.float32).reshape(len(self._episode), -1)
         # Episodes are contiguous in the (possibly filtered) table: store each one's span in rows.
         episodes = self.meta.episodes
         self._ep_rows: dict[int, tuple[int, int]] = {}
@@ -176,6 +181,8 @@ class RobotDataset(Dataset):
         sample = self._sample(views, torch.from_numpy(self._state[hist_rows]), torch.from_numpy(self._action[act_rows]),
                               torch.from_numpy(act_pad), self._tasks[int(self._task_index[idx])])
         sample[BatchKey.OBS_IS_PAD.value] = torch.from_numpy(hist_pad)
+        if self._env_state is not None:
+            sample[BatchKey.ENV_STATE.value] = torch.from_numpy(self._env_state[idx])
         if self.cfg.future_frames:
             _, fut_pad = self._window(idx, o["future"])
             sample[BatchKey.FUTURE_IS_PAD.value] = torch.from_numpy(fut_pad)
@@ -242,6 +249,8 @@ class RobotDataset(Dataset):
                               item["task"])
         pad = item[f"{self.camera_keys[0]}_is_pad"]
         sample[BatchKey.OBS_IS_PAD.value] = pad[: self.cfg.history].bool()
+        if self.cfg.env_state_dim:  # no delta_timestamps for it: LeRobot gives the current step's
+            sample[BatchKey.ENV_STATE.value] = item[ENV_STATE_KEY].float().reshape(-1)
         if self.cfg.future_frames:
             sample[BatchKey.FUTURE_IS_PAD.value] = pad[self.cfg.history:].bool()
         return sample

@@ -29,6 +29,7 @@ class LossOutput:
     mode_counts: dict[str, int] = field(default_factory=dict)
     video_tokens_scored: int = 0
     action_steps_scored: int = 0
+    env_state_loss: Tensor | None = None  # detached, the auxiliary scene-state loss (model.env_state_dim)
 
 
 def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -189,6 +190,24 @@ def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.G
         action_loss, n_action = _masked_mean(err, mask), int(mask.sum())
 
     loss = cfg.video_loss_weight * video_loss + cfg.action_loss_weight * action_loss
+    env_loss = None
+    if pred.env_state is not None:
+        env_loss = env_state_loss(model, pred.env_state, batch.env_state)
+        loss = loss + cfg.env_state_weight * env_loss
+        env_loss = env_loss.detach()
     return LossOutput(loss=loss, video_loss=video_loss.detach(), action_loss=action_loss.detach(),
                       mode_counts=dict(Counter(m.value for m in modes)), video_tokens_scored=n_video,
-                      action_steps_scored=n_action)
+                      action_steps_scored=n_action, env_state_loss=env_loss)
+
+
+def env_state_loss(model, pred: Tensor, target: Tensor | None) -> Tensor:
+    """Mean squared error of the scene-state head ``pred`` [B,E] (normalized) against the raw
+    ``target`` [B,E] over the samples that have one (NaN rows: none, e.g. web video)."""
+    if target is None:
+        raise ValueError(f"model.env_state_dim={model.config.env_state_dim} but the batch has no scene state: the "
+                         "data needs observation.environment_state (`vidact data metaworld --env-state`)")
+    target = target.to(pred.device)
+    known = ~torch.isnan(target).any(-1)
+    if not bool(known.any()):
+        return pred.sum() * 0.0  # in the graph, so every rank's head has a gradient
+    return (pred.float()[known] - model.env_state_head.normalize(target[known])).pow(2).mean()

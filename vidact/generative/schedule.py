@@ -92,6 +92,9 @@ class GenerativeConfig:
     # Needs model.future_frames >= 2. 0: off.
     self_forcing: float = 0.0
     self_forcing_steps: int = 4
+    # Weight of the auxiliary scene-state loss (model.env_state_dim > 0): the mean squared error of
+    # the head's prediction against the normalized observation.environment_state.
+    env_state_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -115,6 +118,8 @@ class GenerativeConfig:
             raise ValueError(f"generative.history_noise_on={self.history_noise_on!r} is not one of ['pixels', 'tokens']")
         if self.self_forcing_steps < 1:
             raise ValueError(f"generative.self_forcing_steps={self.self_forcing_steps} must be >= 1")
+        if self.env_state_weight < 0:
+            raise ValueError(f"generative.env_state_weight={self.env_state_weight} must be >= 0")
         if self.history_noise < 0:
             raise ValueError(f"generative.history_noise={self.history_noise} must be >= 0")
         if self.video_change_weight < 0 or self.video_change_threshold < 0:

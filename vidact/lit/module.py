@@ -158,6 +158,8 @@ class VidActModule(L.LightningModule):
                       prog_bar=True, batch_size=B)
         if scale != 1.0 or self.cfg.train.video_loss_ramp_steps:
             self.log("train/video_loss_scale", scale, batch_size=B)
+        if out.env_state_loss is not None:
+            self.log("train/env_state_loss", out.env_state_loss, prog_bar=True, batch_size=B)
         if self._last_step_time is not None:
             samples_per_s = B * world / (now - self._last_step_time)
             self.log_dict({"samples/s": samples_per_s, "tokens/s": samples_per_s * self.tokens_per_sample},

@@ -49,6 +49,43 @@ class Prefix:
 class Prediction:
     video: Tensor | None  # [B,Nf,Dl] velocity of the future-frame latent tokens
     action: Tensor | None  # [B,K,A] velocity of the normalized actions
+    env_state: Tensor | None = None  # [B,E] normalized scene state (model.env_state_dim; training only)
+
+
+class EnvStateHead(nn.Module):
+    """The auxiliary scene-state head (``model.env_state_dim``): the newest observed frame's tokens
+    after the backbone, averaged, -> E values. Targets are normalized by running statistics kept in
+    buffers (the first batch's, then an exponential average), so the head needs no dataset
+    statistics and its scale is saved with the weights."""
+
+    def __init__(self, dim: int, out_dim: int, momentum: float = 0.01):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, out_dim)
+        self.momentum = momentum
+        self.register_buffer("mean", torch.zeros(out_dim))
+        self.register_buffer("std", torch.ones(out_dim))
+        self.register_buffer("seen", torch.tensor(False))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """[B,N,D] -> [B,E] (normalized units)."""
+        return self.proj(self.norm(tokens.mean(1)))
+
+    def normalize(self, target: Tensor) -> Tensor:
+        """[b,E] raw -> normalized; in training mode the statistics first move toward the batch's."""
+        target = target.float()
+        if self.training:
+            with torch.no_grad():
+                mean, std = target.mean(0), target.std(0, unbiased=False) if len(target) > 1 else self.std
+                if not bool(self.seen):
+                    self.mean.copy_(mean), self.std.copy_(std.clamp(min=1e-3)), self.seen.fill_(True)
+                else:
+                    self.mean.lerp_(mean, self.momentum)
+                    self.std.lerp_(std.clamp(min=1e-3), self.momentum)
+        return (target - self.mean) / self.std
+
+    def unnormalize(self, pred: Tensor) -> Tensor:
+        return pred.float() * self.std + self.mean
 
 
 class VidAct(nn.Module):
@@ -97,6 +134,7 @@ class VidAct(nn.Module):
         self.backbone = Transformer(D, depth, heads, c.mlp_ratio, c.qk_norm)
         self.future_out = nn.Linear(D, d_latent)
         self.action_out = nn.Linear(D, c.action_dim)
+        self.env_state_head = EnvStateHead(D, c.env_state_dim) if c.env_state_dim else None
         self._init_weights()
 
     # ------------------------------------------------------------------ set-up
@@ -288,7 +326,12 @@ class VidAct(nn.Module):
         x = torch.cat([prefix.tokens, *parts], 1)
         cond = self._conditioning(tau_video, tau_action)
         out, _ = self.backbone(x, cond, self._cond_index(layout, device), mask)
-        return self._as_velocity(self._heads(out, layout), future_x, tau_video, prefix.future_base)
+        pred = self._as_velocity(self._heads(out, layout), future_x, tau_video, prefix.future_base)
+        if self.env_state_head is not None:
+            obs = out[:, layout.slices()[Group.OBS]]  # [B, Th*V*n, D]
+            newest = obs.reshape(B, self.config.history, -1, self.dim)[:, -1]  # [B, V*n, D]
+            pred.env_state = self.env_state_head(newest)
+        return pred
 
     def cache_prefix(self, prefix: Prefix) -> KVCache:
         """Run the prefix through every layer once and keep its keys/values."""

@@ -1,0 +1,91 @@
+"""The auxiliary scene-state head: `vidact data metaworld --env-state` writes LeRobot's
+observation.environment_state, `model.env_state_dim` trains a head to read it from the frames, and
+the exported policy acts without it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vidact.cli import main
+
+
+@pytest.fixture(scope="module")
+def env_data(tmp_path_factory):
+    data = tmp_path_factory.mktemp("env_state") / "data"
+    assert main(["data", "metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(data),
+                 "--height", "32", "--width", "32", "--env-state"]) == 0
+    return data
+
+
+def test_env_state_is_the_object_and_the_goal(env_data):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from vidact.data.info import ENV_STATE_KEY
+    from vidact.data.metaworld import ENV_STATE_NAMES, STATE_NAMES, ExpertRollout
+
+    ds = LeRobotDataset("local/env_state", root=env_data)
+    assert ds.meta.features[ENV_STATE_KEY]["names"] == ENV_STATE_NAMES
+    assert ds.meta.features["observation.state"]["names"] == STATE_NAMES  # the policy's input is unchanged
+    rollout = ExpertRollout("reach-v3", ["corner2"], 32, 32, env_state=True)
+    try:
+        obs = rollout.reset(0)  # the first episode's seed
+        goal = np.asarray(rollout.env._target_pos, np.float32)
+    finally:
+        rollout.close()
+    env = np.stack(ds.hf_dataset.with_format("numpy")[ENV_STATE_KEY])
+    np.testing.assert_allclose(env[0, :3], obs[4:7], atol=1e-5)  # the object at the start
+    np.testing.assert_allclose(env[:, 3:], np.broadcast_to(goal, (len(env), 3)), atol=1e-5)
+    assert np.abs(goal).sum() > 0.1
+
+
+def test_the_head_trains_the_frames_and_only_when_asked(env_data):
+    """With only the scene-state loss on, the gradient reaches the observed frames' projection;
+    with its weight 0 the loss is the other terms' alone."""
+    from vidact.data.robot import RobotDataset
+    from vidact.generative.loss import training_loss
+    from vidact.generative.schedule import GenerativeConfig
+    from vidact.models import VidAct, VidActConfig
+    from vidact.tokenizers.config import FrameTokenizerConfig
+    from vidact.types import Batch
+
+    cfg = VidActConfig(height=32, width=32, history=2, future_frame_stride=2, chunk_length=4, env_state_dim=6,
+                       frame_tokenizer=FrameTokenizerConfig(patch_size=8))
+    ds = RobotDataset(env_data, cfg)
+    batch = Batch.collate([ds[i] for i in range(0, len(ds), max(1, len(ds) // 4))][:4])
+    assert batch.env_state.shape == (4, 6) and torch.isfinite(batch.env_state).all()
+    torch.manual_seed(0)
+    model = VidAct(cfg)
+    only_env = GenerativeConfig(video_loss_weight=0.0, action_loss_weight=0.0, env_state_weight=1.0)
+    out = training_loss(model, batch, only_env, torch.Generator().manual_seed(0))
+    assert out.loss.item() > 0 and torch.allclose(out.loss.detach(), out.env_state_loss)
+    out.loss.backward()
+    assert model.obs_proj.weight.grad.abs().sum() > 0
+    model.zero_grad()
+    off = GenerativeConfig(video_loss_weight=0.0, action_loss_weight=0.0, env_state_weight=0.0)
+    assert float(training_loss(model, batch, off, torch.Generator().manual_seed(0)).loss) == 0.0
+    # A sample without a scene state (web video in a mixture: NaN) is left out of the loss.
+    nan = batch.env_state.clone()
+    nan[1:] = float("nan")
+    one = training_loss(model, Batch(**{**batch.__dict__, "env_state": nan}), only_env,
+                        torch.Generator().manual_seed(0))
+    assert torch.isfinite(one.loss)
+
+
+def test_trained_with_the_head_the_policy_acts_without_it(env_data, train_metaworld_tiny, tmp_path):
+    run, bundle, out = tmp_path / "run", tmp_path / "bundle", tmp_path / "eval"
+    assert train_metaworld_tiny(env_data, run, 2, "model.env_state_dim=6") == 0
+    assert main(["export", str(run), str(bundle)]) == 0
+    assert json.loads((bundle / "config.json").read_text())["vidact"]["env_state_dim"] == 6
+    assert main(["eval", str(bundle), "--task", "reach-v3", "--episodes", "1", "--max-steps", "2",
+                 "--out", str(out), "--videos", "0", "--max-state-deviation", "1e9"]) == 0
+    assert json.loads((out / "results.json").read_text())["episodes"] == 1
+
+
+def test_a_dataset_without_the_target_is_refused(metaworld_bundle, train_metaworld_tiny, tmp_path, capsys):
+    assert train_metaworld_tiny(metaworld_bundle.parent / "data", tmp_path / "run", 1, "model.env_state_dim=6") == 2
+    err = capsys.readouterr().err
+    assert "observation.environment_state" in err and "--env-state" in err and "Traceback" not in err
