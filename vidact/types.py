@@ -46,6 +46,7 @@ class BatchKey(str, enum.Enum):
     OBS_FRAME_LATENTS = "obs_frame_latents"  # optional [B,Th,V,n,Dl] frame-tokenizer tokens of obs_frames
     FUTURE_FRAME_LATENTS = "future_frame_latents"  # optional [B,Tf,V,n,Dl] frame-tokenizer tokens of future_frames
     SKIPPED_FILES = "skipped_files"  # optional, per sample: unreadable files skipped while loading it
+    MODES = "modes"  # optional, per sample: the training modes its source allows (None: all)
     ENV_STATE = "env_state"  # optional [B,E] raw scene state at the current step (a training target; NaN: unknown)
 
 
@@ -82,6 +83,8 @@ class Batch:
     # The scene state (observation.environment_state) at the current step: the target of the
     # auxiliary head (model.env_state_dim), never an input. NaN rows: a sample without one (web video).
     env_state: Tensor | None = None
+    # Per sample, the training modes its source rehearses (data.sources[i].modes; None: the recipe's).
+    modes: list[tuple[str, ...] | None] | None = None
 
     @property
     def batch_size(self) -> int:

@@ -71,6 +71,37 @@ def test_loader_mixes_robot_and_web_video_with_workers(synthetic_dataset, video_
     assert sampler.consumed == 48
 
 
+def test_a_source_restricted_to_some_modes_rehearses_only_those(synthetic_dataset, video_dir):
+    """data.sources[i].modes: the robot source's samples train forward dynamics only (e.g. rollouts of
+    failing policies: what their actions do, never imitated); the other source draws from the
+    recipe's weights as before."""
+    import torch
+
+    from vidact.generative.schedule import GenerativeConfig, Mode, draw_modes
+
+    cfg = mixture_cfg(synthetic_dataset, video_dir)
+    cfg.sources[1].modes = ["forward_dynamics"]
+    loader, _ = build_loader(cfg, VidActConfig(**MODEL), batch_size=8, samples_per_epoch=64)
+    gen = GenerativeConfig()
+    drawn = {"web": set(), "robot": set()}
+    for b in loader:
+        for src, mode in zip(b.source, draw_modes(b.has_actions, gen, torch.Generator().manual_seed(0),
+                                                 allowed=b.modes)):
+            drawn[src].add(mode)
+    assert drawn == {"web": {Mode.VIDEO}, "robot": {Mode.FORWARD_DYNAMICS}}
+    # Unrestricted samples keep the recipe's draw, and its random stream.
+    has = torch.ones(400, dtype=torch.bool)
+    free = draw_modes(has, gen, torch.Generator().manual_seed(1))
+    assert draw_modes(has, gen, torch.Generator().manual_seed(1), allowed=[None] * 400) == free
+    assert len(set(free)) == 4
+    two = draw_modes(has, gen, torch.Generator().manual_seed(1), allowed=[("policy", "forward_dynamics")] * 400)
+    assert set(two) == {Mode.POLICY, Mode.FORWARD_DYNAMICS}
+    # Restricted to modes the recipe gives no weight (video here): drawn equally among them.
+    assert set(draw_modes(has, gen, torch.Generator().manual_seed(1), allowed=[("video",)] * 400)) == {Mode.VIDEO}
+    with pytest.raises(ValueError, match=r"data.sources\[0\].modes: \['imitate'\] are not modes"):
+        DataConfig(kind="mixture", sources=[SourceConfig(path="x", modes=["imitate"])])
+
+
 def test_robot_stats_for_the_run(synthetic_dataset, video_dir):
     cfg = mixture_cfg(synthetic_dataset, video_dir)
     datasets, names, weights = build_sources(cfg, VidActConfig(**MODEL))

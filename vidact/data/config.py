@@ -33,6 +33,10 @@ class SourceConfig:
     # Only the windows whose last observed step is among each episode's first N steps (a second
     # source over the same data with this set oversamples episode starts, where a rollout begins).
     first_steps: Optional[int] = None
+    # The training modes this source's samples rehearse (generative.mode_weights restricted to
+    # them; empty: every mode of the recipe). E.g. [forward_dynamics] for rollouts of weak or
+    # failing policies: a world model learns what their actions do, the policy never imitates them.
+    modes: List[str] = field(default_factory=list)
     # webvideo
     fps: float = 10.0  # clips are resampled to this rate before future_frame_stride spacing
     fit: str = ""  # one of FIT_MODES; empty: "resize" for lerobot, "center_crop" for webvideo
@@ -56,6 +60,11 @@ class SourceConfig:
                 raise ValueError(f"{key}.camera_fit[{camera!r}]={mode!r} is not one of {list(FIT_MODES)}")
         if self.first_steps is not None and (self.kind != "lerobot" or self.first_steps < 1):
             raise ValueError(f"{key}.first_steps={self.first_steps}: must be >= 1, on a LeRobot source")
+        from vidact.generative.schedule import Mode
+
+        unknown = [m for m in self.modes if m not in {x.value for x in Mode}]
+        if unknown:
+            raise ValueError(f"{key}.modes: {unknown} are not modes; modes are {[x.value for x in Mode]}")
         if self.camera_fit and self.kind != "lerobot":
             raise ValueError(f"{key}.camera_fit is for LeRobot datasets (cameras); use {key}.fit for web video")
 

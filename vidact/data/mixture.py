@@ -36,13 +36,16 @@ class MixtureDataset(Dataset):
     with ``frame_keys`` on, a stable name for each of its frames (the latent cache's keys).
     """
 
-    def __init__(self, sources: list[Dataset], names: list[str], *, frame_keys: bool = False):
+    def __init__(self, sources: list[Dataset], names: list[str], *, frame_keys: bool = False,
+                 modes: list[tuple[str, ...] | None] | None = None):
         if not sources or len(sources) != len(names):
             raise ValueError("a mixture needs one name per source and at least one source")
         empty = [n for s, n in zip(sources, names) if len(s) == 0]
         if empty:
             raise ValueError(f"mixture sources {empty} are empty")
         self.sources, self.names, self.frame_keys = sources, names, frame_keys
+        # Each source's allowed training modes; samples carry them only when some source restricts.
+        self.modes = modes if modes and any(m is not None for m in modes) else None
         for s in sources:
             if hasattr(s, "frame_keys"):
                 s.frame_keys = frame_keys
@@ -58,6 +61,8 @@ class MixtureDataset(Dataset):
         sample = dataset[item]
         skipped = getattr(dataset, "last_skipped", [])  # files this worker skipped to produce the sample
         sample[BatchKey.SKIPPED_FILES.value] = [f"{self.names[source]}:{f}" for f in skipped]
+        if self.modes is not None:
+            sample[BatchKey.MODES.value] = self.modes[source]
         if self.frame_keys and BatchKey.FRAME_KEYS.value not in sample:
             sample[BatchKey.FRAME_KEYS.value] = robot_frame_keys(dataset, item)
         return sample
@@ -238,7 +243,8 @@ def build_loader(data_cfg, model_cfg, batch_size: int, *, rank: int = 0, world_s
     if not data_cfg.reads_datasets:
         raise ValueError(f"data.kind={data_cfg.kind!r} does not read datasets")
     datasets, names, weights = build_sources(data_cfg, model_cfg)
-    mixture = MixtureDataset(datasets, names, frame_keys=bool(data_cfg.cache_dir))
+    mixture = MixtureDataset(datasets, names, frame_keys=bool(data_cfg.cache_dir),
+                             modes=[tuple(s.modes) if s.modes else None for s in data_cfg.sources])
     if samples_per_epoch is None and sum(len(d) for d in datasets) // world_size < batch_size:
         # Fewer items per rank than one batch (a handful of videos): with drop_last a nominal epoch
         # would hold no batch at all. An epoch of one batch revisits items (new clips each pass).

@@ -113,7 +113,7 @@ def training_loss(model, batch: Batch, cfg: GenerativeConfig, generator: torch.G
     B, device = batch.batch_size, batch.obs_frames.device
     has_actions = batch.has_actions if batch.has_actions is not None else torch.zeros(B, dtype=torch.bool,
                                                                                         device=device)
-    modes = draw_modes(has_actions, cfg, generator)
+    modes = draw_modes(has_actions, cfg, generator, allowed=batch.modes)
     drop_language = (torch.rand(B, generator=generator) < cfg.language_dropout).to(device)
     if cfg.state_dropout > 0:  # drawn only when on, so recipes without it keep their random stream
         drop_state = (torch.rand(B, generator=generator) < cfg.state_dropout).to(device)[:, None]

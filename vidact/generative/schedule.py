@@ -157,12 +157,22 @@ def tau_grid(steps: int, shift: float = 1.0) -> list[float]:
     return [shift * t / (1 + (shift - 1) * t) for t in grid]
 
 
-def draw_modes(has_actions: Tensor, cfg: GenerativeConfig, generator: torch.Generator | None = None) -> list[Mode]:
-    """One training mode per sample: ``video`` where there are no actions, else by ``mode_weights``."""
+def draw_modes(has_actions: Tensor, cfg: GenerativeConfig, generator: torch.Generator | None = None,
+               allowed: list[tuple[str, ...] | None] | None = None) -> list[Mode]:
+    """One training mode per sample: ``video`` where there are no actions, else by ``mode_weights``;
+    ``allowed[i]`` (a source's ``modes``) restricts sample i to those modes, weighted by
+    ``mode_weights`` (equally where the recipe gives none of them a weight)."""
     modes = [Mode(k) for k in cfg.mode_weights]
     weights = torch.tensor([cfg.mode_weights[m.value] for m in modes], dtype=torch.float)
     picks = torch.multinomial(weights / weights.sum(), has_actions.shape[0], replacement=True, generator=generator)
-    return [modes[int(i)] if bool(h) else Mode.VIDEO for i, h in zip(picks, has_actions.cpu())]
+    out = [modes[int(i)] if bool(h) else Mode.VIDEO for i, h in zip(picks, has_actions.cpu())]
+    for i, names in enumerate(allowed or []):
+        if names is None or not bool(has_actions[i]):
+            continue
+        w = torch.tensor([cfg.mode_weights.get(n, 0.0) for n in names], dtype=torch.float)
+        w = w if w.sum() > 0 else torch.ones(len(names))
+        out[i] = Mode(names[int(torch.multinomial(w / w.sum(), 1, generator=generator))])
+    return out
 
 
 __all__ = ["Mode", "Role", "MODE_ROLES", "GenerativeConfig", "sample_tau", "interpolate", "velocity_target",
