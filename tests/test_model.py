@@ -7,6 +7,7 @@ from vidact.data.fake import fake_batch
 from vidact.generative import GenerativeConfig, Mode, Sampler, SamplerConfig, training_loss
 from vidact.models import FLAVORS, VidAct, VidActConfig
 from vidact.models.layout import Group
+from vidact.tokenizers.config import FrameTokenizerConfig
 from vidact.types import Batch
 
 SHAPES = {  # mode -> (actions returned, future frames returned)
@@ -440,3 +441,60 @@ def test_rest_shows_the_steps_before_the_episode_start_and_masks_other_padding(t
     assert not torch.allclose(predict(rest, trailing), predict(rest, none), atol=1e-4)
     with pytest.raises(ValueError, match="history_before_start"):
         dataclasses.replace(tiny_cfg, history_before_start="zeros")
+
+
+def frame_local_model(history: int = 3) -> VidAct:
+    torch.manual_seed(0)
+    cfg = VidActConfig(height=32, width=32, history=history, future_frame_stride=2, chunk_length=4,
+                       prefix_attention="frame_local", frame_tokenizer=FrameTokenizerConfig(patch_size=8))
+    model = VidAct(cfg).eval()
+    with torch.no_grad():  # zero-initialised heads and gates would hide every difference
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def test_frame_local_prefix_is_assembled_from_frames_computed_alone():
+    """model.prefix_attention=frame_local: the instruction's and each step's keys/values, computed
+    on their own, assemble into the prefix cache of the whole history, and the training forward
+    reads the prefix as the cache does."""
+
+    model = frame_local_model()
+    B = 2
+    batch = Batch(obs_frames=torch.rand(B, 3, 1, 3, 32, 32), state=torch.randn(B, 3, 4), text=["pick it", "open it now"],
+                  obs_is_pad=torch.tensor([[True, False, False], [False, False, False]]))
+    with torch.no_grad():
+        prefix = model.embed_prefix(batch)
+        whole = model.cache_prefix(prefix)
+        language = model.cache_language(batch)
+        steps = [model.cache_frame(language, batch.obs_frames[:, i], batch.state[:, i]) for i in range(3)]
+        assembled = model.assemble_prefix(language, steps, ~batch.obs_is_pad, prefix.future_base)
+        assert assembled.layout == whole.layout and torch.equal(assembled.key_valid, whole.key_valid)
+        valid = whole.key_valid[:, None, :, None]
+        for (k1, v1), (k2, v2) in zip(whole.layers, assembled.layers):
+            assert ((k1 - k2).abs() * valid).max() < 1e-5 and ((v1 - v2).abs() * valid).max() < 1e-5
+        xv, xa = torch.randn(B, model.future_tokens, model.latent_dim), torch.randn(B, 4, 4)
+        tau_v, tau_a = torch.rand(B), torch.rand(B)
+        trained = model(prefix, xv, xa, tau_v, tau_a)
+        for cache in (whole, assembled):
+            cached = model.forward_cached(cache, xv, xa, tau_v, tau_a)
+            assert torch.allclose(trained.action, cached.action, atol=1e-5)
+            assert torch.allclose(trained.video, cached.video, atol=1e-5)
+        # The slot enters where the generated tokens read the frames: swapping two frames changes the chunk.
+        swapped = model.assemble_prefix(language, [steps[1], steps[0], steps[2]], torch.ones(B, 3, dtype=torch.bool))
+        ordered = model.assemble_prefix(language, steps, torch.ones(B, 3, dtype=torch.bool))
+        a = model.forward_cached(swapped, xv, xa, tau_v, tau_a).action
+        assert not torch.allclose(a, model.forward_cached(ordered, xv, xa, tau_v, tau_a).action, atol=1e-3)
+
+
+def test_frame_local_prefix_keeps_frames_apart():
+    """A frame's prefix tokens do not read the other frames (what makes its keys/values reusable)."""
+    from vidact.models.layout import TokenLayout
+
+    layout = TokenLayout.build(frames=2, language=3, state=2, obs=4, action=2)
+    m = layout.mask()
+    assert layout.slots().tolist() == [-1, -1, -1, 0, 1, 0, 0, 1, 1, -1, -1]
+    state0, obs1, action = 3, 7, 9
+    assert m[state0, :3].all() and m[state0, 5] and not m[state0, 4] and not m[state0, obs1]
+    assert m[obs1, 4] and not m[obs1, 5] and not m[obs1, action]
+    assert m[action, :].all()  # the generated tokens read every slot

@@ -247,3 +247,56 @@ def test_compiled_backbone_gives_the_eager_policys_chunks(bundle):
         a, b = compiled.predict_chunk(o, seed=seed), eager.predict_chunk(o, seed=seed)
         np.testing.assert_allclose(a.actions, b.actions, atol=1e-4)
         np.testing.assert_allclose(a.future_frames, b.future_frames, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def frame_local_policy(metaworld_bundle, train_metaworld_tiny, tmp_path_factory):
+    """A tiny frame-local model on MetaWorld data (two history frames two steps apart), its weights
+    perturbed so that every part of the network shapes the chunk."""
+    from vidact.cli import main
+
+    root = tmp_path_factory.mktemp("frame_local")
+    assert train_metaworld_tiny(metaworld_bundle.parent / "data", root / "run", 2,
+                                "model.prefix_attention=frame_local") == 0
+    assert main(["export", str(root / "run"), str(root / "bundle")]) == 0
+    from vidact.deploy.policy import ObservationChecks
+
+    # One training episode: the state guard would refuse any other arm position.
+    policy = Policy.from_pretrained(root / "bundle", mode="policy", checks=ObservationChecks(max_state_deviation=None))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return policy
+
+
+def arm(step: int, task: str = "press the button") -> dict:
+    rng = np.random.default_rng(step)
+    return {"observation.image": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+            "observation.state": np.array([0.1 * step, 0.6, 0.2, 0.5]), "task": task}
+
+
+def test_streaming_reuses_each_frame_and_gives_the_recomputed_chunks(frame_local_policy):
+    """A frame-local prefix: each step's keys/values are computed once, when it arrives, and the
+    chunks are those of recomputing the whole prefix every chunk."""
+    streaming = frame_local_policy
+    full = Policy(streaming.model, streaming.sampler.config, streaming.info, mode="policy", streaming=False,
+                  checks=streaming.checks)
+    assert streaming.streaming and not full.streaming
+    calls = []
+    cache_frame = streaming.model.cache_frame
+    streaming.model.cache_frame = lambda *a: calls.append(1) or cache_frame(*a)
+    try:
+        for policy in (streaming, full):
+            policy.reset(seed=5)
+        for step in range(6):  # the first chunks read padded history (the first frame, masked)
+            a, b = streaming.predict_chunk(arm(step)), full.predict_chunk(arm(step))
+            np.testing.assert_allclose(a.actions, b.actions, atol=1e-4)
+            np.testing.assert_allclose(a.future_frames, b.future_frames, atol=1e-4)
+        assert len(calls) == 6  # one per step, not one per slot and chunk (12)
+        # A new instruction: the steps' keys/values read it, so those in the history are computed again.
+        o = arm(6, task="open the drawer")
+        np.testing.assert_allclose(streaming.predict_chunk(o).actions, full.predict_chunk(o).actions, atol=1e-4)
+        assert len(calls) == 6 + 2
+    finally:
+        del streaming.model.cache_frame

@@ -115,18 +115,24 @@ class Policy:
                  n_action_steps: int | None = None, executor: str | Executor = "open_loop",
                  executor_kwargs: Mapping[str, Any] | None = None, checks: ObservationChecks | None = None,
                  planner: PlannerConfig | None = None, judge=None, goal_image: torch.Tensor | None = None,
-                 cuda_graphs: bool = True, compiled: bool = False):
+                 cuda_graphs: bool = True, compiled: bool = False, streaming: bool = True):
         """``cuda_graphs``: on a CUDA device, each chunk is one replay of a captured CUDA graph (made
         on the first chunk of each batch shape; the same actions as the eager sampler, 6-8x faster at
         batch 1, BENCHMARKS.md "Kernel choices on the GPU"). Planning stays eager. ``compiled``: the
         transformer backbone through ``torch.compile`` (for the CPU: inductor fuses the norms,
         modulations and GELU between the matmuls, -2 to -25% per chunk for the quickstart model; the
-        first chunk of each shape compiles, 25-50 s on one core; BENCHMARKS.md "One sampler step")."""
+        first chunk of each shape compiles, 25-50 s on one core; BENCHMARKS.md "One sampler step").
+        ``streaming``: for a model with a frame-local prefix (``model.prefix_attention``), each
+        observation step's keys/values are computed once, when it arrives, and the instruction's
+        once per episode; a chunk then pays for its newest frame and the denoising steps only (the
+        same chunk as recomputing the prefix; not with classifier-free guidance, planning or CUDA
+        graphs, which recompute it)."""
         self.model = model.eval()
         if compiled:
             self.model.backbone.compile(dynamic=False)
         self.config: VidActConfig = model.config
         self.sampler = Sampler(model, sampler)
+        self.streaming = streaming and model.frame_local and sampler.guidance_scale == 1.0
         self.mode = Mode(mode)
         if self.mode not in (Mode.POLICY, Mode.POLICY_FAST):
             raise ValueError(f"Policy mode must be 'policy' or 'policy_fast', got {self.mode.value!r}")
@@ -222,7 +228,8 @@ class Policy:
         # History frames are future_frame_stride control steps apart (vidact.data.robot.window_offsets),
         # so every step is remembered and every stride-th one is fed to the model.
         self._offsets = window_offsets(self.config)["history"]  # e.g. [-8, 0]
-        self._history: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=1 - self._offsets[0])
+        self._history: deque[_Step] = deque(maxlen=1 - self._offsets[0])
+        self._language = None  # streaming: (instructions, the instruction's keys/values)
         if seed is not None and seed < 0:
             raise ValueError(f"episode seed must be >= 0, got {seed}")
         self._episode = (0, next(self._episodes)) if seed is None else (1, int(seed))
@@ -354,14 +361,19 @@ class Policy:
 
     def _checked(self, observation: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[str], bool]:
         frames, state, texts, batched = self._parse(observation)
-        if self._history and self._history[-1][0].shape[0] != frames.shape[0]:
-            raise ObservationError(f"batch size changed from {self._history[-1][0].shape[0]} to {frames.shape[0]} "
+        if self._history and self._history[-1].frames.shape[0] != frames.shape[0]:
+            raise ObservationError(f"batch size changed from {self._history[-1].frames.shape[0]} to {frames.shape[0]} "
                                    "within an episode; call reset() first")
         return frames, state, texts, batched
 
     def _batch(self, observation: Mapping[str, Any]) -> tuple[Batch, bool]:
+        batch, batched, _ = self._observe(observation)
+        return batch, batched
+
+    def _observe(self, observation: Mapping[str, Any]) -> tuple[Batch, bool, list["_Step"]]:
+        """The observation into the history -> (the model's batch, batched, the history steps it holds)."""
         frames, state, texts, batched = self._checked(observation)  # a refused observation changes nothing
-        self._history.append((frames, state))
+        self._history.append(_Step(frames, state))
         have = len(self._history)
         # Before the episode had enough steps: the first observation, marked padded (LeRobot clamps
         # to the episode's first frame and sets *_is_pad the same way).
@@ -369,9 +381,23 @@ class Policy:
         steps = [self._history[max(i, 0)] for i in index]
         B = frames.shape[0]
         obs_is_pad = torch.tensor([i < 0 for i in index])[None].expand(B, -1).clone()
-        batch = Batch(obs_frames=torch.stack([f for f, _ in steps], 1), state=torch.stack([s for _, s in steps], 1),
-                      text=texts, obs_is_pad=obs_is_pad)
-        return batch.to(self.device), batched
+        batch = Batch(obs_frames=torch.stack([s.frames for s in steps], 1),
+                      state=torch.stack([s.state for s in steps], 1), text=texts, obs_is_pad=obs_is_pad)
+        return batch.to(self.device), batched, steps
+
+    def _prefix(self, batch: Batch, steps: list["_Step"]):
+        """Streaming: the chunk's prefix cache from each step's keys/values, computed once per step
+        (and the instruction's once per episode, again if it changes)."""
+        texts = tuple(batch.text)
+        if self._language is None or self._language[0] != texts:
+            self._language = (texts, self.model.cache_language(batch))
+        language = self._language[1]
+        for step in steps:
+            if step.kv is None or step.kv[0] != texts:  # the steps' keys/values read the instruction's
+                step.kv = (texts, self.model.cache_frame(language, step.frames.to(self.device),
+                                                         step.state.to(self.device)))
+        return self.model.assemble_prefix(language, [s.kv[1] for s in steps], self.model.history_valid(batch),
+                                          self.model.future_base(batch))
 
     # ------------------------------------------------------------------ acting
 
@@ -389,11 +415,12 @@ class Policy:
 
     def predict_chunk(self, observation: Mapping[str, Any], seed: int | None = None) -> Chunk:
         """One observation step -> a chunk of K actions starting at this step."""
-        batch, batched = self._batch(observation)
-        return self._predict(batch, batched, seed)
+        batch, batched, steps = self._observe(observation)
+        return self._predict(batch, batched, seed, steps)
 
     @torch.no_grad()
-    def _predict(self, batch: Batch, batched: bool, seed: int | None = None) -> Chunk:
+    def _predict(self, batch: Batch, batched: bool, seed: int | None = None,
+                 steps: list["_Step"] | None = None) -> Chunk:
         seed = self.noise_seed() if seed is None else seed
         self._calls += 1
         start = time.perf_counter()
@@ -402,7 +429,7 @@ class Policy:
             plan = self.planner.plan(batch, self.mode, seed)
             out_actions, out_frames, scores = plan.actions, plan.future_frames, plan.scores.float().cpu().numpy()
         else:
-            out = self._sample(batch, seed)
+            out = self._sample(batch, seed, steps)
             out_actions, out_frames = out.actions, out.future_frames
         actions = out_actions.float().cpu().numpy()  # on a GPU, the wait for the chunk
         latency = time.perf_counter() - start
@@ -418,11 +445,12 @@ class Policy:
         self.last_chunk = Chunk(actions, frames, latency, scores)
         return self.last_chunk
 
-    def _sample(self, batch: Batch, seed: int):
+    def _sample(self, batch: Batch, seed: int, steps: list["_Step"] | None = None):
         """The sampler's chunk; on a GPU, replayed from a CUDA graph of this mode and batch shape,
         under a lock held over all of its GPU work (a capture fails if another thread uses the GPU)."""
         if not (self.cuda_graphs and self.device.type == "cuda"):
-            return self.sampler.sample(batch, self.mode, seed=seed)
+            prefix = self._prefix(batch, steps) if self.streaming and steps is not None else None
+            return self.sampler.sample(batch, self.mode, seed=seed, prefix=prefix)
         from vidact.generative.graphs import GraphedSampler, shapes, with_text_embeddings
         from vidact.generative.sample import initial_noise
 
@@ -447,15 +475,25 @@ class Policy:
 
     def select_action(self, observation: Mapping[str, Any]) -> np.ndarray:
         """One observation step -> one action [A] (or [B,A]), through the chunk executor."""
-        batch, batched = self._batch(observation)  # every step enters the history, chunk or not
+        batch, batched, steps = self._observe(observation)  # every step enters the history, chunk or not
 
         def infer() -> np.ndarray:
-            chunk = self._predict(batch, batched)
+            chunk = self._predict(batch, batched, steps=steps)
             return chunk.actions if not batched else chunk.actions.swapaxes(0, 1)  # time first: [K,(B,)A]
 
         # Executors blend clipped chunks (convex combinations stay in the box); clip again anyway,
         # so no executor can ever send an action outside the bounds.
         return self.clip(self.executor.act(infer))
+
+
+class _Step:
+    """One observation step of the history: frames [B,V,C,H,W], state [B,S] and, streaming, the
+    keys/values it contributes to every chunk that sees it (with the instructions they read)."""
+
+    __slots__ = ("frames", "state", "kv")
+
+    def __init__(self, frames: torch.Tensor, state: torch.Tensor):
+        self.frames, self.state, self.kv = frames, state, None
 
 
 def _as_tensor(key: str, value: Any, want: str) -> torch.Tensor:

@@ -93,10 +93,11 @@ class Sampler:
     @torch.no_grad()
     def sample(self, batch: Batch, mode: Mode | str, seed: int | None = None, steps: int | None = None,
                guidance_scale: float | None = None, noise: tuple[Tensor, Tensor] | None = None,
-               noise_scale: float | None = None) -> SampleOutput:
+               noise_scale: float | None = None, prefix: KVCache | None = None) -> SampleOutput:
         """``noise``: (video [B,Nf,Dl], action [B,K,A]) to start from instead of ``initial_noise(seed)``
         (a planner's candidates, each with its own seed, in one batch); the action noise is multiplied
-        by ``noise_scale`` (default: the config's)."""
+        by ``noise_scale`` (default: the config's). ``prefix``: the batch's prefix cache, already
+        assembled (a streaming policy's, ``VidAct.assemble_prefix``; without classifier-free guidance)."""
         mode = Mode(mode)
         cfg = self.config
         steps = steps or cfg.steps
@@ -113,7 +114,9 @@ class Sampler:
         B, device = batch.batch_size, batch.obs_frames.device
         dtype = next(model.backbone.parameters()).dtype
         noise_v, noise_a = noise if noise is not None else initial_noise(model, B, cfg.seed if seed is None else seed)
-        cache, uncond = prefix_caches(model, batch, guidance)
+        if prefix is not None and guidance != 1.0:
+            raise ValueError("a prebuilt prefix cache has no unconditional branch: guidance_scale must be 1")
+        cache, uncond = (prefix, None) if prefix is not None else prefix_caches(model, batch, guidance)
 
         xv = {Role.GENERATED: noise_v.to(device, dtype),
               Role.GIVEN: (model.encode_frames(batch.future_frames, batch.future_frame_latents).to(dtype)

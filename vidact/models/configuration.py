@@ -24,6 +24,7 @@ FLAVORS: dict[str, tuple[int, int, int]] = {
 NORMALIZATION_MODES = ("mean_std", "quantile")
 PREDICTIONS = ("velocity", "x0")
 HISTORY_BEFORE_START = ("masked", "rest")
+PREFIX_ATTENTION = ("joint", "frame_local")
 
 
 @dataclass
@@ -85,6 +86,14 @@ class VidActConfig:
     # the positions say (BENCHMARKS.md: given the positions as input the small-goal tasks rise
     # from 10% to 44%). 0: off.
     env_state_dim: int = 0
+    # How the prefix's history frames read each other. "joint": every prefix token reads every
+    # other (and a frame's tokens carry its slot's embedding), so all of the prefix is recomputed
+    # for every chunk. "frame_local": a frame's state and image tokens read the instruction and
+    # themselves only, and its slot enters as a learned key/value offset where the generated tokens
+    # read it; a frame's keys and values are then the same in every chunk that sees it, so a
+    # policy computes them once, when the frame arrives (streaming inference, issue 18), and
+    # reuses the instruction's for the whole episode. The generated tokens still read every frame.
+    prefix_attention: str = "joint"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -97,6 +106,7 @@ class VidActConfig:
         _choice("model.normalization", self.normalization, NORMALIZATION_MODES)
         _choice("model.video_prediction", self.video_prediction, PREDICTIONS)
         _choice("model.history_before_start", self.history_before_start, HISTORY_BEFORE_START)
+        _choice("model.prefix_attention", self.prefix_attention, PREFIX_ATTENTION)
         for name in ("height", "width", "channels", "views", "history", "chunk_length", "state_dim", "action_dim",
                      "future_frame_stride"):
             if getattr(self, name) < 1:

@@ -59,20 +59,44 @@ DEFAULT_RULES: tuple[AttentionRule, ...] = rules({
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """Group lengths (in sequence order) plus attention rules."""
+    """Group lengths (in sequence order) plus attention rules.
+
+    ``frames`` > 0 (``model.prefix_attention="frame_local"``): the state and observed-frame tokens
+    form that many history slots (state token i and the i-th frame's tokens are slot i), and a
+    prefix token reads the language and its own slot only, so a frame's keys and values do not
+    depend on the other frames or on its slot: computed once when the frame arrives, they are
+    reused by every later chunk that still sees the frame. The generated groups read every slot."""
 
     lengths: tuple[tuple[Group, int], ...]
     rules: tuple[AttentionRule, ...] = DEFAULT_RULES
+    frames: int = 0
 
     @classmethod
-    def build(cls, rules_: tuple[AttentionRule, ...] = DEFAULT_RULES, **lengths: int) -> "TokenLayout":
+    def build(cls, rules_: tuple[AttentionRule, ...] = DEFAULT_RULES, frames: int = 0, **lengths: int) -> "TokenLayout":
         """``TokenLayout.build(language=7, state=1, obs=64, future=64, action=16)``; zero-length or
         missing groups are left out (a dropped group)."""
         unknown = set(lengths) - {g.value for g in Group}
         if unknown:
             raise KeyError(f"unknown token groups {sorted(unknown)}; groups are {[g.value for g in Group]}")
         ordered = tuple((g, int(lengths[g.value])) for g in GROUP_ORDER if lengths.get(g.value, 0) > 0)
-        return cls(ordered, rules_)
+        return cls(ordered, rules_, frames)
+
+    def extend(self, **lengths: int) -> "TokenLayout":
+        """This layout (rules, slots) with the groups ``lengths`` added (the generated tokens after a prefix)."""
+        return TokenLayout.build(self.rules, self.frames, **{g.value: n for g, n in self.lengths}, **lengths)
+
+    def slots(self) -> Tensor:
+        """[N] each token's history slot (``frames`` > 0): state token i and frame i's tokens are slot
+        i; -1 for every other token."""
+        ids = []
+        for g, n in self.lengths:
+            if self.frames and g in (Group.STATE, Group.OBS):
+                if n % self.frames:
+                    raise ValueError(f"{n} {g.value} tokens do not split into {self.frames} history slots")
+                ids.append(torch.arange(n) // (n // self.frames))
+            else:
+                ids.append(torch.full((n,), -1, dtype=torch.long))
+        return torch.cat(ids)
 
     @property
     def groups(self) -> tuple[Group, ...]:
@@ -108,7 +132,7 @@ class TokenLayout:
 
     def restrict(self, groups: tuple[Group, ...]) -> "TokenLayout":
         """The same rules over a subset of the groups (how a dropped group is physically removed)."""
-        return TokenLayout(tuple((g, n) for g, n in self.lengths if g in groups), self.rules)
+        return TokenLayout(tuple((g, n) for g, n in self.lengths if g in groups), self.rules, self.frames)
 
     def check(self) -> None:
         """Invariants the sampler relies on; raises with the offending rule."""
@@ -144,6 +168,10 @@ def _mask(layout: TokenLayout) -> Tensor:
         for k in layout.keys_of(q):
             if k in sl:
                 m[sl[q], sl[k]] = True
+    if layout.frames:  # frame-local prefix: a slot's tokens read no other slot
+        slot = layout.slots()
+        framed = slot >= 0
+        m[framed[:, None] & framed[None, :] & (slot[:, None] != slot[None, :])] = False
     m |= torch.eye(N, dtype=torch.bool)
     return m
 
@@ -182,6 +210,8 @@ def flex_block_mask(layout: TokenLayout, key_valid: Tensor):
     never materializes a [B,N,N] mask."""
     from torch.nn.attention.flex_attention import create_block_mask
 
+    if layout.frames:
+        raise ValueError("a frame-local prefix (model.prefix_attention=frame_local) runs on SDPA, not flex attention")
     B, N = key_valid.shape
     gid, allowed = _group_tables(layout, key_valid.device)
 

@@ -58,13 +58,23 @@ def flex_attention(q: Tensor, k: Tensor, v: Tensor, block_mask) -> Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, qk_norm: bool):
+    def __init__(self, dim: int, heads: int, qk_norm: bool, frames: int = 0):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        # A frame-local prefix (TokenLayout.frames): the history slot of a frame's keys and values
+        # is added when the generated tokens read them (a learned key and value offset per slot),
+        # not to the frame's tokens, so the stored keys and values hold for any slot.
+        self.slot_kv = nn.Parameter(torch.randn(2, frames, dim) * 0.02) if frames else None
+
+    def slot_offsets(self, slots: Tensor) -> tuple[Tensor, Tensor]:
+        """[Np] history slots of the prefix tokens (-1: none) -> key and value offsets [1,h,Np,d]."""
+        table = F.pad(self.slot_kv, (0, 0, 1, 0))  # [2, frames + 1, D]; row 0: no slot
+        off = table[:, slots + 1].view(2, len(slots), self.heads, self.head_dim).transpose(1, 2)  # [2,h,Np,d]
+        return off[0, None], off[1, None]
 
     def qkv_heads(self, x: Tensor, fast_norms: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         B, N, _ = x.shape
@@ -73,15 +83,26 @@ class Attention(nn.Module):
             return self.q_norm(q), self.k_norm(k), v
         return rms_norm(self.q_norm, q), rms_norm(self.k_norm, k), v
 
-    def forward(self, x: Tensor, mask, past_kv: tuple[Tensor, Tensor] | None = None, fast_norms: bool = True
-                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(self, x: Tensor, mask, past_kv: tuple[Tensor, Tensor] | None = None, fast_norms: bool = True,
+                slots: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """x [B,N,D]; past_kv: cached prefix keys/values [B,h,Np,d] read by these queries;
-        mask [B|1,1,N,Np+N] bool, or a FlexAttention BlockMask (no past_kv then).
-        Returns the output and this call's own (k, v)."""
+        mask [B|1,1,N,Np+N] bool, or a FlexAttention BlockMask (no past_kv then). ``slots`` [Np]:
+        x is a whole sequence whose first Np tokens are a frame-local prefix (training): the prefix
+        reads its keys as they are, the tokens after it read them with their slot's offsets, as
+        they read a cache (``VidAct.cache_prefix``). Returns the output and this call's own (k, v)."""
         B, N, D = x.shape
         q, k, v = self.qkv_heads(x, fast_norms)
         if mask is not None and not isinstance(mask, Tensor):  # a BlockMask (layout.flex_block_mask)
             out = flex_attention(q, k.to(q.dtype), v.to(q.dtype), mask)
+            return self.proj(out.transpose(1, 2).reshape(B, N, D)), (k, v)
+        if slots is not None and past_kv is None and N > len(slots):
+            P = len(slots)
+            ek, ev = self.slot_offsets(slots)
+            pre = F.scaled_dot_product_attention(q[:, :, :P], k[:, :, :P], v[:, :, :P], attn_mask=mask[..., :P, :P])
+            k_read = torch.cat([k[:, :, :P] + ek.to(k.dtype), k[:, :, P:]], 2)
+            v_read = torch.cat([v[:, :, :P] + ev.to(v.dtype), v[:, :, P:]], 2)
+            gen = F.scaled_dot_product_attention(q[:, :, P:], k_read, v_read, attn_mask=mask[..., P:, :])
+            out = torch.cat([pre, gen], 2)
             return self.proj(out.transpose(1, 2).reshape(B, N, D)), (k, v)
         k_all, v_all = (k, v) if past_kv is None else (torch.cat([past_kv[0], k], 2), torch.cat([past_kv[1], v], 2))
         out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)  # [B,h,N,d]
@@ -89,10 +110,10 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool, frames: int = 0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim, heads, qk_norm)
+        self.attn = Attention(dim, heads, qk_norm, frames)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
@@ -101,13 +122,13 @@ class Block(nn.Module):
         nn.init.zeros_(self.adaLN[1].bias)
 
     def forward(self, x: Tensor, cond: Tensor, cond_index: Tensor, mask, past_kv: tuple[Tensor, Tensor] | None = None,
-                fast_norms: bool = True) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                fast_norms: bool = True, slots: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """``cond_index``: [N] long (gathered) or [N,M] bool one-hot (a matmul, whose backward is
         another matmul rather than the gather's scatter-add)."""
         mod = expand_cond(self.adaLN(cond), cond_index)  # [B,M,6D] -> [B,N,6D]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         norm1, norm2 = (layer_norm, layer_norm) if fast_norms else (self.norm1, self.norm2)
-        h, kv = self.attn(modulate(norm1(x), shift1, scale1), mask, past_kv, fast_norms)
+        h, kv = self.attn(modulate(norm1(x), shift1, scale1), mask, past_kv, fast_norms, slots)
         x = x + gate1 * h
         x = x + gate2 * self.mlp(modulate(norm2(x), shift2, scale2))
         return x, kv
@@ -132,10 +153,12 @@ class KVCache:
 
 
 class Transformer(nn.Module):
-    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True):
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = True,
+                 frames: int = 0):
+        """``frames`` > 0: a frame-local prefix of that many history slots (``Attention.slot_kv``)."""
         super().__init__()
         self.dim = dim
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, qk_norm) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, qk_norm, frames) for _ in range(depth))
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         nn.init.zeros_(self.final_adaLN[1].weight)
@@ -154,9 +177,11 @@ class Transformer(nn.Module):
         self.fast_norms = True
 
     def forward(self, x: Tensor, cond: Tensor, cond_index: Tensor, mask,
-                cache: KVCache | None = None, return_cache: bool = False) -> tuple[Tensor, KVCache | None]:
+                cache: KVCache | None = None, return_cache: bool = False,
+                slots: Tensor | None = None) -> tuple[Tensor, KVCache | None]:
         """x [B,N,D] -> [B,N,D]. With ``cache``, x holds only the tokens after the cached prefix
-        and ``mask`` covers [prefix + these] keys. With ``return_cache``, keys/values are kept."""
+        and ``mask`` covers [prefix + these] keys. With ``return_cache``, keys/values are kept.
+        ``slots``: see ``Attention.forward`` (a frame-local prefix's slots, whole sequences only)."""
         kept: list[tuple[Tensor, Tensor]] = []
         if self.cond_gather == "matmul" or (self.cond_gather == "auto" and x.device.type == "cuda"
                                             and torch.is_grad_enabled()):
@@ -164,9 +189,9 @@ class Transformer(nn.Module):
         for i, block in enumerate(self.blocks):
             past = cache.layers[i] if cache is not None else None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, kv = checkpoint(block, x, cond, cond_index, mask, past, self.fast_norms, use_reentrant=False)
+                x, kv = checkpoint(block, x, cond, cond_index, mask, past, self.fast_norms, slots, use_reentrant=False)
             else:
-                x, kv = block(x, cond, cond_index, mask, past, self.fast_norms)
+                x, kv = block(x, cond, cond_index, mask, past, self.fast_norms, slots)
             if return_cache:
                 kept.append(kv)
         shift, scale = expand_cond(self.final_adaLN(cond), cond_index).chunk(2, dim=-1)

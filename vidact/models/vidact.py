@@ -126,12 +126,14 @@ class VidAct(nn.Module):
         self.obs_pos = nn.Parameter(torch.zeros(self.obs_tokens_per_frame, D))
         self.future_pos = nn.Parameter(torch.zeros(n_frame, D))
         self.view_emb = nn.Parameter(torch.zeros(c.views, D))
-        self.history_emb = nn.Parameter(torch.zeros(c.history, D))
+        # A frame-local prefix carries the slot in the attention (Attention.slot_kv), not in the tokens.
+        self.frame_local = c.prefix_attention == "frame_local"
+        self.history_emb = None if self.frame_local else nn.Parameter(torch.zeros(c.history, D))
         self.future_time_emb = nn.Parameter(torch.zeros(max(c.future_frames, 1), D))
         self.action_pos = nn.Parameter(torch.zeros(c.chunk_length, D))
         self.time_embed = TimestepEmbedder(D)
 
-        self.backbone = Transformer(D, depth, heads, c.mlp_ratio, c.qk_norm)
+        self.backbone = Transformer(D, depth, heads, c.mlp_ratio, c.qk_norm, c.history if self.frame_local else 0)
         self.future_out = nn.Linear(D, d_latent)
         self.action_out = nn.Linear(D, c.action_dim)
         self.env_state_head = EnvStateHead(D, c.env_state_dim) if c.env_state_dim else None
@@ -142,7 +144,8 @@ class VidAct(nn.Module):
     def _init_weights(self) -> None:
         for p in (self.modality_emb, self.obs_pos, self.future_pos, self.view_emb, self.history_emb,
                   self.future_time_emb, self.action_pos):
-            nn.init.normal_(p, std=self.config.embedding_init_std)
+            if p is not None:
+                nn.init.normal_(p, std=self.config.embedding_init_std)
         for head in (self.future_out, self.action_out):  # DiT: zero output layers
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -201,48 +204,80 @@ class VidAct(nn.Module):
     def embed_prefix(self, batch: Batch, drop_language: Tensor | None = None) -> Prefix:
         """Language, state and observed-frame tokens. ``drop_language`` [B] bool masks the
         instruction out (classifier-free guidance's unconditional branch)."""
-        c = self.config
         self.spec.check(batch)
         B, Th = batch.obs_frames.shape[:2]
         device = batch.obs_frames.device
-        obs_valid = ~batch.obs_is_pad if batch.obs_is_pad is not None else torch.ones(B, Th, dtype=torch.bool,
-                                                                                      device=device)
-        if c.history_before_start == "rest" and batch.obs_is_pad is not None:
-            # The leading padded steps are those before the episode's first frame, which they repeat.
-            obs_valid = obs_valid | batch.obs_is_pad.long().cumprod(1).bool()
+        obs_valid = self.history_valid(batch)
         parts, valid, lengths = [], [], {}
-        if self.text_encoder is not None or batch.text_embeddings is not None:
-            emb, mask = self.embed_text(batch)
-            if self.text_proj is None:
-                raise ValueError("batch carries text embeddings but model.text_encoder.kind='none'")
-            emb, mask = emb.to(device), mask.to(device)
-            if drop_language is not None:
-                mask = mask & ~drop_language[:, None]
-            parts.append(self.text_proj(emb.to(self.text_proj.weight.dtype)) + self.modality_emb[0])
-            valid.append(mask)
-            lengths[Group.LANGUAGE.value] = emb.shape[1]
+        language = self.language_tokens(batch, drop_language)
+        if language is not None:
+            parts.append(language[0])
+            valid.append(language[1])
+            lengths[Group.LANGUAGE.value] = language[0].shape[1]
 
-        state = self.normalizer.normalize("state", batch.state)  # [B,Th,S]
-        parts.append(self.state_proj(state.to(self.state_proj.weight.dtype)) + self.history_emb
-                     + self.modality_emb[1])
+        state = self.state_tokens(batch.state)  # [B,Th,D]
+        if self.history_emb is not None:
+            state = state + self.history_emb
+        parts.append(state)
         valid.append(obs_valid if batch.state_is_pad is None else obs_valid & ~batch.state_is_pad.to(device))
         lengths[Group.STATE.value] = Th
 
-        if self.obs_encoder is None and batch.obs_frame_latents is not None:
-            obs = batch.obs_frame_latents  # [B,Th,V,n,Dl], read from the latent cache
-        else:
-            obs = (self.obs_encoder or self.frame_tokenizer).encode(batch.obs_frames)  # [B,Th,V,n,Dobs]
-        obs = self.obs_proj(obs.to(self.obs_proj.weight.dtype))
-        obs = obs + self.obs_pos + self.view_emb[:, None] + self.history_emb[:, None, None] + self.modality_emb[2]
+        obs = self.obs_tokens(batch.obs_frames, batch.obs_frame_latents)  # [B,Th,V,n,D]
+        if self.history_emb is not None:
+            obs = obs + self.history_emb[:, None, None]
         n_obs = obs.shape[2] * obs.shape[3]
         parts.append(obs.flatten(1, 3))  # [B, Th*V*n, D]
         valid.append(obs_valid[:, :, None].expand(B, Th, n_obs).flatten(1))
         lengths[Group.OBS.value] = Th * n_obs
-        base = None
-        if c.video_residual and self.future_tokens:
-            known = None if batch.obs_frame_latents is None else batch.obs_frame_latents[:, -1:]
-            base = self.encode_frames(batch.obs_frames[:, -1:], known).repeat(1, c.future_frames, 1)  # [B,Nf,Dl]
-        return Prefix(torch.cat(parts, 1), torch.cat(valid, 1), TokenLayout.build(**lengths), base)
+        layout = TokenLayout.build(frames=Th if self.frame_local else 0, **lengths)
+        return Prefix(torch.cat(parts, 1), torch.cat(valid, 1), layout, self.future_base(batch))
+
+    def history_valid(self, batch: Batch) -> Tensor:
+        """[B,Th] which history steps the prefix reads (``model.history_before_start``)."""
+        B, Th = batch.obs_frames.shape[:2]
+        if batch.obs_is_pad is None:
+            return torch.ones(B, Th, dtype=torch.bool, device=batch.obs_frames.device)
+        valid = ~batch.obs_is_pad
+        if self.config.history_before_start == "rest":
+            # The leading padded steps are those before the episode's first frame, which they repeat.
+            valid = valid | batch.obs_is_pad.long().cumprod(1).bool()
+        return valid
+
+    def language_tokens(self, batch: Batch, drop_language: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+        """(tokens [B,L,D], mask [B,L]) of the instruction, or None for a model without language."""
+        if self.text_encoder is None and batch.text_embeddings is None:
+            return None
+        device = batch.obs_frames.device
+        emb, mask = self.embed_text(batch)
+        if self.text_proj is None:
+            raise ValueError("batch carries text embeddings but model.text_encoder.kind='none'")
+        emb, mask = emb.to(device), mask.to(device)
+        if drop_language is not None:
+            mask = mask & ~drop_language[:, None]
+        return self.text_proj(emb.to(self.text_proj.weight.dtype)) + self.modality_emb[0], mask
+
+    def state_tokens(self, state: Tensor) -> Tensor:
+        """[B,T,S] raw state -> [B,T,D] (without the history slot's embedding)."""
+        state = self.normalizer.normalize("state", state)
+        return self.state_proj(state.to(self.state_proj.weight.dtype)) + self.modality_emb[1]
+
+    def obs_tokens(self, frames: Tensor, latents: Tensor | None = None) -> Tensor:
+        """[B,T,V,C,H,W] observed frames -> [B,T,V,n,D] (without the history slot's embedding);
+        ``latents`` [B,T,V,n,Dl]: their frame-tokenizer tokens when already known (latent cache)."""
+        if self.obs_encoder is None and latents is not None:
+            obs = latents
+        else:
+            obs = (self.obs_encoder or self.frame_tokenizer).encode(frames)  # [B,T,V,n,Dobs]
+        obs = self.obs_proj(obs.to(self.obs_proj.weight.dtype))
+        return obs + self.obs_pos + self.view_emb[:, None] + self.modality_emb[2]
+
+    def future_base(self, batch: Batch) -> Tensor | None:
+        """``model.video_residual``: the last observed frame's tokens, once per future frame [B,Nf,Dl]."""
+        c = self.config
+        if not (c.video_residual and self.future_tokens):
+            return None
+        known = None if batch.obs_frame_latents is None else batch.obs_frame_latents[:, -1:]
+        return self.encode_frames(batch.obs_frames[:, -1:], known).repeat(1, c.future_frames, 1)
 
     def embed_future(self, future_x: Tensor) -> Tensor:
         """[B, Tf*V*n, Dl] noisy latent tokens -> [B, Nf, D]"""
@@ -309,7 +344,7 @@ class VidAct(nn.Module):
         """The whole sequence at once (training). ``future_valid`` / ``action_valid`` [B] bool: False
         masks that sample's group out as keys, exactly as if it were dropped from the sequence."""
         parts, lengths = self._generated(future_x, action_x)
-        layout = TokenLayout.build(**dict(((g.value, n) for g, n in prefix.layout.lengths)), **lengths)
+        layout = prefix.layout.extend(**lengths)
         B, device = prefix.tokens.shape[0], prefix.tokens.device
         valid = [prefix.key_valid]
         for name, flag in ((Group.FUTURE.value, future_valid), (Group.ACTION.value, action_valid)):
@@ -325,7 +360,8 @@ class VidAct(nn.Module):
             mask = attention_mask(layout, key_valid)
         x = torch.cat([prefix.tokens, *parts], 1)
         cond = self._conditioning(tau_video, tau_action)
-        out, _ = self.backbone(x, cond, self._cond_index(layout, device), mask)
+        slots = _slots(prefix.layout, device) if self.frame_local else None
+        out, _ = self.backbone(x, cond, self._cond_index(layout, device), mask, slots=slots)
         pred = self._as_velocity(self._heads(out, layout), future_x, tau_video, prefix.future_base)
         if self.env_state_head is not None:
             obs = out[:, layout.slices()[Group.OBS]]  # [B, Th*V*n, D]
@@ -340,8 +376,79 @@ class VidAct(nn.Module):
         mask = attention_mask(prefix.layout, prefix.key_valid)
         _, cache = self.backbone(prefix.tokens, self._conditioning(zeros, zeros),
                                  self._cond_index(prefix.layout, device), mask, return_cache=True)
-        cache.key_valid, cache.layout, cache.future_base = prefix.key_valid, prefix.layout, prefix.future_base
-        return cache
+        return self.readable(cache.layers, prefix.layout, prefix.key_valid, prefix.future_base)
+
+    def readable(self, layers: list[tuple[Tensor, Tensor]], layout: TokenLayout, key_valid: Tensor,
+                 future_base: Tensor | None = None) -> KVCache:
+        """The prefix's per-layer keys/values as the generated tokens read them: a frame-local
+        prefix's with each slot's offsets added (``Attention.slot_kv``)."""
+        if self.frame_local:
+            slots = _slots(layout, key_valid.device)
+            offsets = [block.attn.slot_offsets(slots) for block in self.backbone.blocks]
+            layers = [(k + ek.to(k.dtype), v + ev.to(v.dtype)) for (k, v), (ek, ev) in zip(layers, offsets)]
+        return KVCache(list(layers), key_valid, layout, future_base)
+
+    # ------------------------------------------------------------------ streaming (frame-local prefix)
+
+    def cache_language(self, batch: Batch) -> tuple[list[tuple[Tensor, Tensor]], Tensor] | None:
+        """The instruction's per-layer keys/values [B,h,L,d] and mask [B,L], once per episode (it
+        reads itself only), or None for a model without language."""
+        language = self.language_tokens(batch)
+        if language is None:
+            return None
+        tokens, mask = language
+        layout = TokenLayout.build(language=tokens.shape[1])
+        zeros = torch.zeros(tokens.shape[0], device=tokens.device)
+        _, cache = self.backbone(tokens, self._conditioning(zeros, zeros), self._cond_index(layout, tokens.device),
+                                 attention_mask(layout, mask), return_cache=True)
+        return cache.layers, mask
+
+    def cache_frame(self, language: tuple[list[tuple[Tensor, Tensor]], Tensor] | None, frames: Tensor,
+                    state: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """One observation step's per-layer keys/values [B,h,1+V*n,d] (its state token, then its
+        frames' tokens) in a frame-local prefix: they read the instruction's (``cache_language``)
+        and themselves only, so they hold for every chunk whose history holds this step.
+        ``frames`` [B,V,C,H,W], ``state`` [B,S]."""
+        if not self.frame_local:
+            raise ValueError("cache_frame needs model.prefix_attention=frame_local")
+        tokens = torch.cat([self.state_tokens(state[:, None])[:, 0:1], self.obs_tokens(frames[:, None]).flatten(1, 3)], 1)
+        B, n, device = tokens.shape[0], tokens.shape[1], tokens.device
+        lengths, valid, cache = {"state": 1, "obs": n - 1}, [torch.ones(B, n, dtype=torch.bool, device=device)], None
+        if language is not None:
+            lengths["language"] = language[1].shape[1]
+            valid.insert(0, language[1])
+            cache = KVCache(language[0])
+        layout = TokenLayout.build(frames=1, **lengths)
+        P = len(layout) - n
+        mask = attention_mask(layout, torch.cat(valid, 1))[:, :, P:]
+        zeros = torch.zeros(B, device=device)
+        _, kept = self.backbone(tokens, self._conditioning(zeros, zeros), self._cond_index(layout, device, skip=P),
+                                mask, cache=cache, return_cache=True)
+        return kept.layers
+
+    def assemble_prefix(self, language: tuple[list[tuple[Tensor, Tensor]], Tensor] | None,
+                        frames: list[list[tuple[Tensor, Tensor]]], valid: Tensor,
+                        future_base: Tensor | None = None) -> KVCache:
+        """The readable prefix cache of a chunk from stored pieces: the instruction's and, oldest
+        first, each history slot's ``cache_frame`` (``valid`` [B,Th]: False for a slot before the
+        episode's first step). Equal to ``cache_prefix(embed_prefix(batch))`` of the same batch."""
+        Th = len(frames)
+        B = valid.shape[0]
+        n = frames[0][0][0].shape[2]  # 1 + V*n tokens per step
+        layers = []
+        for i in range(len(self.backbone.blocks)):
+            ks = ([language[0][i][0]] if language is not None else []) + [f[i][0][:, :, :1] for f in frames] \
+                + [f[i][0][:, :, 1:] for f in frames]
+            vs = ([language[0][i][1]] if language is not None else []) + [f[i][1][:, :, :1] for f in frames] \
+                + [f[i][1][:, :, 1:] for f in frames]
+            layers.append((torch.cat(ks, 2), torch.cat(vs, 2)))
+        lengths = {"state": Th, "obs": Th * (n - 1)}
+        key_valid = [valid, valid[:, :, None].expand(B, Th, n - 1).flatten(1)]
+        if language is not None:
+            lengths["language"] = language[1].shape[1]
+            key_valid.insert(0, language[1])
+        layout = TokenLayout.build(frames=Th, **lengths)
+        return self.readable(layers, layout, torch.cat(key_valid, 1), future_base)
 
     def forward_cached(self, cache: KVCache, future_x: Tensor | None, action_x: Tensor | None, tau_video: Tensor,
                        tau_action: Tensor) -> Prediction:
@@ -350,7 +457,7 @@ class VidAct(nn.Module):
         if not parts:
             raise ValueError("forward_cached needs future frames, actions, or both")
         prefix_layout: TokenLayout = cache.layout
-        layout = TokenLayout.build(**dict(((g.value, n) for g, n in prefix_layout.lengths)), **lengths)
+        layout = prefix_layout.extend(**lengths)
         x = torch.cat(parts, 1)
         B, Ng, device = x.shape[0], x.shape[1], x.device
         Np = len(prefix_layout)
@@ -359,6 +466,12 @@ class VidAct(nn.Module):
         out, _ = self.backbone(x, self._conditioning(tau_video, tau_action),
                                self._cond_index(layout, device, skip=Np), mask, cache=cache)
         return self._as_velocity(self._heads(out, layout, offset=Np), future_x, tau_video, cache.future_base)
+
+
+@device_cache
+def _slots(layout: TokenLayout, device: torch.device) -> Tensor:
+    """[Np] the prefix tokens' history slots (``TokenLayout.slots``), made on ``device`` once per layout."""
+    return layout.slots().to(device)
 
 
 @device_cache
