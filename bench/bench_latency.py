@@ -10,6 +10,9 @@ localhost, ``PolicyClient.infer``). Weights are random (latency does not depend 
 (configs/model/metaworld_96.yaml: 96x96, 2 history frames, 1 future frame, 16x4 chunk, patch 12).
 Reports median and 90th percentile over ``--calls`` calls after 2 warm-up calls.
 
+``--recompute`` (a frame-local bundle) times the prefix recomputed every chunk beside the
+streaming policy, which computes each observation step's keys and values once.
+
 ``--lerobot act diffusion`` adds LeRobot's own policies in the same run, at their default sizes
 (random weights, no ImageNet backbone download) on the same observation: one
 ``select_action`` per call after ``reset()`` and LeRobot's preprocessor pipeline, i.e. with an
@@ -59,9 +62,10 @@ def time_calls(fn, calls: int) -> tuple[float, float]:
     return percentiles(times)
 
 
-def build(flavor: str, bundle: str | None, mode: str, steps: int, compiled: bool = False) -> Policy:
+def build(flavor: str, bundle: str | None, mode: str, steps: int, compiled: bool = False,
+          streaming: bool = True) -> Policy:
     if bundle:
-        return Policy.from_pretrained(bundle, mode=mode, steps=steps, compiled=compiled)
+        return Policy.from_pretrained(bundle, mode=mode, steps=steps, compiled=compiled, streaming=streaming)
     torch.manual_seed(0)
     model = VidAct(VidActConfig(flavor=flavor, **METAWORLD))
     return Policy(model, SamplerConfig(steps=steps), {"cameras": {"keys": ["observation.image"]}}, mode,
@@ -139,6 +143,8 @@ def main() -> None:
                         "in-process calls goes (cProfile, by cumulative time)")
     parser.add_argument("--compile", action="store_true", help="also time each setting with the backbone "
                         "torch.compiled (Policy(compiled=True); the warm-up calls compile)")
+    parser.add_argument("--recompute", action="store_true", help="a frame-local bundle (model.prefix_attention): "
+                        "also time each setting with the whole prefix recomputed every chunk (Policy(streaming=False))")
     parser.add_argument("--lerobot", nargs="*", default=[], choices=["act", "diffusion"],
                         help="also time LeRobot's own policies (default sizes) on the same observation")
     args = parser.parse_args()
@@ -149,8 +155,10 @@ def main() -> None:
     print("|---|---:|---|---:|---:|---:|")
     for flavor in ([args.bundle] if args.bundle else args.flavors):
         for mode in args.modes:
-            for steps, compiled in [(s, c) for s in args.steps for c in [False] + [True] * args.compile]:
-                policy = build(flavor, args.bundle, mode, steps, compiled)
+            settings = [(s, c, r) for s in args.steps for c in [False] + [True] * args.compile
+                        for r in [False] + [True] * args.recompute]
+            for steps, compiled, recompute in settings:
+                policy = build(flavor, args.bundle, mode, steps, compiled, streaming=not recompute)
                 obs = observation(args.image_size)
                 local = time_calls(lambda: policy.predict_chunk(obs), args.calls)
                 if args.profile:
@@ -164,7 +172,9 @@ def main() -> None:
                     server.stop()
                 params = sum(p.numel() for p in policy.model.parameters()) / 1e6
                 far = f"{remote[0]:.1f} / {remote[1]:.1f}" if remote else "-"
-                print(f"| {flavor}{' (compiled)' if compiled else ''} | {params:.2f}M | {mode} | {steps} | "
+                how = "".join([" (compiled)" * compiled, " (prefix recomputed)" * recompute,
+                               " (streaming)" * (policy.streaming and not recompute)])
+                print(f"| {flavor}{how} | {params:.2f}M | {mode} | {steps} | "
                       f"{local[0]:.1f} / {local[1]:.1f} | {far} |", flush=True)
     for kind in args.lerobot:
         time_lerobot(kind, args)
