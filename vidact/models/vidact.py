@@ -84,9 +84,6 @@ class EnvStateHead(nn.Module):
                     self.std.lerp_(std.clamp(min=1e-3), self.momentum)
         return (target - self.mean) / self.std
 
-    def unnormalize(self, pred: Tensor) -> Tensor:
-        return pred.float() * self.std + self.mean
-
 
 class VidAct(nn.Module):
     """``component_weights=False``: the pretrained components (text encoder, VAE, timm backbone)
