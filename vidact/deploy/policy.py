@@ -449,8 +449,9 @@ class Policy:
         """The sampler's chunk; on a GPU, replayed from a CUDA graph of this mode and batch shape,
         under a lock held over all of its GPU work (a capture fails if another thread uses the GPU)."""
         if not (self.cuda_graphs and self.device.type == "cuda"):
-            prefix = self._prefix(batch, steps) if self.streaming and steps is not None else None
-            return self.sampler.sample(batch, self.mode, seed=seed, prefix=prefix)
+            if self.streaming and steps is not None:
+                return self.sampler.sample(batch, self.mode, seed=seed, prefix=self._prefix(batch, steps))
+            return self.sampler.sample(batch, self.mode, seed=seed)
         from vidact.generative.graphs import GraphedSampler, shapes, with_text_embeddings
         from vidact.generative.sample import initial_noise
 
