@@ -40,7 +40,7 @@ def predict(model, batch: Batch) -> torch.Tensor:
 
 def evaluate(model, path: str, every: int, batch_size: int = 32) -> dict:
     ds = RobotDataset(path, model.config)
-    starts = {start for start, _ in ds._ep_rows.values()}
+    starts = {start for start, _ in ds.episode_spans.values()}
     items = [i for i in range(len(ds)) if i % every == 0 or ds.row(i) in starts]
     pred, target, first, text = [], [], [], []
     for k in range(0, len(items), batch_size):

@@ -260,6 +260,11 @@ class RobotDataset(Dataset):
             lerobot_worker_init_fn(worker_id)
 
     @property
+    def episode_spans(self) -> dict[int, tuple[int, int]]:
+        """Each episode's table rows [start, end)."""
+        return dict(self._ep_rows)
+
+    @property
     def episode_lengths(self) -> dict[int, int]:
         return {ep: end - start for ep, (start, end) in self._ep_rows.items()}
 
@@ -271,7 +276,8 @@ class RobotDataset(Dataset):
     def episode(self, ep: int) -> dict[str, Any]:
         """One whole episode at the model's resolution: ``frames`` [T,V,C,H,W] float in [0,1],
         ``state`` [T,S], ``action`` [T,A], ``text`` (for world-model rollouts, ``vidact imagine``),
-        and ``success`` [T] bool where the dataset has a ``next.success`` column."""
+        ``success`` [T] bool where the dataset has a ``next.success`` column, and ``env_state`` [T,E]
+        where the model is configured with ``env_state_dim``."""
         if ep not in self._ep_rows:
             raise KeyError(f"dataset {self.meta.root} has no episode {ep}; it has episodes "
                            f"{min(self._ep_rows)}..{max(self._ep_rows)} ({len(self._ep_rows)} in all)")
@@ -283,6 +289,8 @@ class RobotDataset(Dataset):
                 "text": self._tasks[int(self._task_index[start])]}
         if self._success is not None:
             data["success"] = torch.from_numpy(self._success[rows])
+        if self._env_state is not None:
+            data["env_state"] = torch.from_numpy(self._env_state[rows])
         return data
 
     @property

@@ -26,7 +26,7 @@ from vidact.models.layout import GROUP_ORDER, Group, TokenLayout, attention_mask
 from vidact.models.transformer import KVCache, TimestepEmbedder, Transformer
 from vidact.tokenizers.action import Normalizer
 from vidact.tokenizers.text import TextEncoder, pad_embeddings
-from vidact.tokenizers.video import PatchTokenizer, TimmObsEncoder, build_frame_tokenizer
+from vidact.tokenizers.video import KeypointObsEncoder, PatchTokenizer, TimmObsEncoder, build_frame_tokenizer
 from vidact.types import Batch, BatchSpec
 
 # Conditioning slots for AdaLN: every prefix token is clean (tau = 0); future-frame and action
@@ -163,7 +163,7 @@ class VidAct(nn.Module):
         out = {"frame_tokenizer": self.frame_tokenizer}
         if self.text_encoder is not None:
             out["text_encoder"] = self.text_encoder
-        if self.obs_encoder is not None and self.config.obs_encoder.freeze:
+        if self.obs_encoder is not None and self.config.obs_encoder.kind != "keypoints" and self.config.obs_encoder.freeze:
             out["obs_encoder"] = self.obs_encoder
         return out
 
@@ -487,6 +487,8 @@ def build_obs_encoder(c: VidActConfig, weights: bool = True) -> nn.Module | None
             raise ValueError(f"model.obs_encoder.patch_size={c.obs_encoder.patch_size} must divide the frame size "
                              f"{c.height}x{c.width}")
         return PatchTokenizer(c.channels, c.height, c.width, c.obs_encoder.patch_size)
+    if c.obs_encoder.kind == "keypoints":
+        return KeypointObsEncoder(c.obs_encoder, c.channels, c.height, c.width)
     return None
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 FRAME_TOKENIZERS = ("patch", "vae")
-OBS_ENCODERS = ("tokenizer", "patch", "timm")
+OBS_ENCODERS = ("tokenizer", "patch", "timm", "keypoints")
 TEXT_ENCODERS = ("t5", "clip", "siglip", "tiny_t5", "none")
 
 
@@ -22,13 +22,17 @@ class FrameTokenizerConfig:
 class ObsEncoderConfig:
     """How observed frames become tokens: through the frame tokenizer (the tokens the model
     predicts), as pixel patches whatever the frame tokenizer is (a latent world model that reads
-    its observations at pixel precision), or through a timm backbone."""
+    its observations at pixel precision), through a timm backbone, or as keypoints (a small trainable
+    CNN and a spatial softmax: each token is where one learned feature is in the frame and what it
+    sees there)."""
 
     kind: str = "tokenizer"  # one of OBS_ENCODERS
     patch_size: int = 12  # kind=patch: pixels per patch side
     timm_name: str = "resnet18"
     weights_path: Optional[str] = None  # local .safetensors/.pth for the timm model; None = random init
-    freeze: bool = True
+    freeze: bool = True  # kind=timm: keep the backbone's weights (kind=keypoints always trains)
+    keypoints: int = 32  # kind=keypoints: tokens per frame
+    conv_width: int = 64  # kind=keypoints: channels of the CNN
 
 
 @dataclass

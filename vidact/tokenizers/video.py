@@ -280,3 +280,43 @@ class TimmObsEncoder(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             tokens = self._features(frames.reshape(-1, *frames.shape[-3:]))
         return tokens.reshape(*lead, *tokens.shape[-2:])
+
+
+class KeypointObsEncoder(nn.Module):
+    """A small trainable CNN read out by a spatial softmax (the encoder of robomimic and Diffusion
+    Policy): each of ``keypoints`` tokens is where one learned feature peaks in the frame, as
+    expected (x, y) in [-1, 1], followed by the feature map's mean under that peak. Where a small
+    object is becomes an output of the encoder instead of something a linear patch embedding and
+    the transformer must learn to compute; the convolutions find it wherever it is.
+
+    96x96 -> two stride-2 convolutions -> a 24x24 map (4 pixels a cell; the soft argmax is finer).
+    """
+
+    def __init__(self, cfg: ObsEncoderConfig, channels: int, height: int, width: int):
+        super().__init__()
+        if cfg.keypoints < 1 or cfg.conv_width < 8 or cfg.conv_width % 8:
+            raise ValueError(f"model.obs_encoder: keypoints={cfg.keypoints} must be >= 1 and "
+                             f"conv_width={cfg.conv_width} a multiple of 8")
+        w = cfg.conv_width
+
+        def block(cin: int, cout: int, k: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2), nn.GroupNorm(8, cout), nn.GELU()]
+
+        self.net = nn.Sequential(*block(channels, w // 2, 5, 2), *block(w // 2, w, 3, 2),
+                                 *block(w, w, 3, 1), *block(w, w, 3, 1))
+        self.logits = nn.Conv2d(w, cfg.keypoints, 1)
+        with torch.no_grad():
+            h, w_ = self.net(torch.zeros(1, channels, height, width)).shape[-2:]
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w_), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], -1), persistent=False)  # [hw,2]
+        self.tokens_per_frame, self.token_dim = cfg.keypoints, 2 + w
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """[..., C, H, W] in [0,1] -> [..., K, 2 + conv_width]"""
+        lead = frames.shape[:-3]
+        feats = self.net(frames.reshape(-1, *frames.shape[-3:]) * 2 - 1)  # [B,w,h,w]
+        attn = self.logits(feats).flatten(2).softmax(-1)  # [B,K,hw]
+        where = attn @ self.grid.to(attn.dtype)  # [B,K,2]
+        what = attn @ feats.flatten(2).transpose(1, 2)  # [B,K,w]
+        tokens = torch.cat([where, what], -1)
+        return tokens.reshape(*lead, *tokens.shape[-2:])
