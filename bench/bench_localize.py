@@ -11,6 +11,14 @@ a policy either.
 
     .venv/bin/python bench/bench_localize.py --train outputs/small4/data25_env --heldout outputs/small4/heldout_env \\
         --encoders tokenizer keypoints --steps 2000 --out outputs/small4/localize.json
+
+``--scenes N`` trains instead on N freshly rendered first frames per task (MetaWorld reset to a
+seed of its own, nothing else: scenes cost a reset and a render, not a demonstration) and scores
+on ``--heldout-scenes`` others, at ``--size`` pixels: whether more scenes, or more pixels, are what
+it takes to find the goal.
+
+    .venv/bin/python bench/bench_localize.py --scenes 1000 --size 96 --tasks reach-v3 push-v3 pick-place-v3 \\
+        peg-insert-side-v3 --encoders tokenizer --steps 2000
 """
 
 from __future__ import annotations
@@ -46,6 +54,25 @@ def load_frames(path: str, model_cfg, every: int) -> dict:
     return {"frames": torch.cat(frames), "target": torch.cat(target), "task": np.array(task), "first": np.array(first)}
 
 
+def render_scenes(tasks: list[str], n: int, size: int, seed: int) -> dict:
+    """``n`` reset scenes per task at ``size`` pixels (the generator's corner2 camera): first frames only."""
+    from lerobot.envs.metaworld import TASK_DESCRIPTIONS
+
+    from vidact.data.metaworld import ExpertRollout, metaworld_env_state
+
+    frames, target, task = [], [], []
+    for number, name in enumerate(tasks):
+        env = ExpertRollout(name, ["corner2"], size, size, env_state=True)
+        for i in range(n):
+            obs = env.reset(seed + 100_000 * number + i)
+            frames.append(torch.from_numpy(env.render()[0]).permute(2, 0, 1))
+            target.append(torch.from_numpy(metaworld_env_state(obs)))
+        env.close()
+        task += [TASK_DESCRIPTIONS[name]] * n
+    return {"frames": torch.stack(frames), "target": torch.stack(target), "task": np.array(task),
+            "first": np.ones(len(task), bool)}
+
+
 class Probe(nn.Module):
     def __init__(self, encoder: nn.Module, tokens: int, token_dim: int, out: int, dim: int = 128, depth: int = 2):
         super().__init__()
@@ -61,8 +88,8 @@ class Probe(nn.Module):
         return self.head(self.body(x).mean(1))
 
 
-def build(kind: str, recipe: str) -> nn.Module:
-    overrides = ["model.env_state_dim=6"]
+def build(kind: str, recipe: str, size: int) -> nn.Module:
+    overrides = ["model.env_state_dim=6", f"model.height={size}", f"model.width={size}"]
     if kind != "tokenizer":
         overrides += [f"model.obs_encoder.kind={kind}", "model.obs_encoder.freeze=false"]
     c = vconfig.load(recipe, overrides).model
@@ -97,8 +124,12 @@ def summary(table: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train", required=True, help="dataset with observation.environment_state")
-    p.add_argument("--heldout", required=True, help="held-out episodes of the same tasks")
+    p.add_argument("--train", help="dataset with observation.environment_state")
+    p.add_argument("--heldout", help="held-out episodes of the same tasks")
+    p.add_argument("--scenes", type=int, default=0, help="or: train on this many rendered reset scenes per task")
+    p.add_argument("--heldout-scenes", type=int, default=50, help="with --scenes: held-out scenes per task")
+    p.add_argument("--tasks", nargs="+", default=["reach-v3", "push-v3", "pick-place-v3", "peg-insert-side-v3"])
+    p.add_argument("--size", type=int, default=96, help="frame size (datasets: their frames resized to it)")
     p.add_argument("--encoders", nargs="+", default=["tokenizer", "keypoints"],
                    help="tokenizer (the recipe's patches), patch, timm (ResNet-18, random init), keypoints")
     p.add_argument("--recipe", default="metaworld_mt10")
@@ -110,15 +141,21 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
-    c, _ = build("tokenizer", args.recipe)
-    train, held = load_frames(args.train, c, args.every), load_frames(args.heldout, c, 1)
+    if args.scenes:
+        train = render_scenes(args.tasks, args.scenes, args.size, 7_000_000)
+        held = render_scenes(args.tasks, args.heldout_scenes, args.size, 8_000_000)
+    elif args.train and args.heldout:
+        c, _ = build("tokenizer", args.recipe, args.size)
+        train, held = load_frames(args.train, c, args.every), load_frames(args.heldout, c, 1)
+    else:
+        raise SystemExit("give --train and --heldout datasets, or --scenes N")
     print(f"{len(train['frames'])} training frames ({train['first'].sum()} episodes), "
           f"{held['first'].sum()} held-out episodes", flush=True)
     mean, std = train["target"].mean(0), train["target"].std(0).clamp_min(1e-3)
     results = {}
     for kind in args.encoders:
         torch.manual_seed(args.seed)
-        _, encoder = build(kind, args.recipe)
+        _, encoder = build(kind, args.recipe, args.size)
         model = Probe(encoder, encoder.tokens_per_frame, encoder.token_dim, len(mean))
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(
@@ -139,6 +176,7 @@ def main() -> None:
                "heldout first frames": score(model, held, mean, std, held["first"]),
                "heldout all frames": score(model, held, mean, std, np.ones(len(held["first"]), bool))}
         results[kind] = row
+        row.update(scenes=args.scenes, size=args.size, steps=args.steps)
         print(f"{kind}: {row['parameters'] / 1e6:.2f}M, {row['seconds']} s; object+goal xy error / task mean's: "
               + ", ".join(f"{k} {summary(row[k])}" for k in ("train first frames", "heldout first frames",
                                                                "heldout all frames")), flush=True)
