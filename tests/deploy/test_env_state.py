@@ -75,9 +75,38 @@ def test_the_head_trains_the_frames_and_only_when_asked(env_data):
     assert torch.isfinite(one.loss)
 
 
-def test_trained_with_the_head_the_policy_acts_without_it(env_data, train_metaworld_tiny, tmp_path):
+def test_read_from_the_encoder_the_head_trains_the_encoder_alone(env_data):
+    """env_state_source=encoder: the head reads the observation encoder's tokens of the newest
+    frame, so its gradient reaches the encoder and nothing that has seen the robot's state."""
+    from vidact.data.robot import RobotDataset
+    from vidact.generative.loss import training_loss
+    from vidact.generative.schedule import GenerativeConfig
+    from vidact.models import VidAct, VidActConfig
+    from vidact.tokenizers.config import FrameTokenizerConfig, ObsEncoderConfig
+    from vidact.types import Batch
+
+    cfg = VidActConfig(height=32, width=32, history=2, future_frame_stride=2, chunk_length=4, env_state_dim=6,
+                       frame_tokenizer=FrameTokenizerConfig(patch_size=8), env_state_source="encoder",
+                       obs_encoder=ObsEncoderConfig(kind="vit", patch_size=8, layers=1, width=32))
+    ds = RobotDataset(env_data, cfg)
+    batch = Batch.collate([ds[i] for i in range(4)])
+    torch.manual_seed(0)
+    model = VidAct(cfg)
+    only_env = GenerativeConfig(video_loss_weight=0.0, action_loss_weight=0.0, env_state_weight=1.0)
+    training_loss(model, batch, only_env, torch.Generator().manual_seed(0)).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.obs_encoder.layers.parameters())
+    untouched = [model.state_proj, model.obs_proj, model.backbone]
+    assert all(p.grad is None or not p.grad.any() for m in untouched for p in m.parameters())
+    with pytest.raises(ValueError, match="env_state_source=encoder needs a trainable observation encoder"):
+        VidActConfig(env_state_dim=6, env_state_source="encoder")
+
+
+@pytest.mark.parametrize("overrides", [(), ("model.obs_encoder.kind=vit", "model.obs_encoder.patch_size=8",
+                                            "model.obs_encoder.layers=1", "model.env_state_source=encoder")],
+                         ids=["backbone", "encoder"])
+def test_trained_with_the_head_the_policy_acts_without_it(env_data, train_metaworld_tiny, tmp_path, overrides):
     run, bundle, out = tmp_path / "run", tmp_path / "bundle", tmp_path / "eval"
-    assert train_metaworld_tiny(env_data, run, 2, "model.env_state_dim=6") == 0
+    assert train_metaworld_tiny(env_data, run, 2, "model.env_state_dim=6", *overrides) == 0
     assert main(["export", str(run), str(bundle)]) == 0
     assert json.loads((bundle / "config.json").read_text())["vidact"]["env_state_dim"] == 6
     assert main(["eval", str(bundle), "--task", "reach-v3", "--episodes", "1", "--max-steps", "2",

@@ -25,6 +25,7 @@ NORMALIZATION_MODES = ("mean_std", "quantile")
 PREDICTIONS = ("velocity", "x0")
 HISTORY_BEFORE_START = ("masked", "rest")
 PREFIX_ATTENTION = ("joint", "frame_local")
+ENV_STATE_SOURCES = ("backbone", "encoder")
 
 
 @dataclass
@@ -86,6 +87,11 @@ class VidActConfig:
     # the positions say (BENCHMARKS.md: given the positions as input the small-goal tasks rise
     # from 10% to 44%). 0: off.
     env_state_dim: int = 0
+    # Where that head reads: "backbone" (the newest frame's tokens after the backbone, where they
+    # have also read the robot's state) or "encoder" (the observation encoder's tokens of the newest
+    # frame, before anything else: with obs_encoder.kind=vit, keypoints or timm unfrozen, the
+    # encoder must find the object in the picture to meet it).
+    env_state_source: str = "backbone"
     # How the prefix's history frames read each other. "joint": every prefix token reads every
     # other (and a frame's tokens carry its slot's embedding), so all of the prefix is recomputed
     # for every chunk. "frame_local": a frame's state and image tokens read the instruction and
@@ -113,6 +119,10 @@ class VidActConfig:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.env_state_dim < 0:
             raise ValueError(f"model.env_state_dim must be >= 0, got {self.env_state_dim}")
+        _choice("model.env_state_source", self.env_state_source, ENV_STATE_SOURCES)
+        if self.env_state_source == "encoder" and self.obs_encoder.kind in ("tokenizer", "patch"):
+            raise ValueError(f"model.env_state_source=encoder needs a trainable observation encoder "
+                             f"(model.obs_encoder.kind=vit, keypoints or timm), not {self.obs_encoder.kind!r}")
         if self.embedding_init_std <= 0:
             raise ValueError(f"model.embedding_init_std must be > 0, got {self.embedding_init_std}")
         if self.future_frames < 0:

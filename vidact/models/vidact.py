@@ -26,7 +26,8 @@ from vidact.models.layout import GROUP_ORDER, Group, TokenLayout, attention_mask
 from vidact.models.transformer import KVCache, TimestepEmbedder, Transformer
 from vidact.tokenizers.action import Normalizer
 from vidact.tokenizers.text import TextEncoder, pad_embeddings
-from vidact.tokenizers.video import KeypointObsEncoder, PatchTokenizer, TimmObsEncoder, build_frame_tokenizer
+from vidact.tokenizers.video import (KeypointObsEncoder, PatchTokenizer, TimmObsEncoder, ViTObsEncoder,
+                                     build_frame_tokenizer)
 from vidact.types import Batch, BatchSpec
 
 # Conditioning slots for AdaLN: every prefix token is clean (tau = 0); future-frame and action
@@ -43,6 +44,7 @@ class Prefix:
     key_valid: Tensor  # [B,Np] bool
     layout: TokenLayout  # the prefix groups only
     future_base: Tensor | None = None  # [B,Nf,Dl] last observed frame's tokens (model.video_residual)
+    encoded: Tensor | None = None  # [B,V*n,Dobs] the newest frame's encoder tokens (model.env_state_source=encoder)
 
 
 @dataclass
@@ -133,7 +135,8 @@ class VidAct(nn.Module):
         self.backbone = Transformer(D, depth, heads, c.mlp_ratio, c.qk_norm, c.history if self.frame_local else 0)
         self.future_out = nn.Linear(D, d_latent)
         self.action_out = nn.Linear(D, c.action_dim)
-        self.env_state_head = EnvStateHead(D, c.env_state_dim) if c.env_state_dim else None
+        head_dim = obs_src.token_dim if c.env_state_source == "encoder" else D
+        self.env_state_head = EnvStateHead(head_dim, c.env_state_dim) if c.env_state_dim else None
         self._init_weights()
 
     # ------------------------------------------------------------------ set-up
@@ -163,7 +166,7 @@ class VidAct(nn.Module):
         out = {"frame_tokenizer": self.frame_tokenizer}
         if self.text_encoder is not None:
             out["text_encoder"] = self.text_encoder
-        if self.obs_encoder is not None and self.config.obs_encoder.kind != "keypoints" and self.config.obs_encoder.freeze:
+        if self.obs_encoder is not None and self.config.obs_encoder.kind in ("timm", "patch") and self.config.obs_encoder.freeze:
             out["obs_encoder"] = self.obs_encoder
         return out
 
@@ -219,7 +222,8 @@ class VidAct(nn.Module):
         valid.append(obs_valid if batch.state_is_pad is None else obs_valid & ~batch.state_is_pad.to(device))
         lengths[Group.STATE.value] = Th
 
-        obs = self.obs_tokens(batch.obs_frames, batch.obs_frame_latents)  # [B,Th,V,n,D]
+        encoded = self.encode_obs(batch.obs_frames, batch.obs_frame_latents)  # [B,Th,V,n,Dobs]
+        obs = self.obs_tokens(batch.obs_frames, encoded=encoded)  # [B,Th,V,n,D]
         if self.history_emb is not None:
             obs = obs + self.history_emb[:, None, None]
         n_obs = obs.shape[2] * obs.shape[3]
@@ -227,7 +231,8 @@ class VidAct(nn.Module):
         valid.append(obs_valid[:, :, None].expand(B, Th, n_obs).flatten(1))
         lengths[Group.OBS.value] = Th * n_obs
         layout = TokenLayout.build(frames=Th if self.frame_local else 0, **lengths)
-        return Prefix(torch.cat(parts, 1), torch.cat(valid, 1), layout, self.future_base(batch))
+        newest = encoded[:, -1].flatten(1, 2) if self.config.env_state_source == "encoder" else None
+        return Prefix(torch.cat(parts, 1), torch.cat(valid, 1), layout, self.future_base(batch), newest)
 
     def history_valid(self, batch: Batch) -> Tensor:
         """[B,Th] which history steps the prefix reads (``model.history_before_start``)."""
@@ -258,13 +263,17 @@ class VidAct(nn.Module):
         state = self.normalizer.normalize("state", state)
         return self.state_proj(state.to(self.state_proj.weight.dtype)) + self.modality_emb[1]
 
-    def obs_tokens(self, frames: Tensor, latents: Tensor | None = None) -> Tensor:
-        """[B,T,V,C,H,W] observed frames -> [B,T,V,n,D] (without the history slot's embedding);
+    def encode_obs(self, frames: Tensor, latents: Tensor | None = None) -> Tensor:
+        """[B,T,V,C,H,W] observed frames -> [B,T,V,n,Dobs], the observation encoder's tokens;
         ``latents`` [B,T,V,n,Dl]: their frame-tokenizer tokens when already known (latent cache)."""
         if self.obs_encoder is None and latents is not None:
-            obs = latents
-        else:
-            obs = (self.obs_encoder or self.frame_tokenizer).encode(frames)  # [B,T,V,n,Dobs]
+            return latents
+        return (self.obs_encoder or self.frame_tokenizer).encode(frames)
+
+    def obs_tokens(self, frames: Tensor, latents: Tensor | None = None, encoded: Tensor | None = None) -> Tensor:
+        """[B,T,V,C,H,W] observed frames -> [B,T,V,n,D] (without the history slot's embedding);
+        ``encoded``: their :meth:`encode_obs` tokens when already computed."""
+        obs = self.encode_obs(frames, latents) if encoded is None else encoded
         obs = self.obs_proj(obs.to(self.obs_proj.weight.dtype))
         return obs + self.obs_pos + self.view_emb[:, None] + self.modality_emb[2]
 
@@ -360,7 +369,9 @@ class VidAct(nn.Module):
         slots = _slots(prefix.layout, device) if self.frame_local else None
         out, _ = self.backbone(x, cond, self._cond_index(layout, device), mask, slots=slots)
         pred = self._as_velocity(self._heads(out, layout), future_x, tau_video, prefix.future_base)
-        if self.env_state_head is not None:
+        if self.env_state_head is not None and prefix.encoded is not None:  # env_state_source=encoder
+            pred.env_state = self.env_state_head(prefix.encoded.to(out.dtype))
+        elif self.env_state_head is not None and self.config.env_state_source == "backbone":
             obs = out[:, layout.slices()[Group.OBS]]  # [B, Th*V*n, D]
             newest = obs.reshape(B, self.config.history, -1, self.dim)[:, -1]  # [B, V*n, D]
             pred.env_state = self.env_state_head(newest)
@@ -489,6 +500,8 @@ def build_obs_encoder(c: VidActConfig, weights: bool = True) -> nn.Module | None
         return PatchTokenizer(c.channels, c.height, c.width, c.obs_encoder.patch_size)
     if c.obs_encoder.kind == "keypoints":
         return KeypointObsEncoder(c.obs_encoder, c.channels, c.height, c.width)
+    if c.obs_encoder.kind == "vit":
+        return ViTObsEncoder(c.obs_encoder, c.channels, c.height, c.width)
     return None
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 FRAME_TOKENIZERS = ("patch", "vae")
-OBS_ENCODERS = ("tokenizer", "patch", "timm", "keypoints")
+OBS_ENCODERS = ("tokenizer", "patch", "timm", "keypoints", "vit")
 TEXT_ENCODERS = ("t5", "clip", "siglip", "tiny_t5", "none")
 
 
@@ -22,17 +22,21 @@ class FrameTokenizerConfig:
 class ObsEncoderConfig:
     """How observed frames become tokens: through the frame tokenizer (the tokens the model
     predicts), as pixel patches whatever the frame tokenizer is (a latent world model that reads
-    its observations at pixel precision), through a timm backbone, or as keypoints (a small trainable
+    its observations at pixel precision), through a timm backbone, as keypoints (a small trainable
     CNN and a spatial softmax: each token is where one learned feature is in the frame and what it
-    sees there)."""
+    sees there), or through a small ViT of its own (pixel patches and ``layers`` transformer layers
+    that read this frame only: a perception trunk the scene-state head can train apart from the
+    robot's state)."""
 
     kind: str = "tokenizer"  # one of OBS_ENCODERS
-    patch_size: int = 12  # kind=patch: pixels per patch side
+    patch_size: int = 12  # kind=patch / vit: pixels per patch side
     timm_name: str = "resnet18"
     weights_path: Optional[str] = None  # local .safetensors/.pth for the timm model; None = random init
     freeze: bool = True  # kind=timm: keep the backbone's weights (kind=keypoints always trains)
     keypoints: int = 32  # kind=keypoints: tokens per frame
     conv_width: int = 64  # kind=keypoints: channels of the CNN
+    layers: int = 2  # kind=vit: transformer layers
+    width: int = 128  # kind=vit: token width (4 heads)
 
 
 @dataclass

@@ -320,3 +320,31 @@ class KeypointObsEncoder(nn.Module):
         what = attn @ feats.flatten(2).transpose(1, 2)  # [B,K,w]
         tokens = torch.cat([where, what], -1)
         return tokens.reshape(*lead, *tokens.shape[-2:])
+
+
+class ViTObsEncoder(nn.Module):
+    """Pixel patches + ``layers`` pre-norm transformer layers over one frame's patches: the frame's
+    own perception trunk. Its tokens read nothing but the frame, so a target asked of them (the
+    scene-state head with ``model.env_state_source=encoder``) can only be met by looking, not from
+    the robot's state as in the backbone (BENCHMARKS.md "Where is the goal?")."""
+
+    def __init__(self, cfg: ObsEncoderConfig, channels: int, height: int, width: int):
+        super().__init__()
+        if cfg.layers < 1 or cfg.width < 4 or cfg.width % 4:
+            raise ValueError(f"model.obs_encoder: layers={cfg.layers} must be >= 1 and width={cfg.width} a "
+                             f"multiple of 4")
+        self.patches = PatchTokenizer(channels, height, width, cfg.patch_size)
+        self.embed = nn.Linear(self.patches.token_dim, cfg.width)
+        self.pos = nn.Parameter(torch.randn(self.patches.tokens_per_frame, cfg.width) * 0.02)
+        layer = nn.TransformerEncoderLayer(cfg.width, 4, 4 * cfg.width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.width)
+        self.tokens_per_frame, self.token_dim = self.patches.tokens_per_frame, cfg.width
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """[..., C, H, W] in [0,1] -> [..., N, width]"""
+        lead = frames.shape[:-3]
+        x = self.embed(self.patches.encode(frames.reshape(-1, *frames.shape[-3:]))) + self.pos
+        tokens = self.norm(self.layers(x))
+        return tokens.reshape(*lead, *tokens.shape[-2:])
