@@ -88,8 +88,10 @@ class Probe(nn.Module):
         return self.head(self.body(x).mean(1))
 
 
-def build(kind: str, recipe: str, size: int) -> nn.Module:
+def build(kind: str, recipe: str, size: int, patch: int | None = None) -> nn.Module:
     overrides = ["model.env_state_dim=6", f"model.height={size}", f"model.width={size}"]
+    if patch:
+        overrides += [f"model.frame_tokenizer.patch_size={patch}", f"model.obs_encoder.patch_size={patch}"]
     if kind != "tokenizer":
         overrides += [f"model.obs_encoder.kind={kind}", "model.obs_encoder.freeze=false"]
     c = vconfig.load(recipe, overrides).model
@@ -130,6 +132,7 @@ def main() -> None:
     p.add_argument("--heldout-scenes", type=int, default=50, help="with --scenes: held-out scenes per task")
     p.add_argument("--tasks", nargs="+", default=["reach-v3", "push-v3", "pick-place-v3", "peg-insert-side-v3"])
     p.add_argument("--size", type=int, default=96, help="frame size (datasets: their frames resized to it)")
+    p.add_argument("--patch-size", type=int, default=None, help="pixels per patch side (default: the recipe's)")
     p.add_argument("--encoders", nargs="+", default=["tokenizer", "keypoints"],
                    help="tokenizer (the recipe's patches), patch, timm (ResNet-18, random init), keypoints")
     p.add_argument("--recipe", default="metaworld_mt10")
@@ -155,7 +158,7 @@ def main() -> None:
     results = {}
     for kind in args.encoders:
         torch.manual_seed(args.seed)
-        _, encoder = build(kind, args.recipe, args.size)
+        _, encoder = build(kind, args.recipe, args.size, args.patch_size)
         model = Probe(encoder, encoder.tokens_per_frame, encoder.token_dim, len(mean))
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(
@@ -176,7 +179,7 @@ def main() -> None:
                "heldout first frames": score(model, held, mean, std, held["first"]),
                "heldout all frames": score(model, held, mean, std, np.ones(len(held["first"]), bool))}
         results[kind] = row
-        row.update(scenes=args.scenes, size=args.size, steps=args.steps)
+        row.update(scenes=args.scenes, size=args.size, patch_size=args.patch_size, steps=args.steps)
         print(f"{kind}: {row['parameters'] / 1e6:.2f}M, {row['seconds']} s; object+goal xy error / task mean's: "
               + ", ".join(f"{k} {summary(row[k])}" for k in ("train first frames", "heldout first frames",
                                                                "heldout all frames")), flush=True)

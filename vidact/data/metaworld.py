@@ -244,7 +244,15 @@ class ExpertRollout:
         self.env.seed(seed)
         if self.lerobot_env is not None:  # exactly LeRobot's MetaworldEnv.reset
             return self.env.reset(seed=seed)[0]
-        return self.env.reset()[0]
+        obs = self.env.reset()[0]
+        # MetaWorld moves the goal marker (a site) in the model at reset but leaves the data's site
+        # positions as they were until the first physics step: without this, every episode's first
+        # frame shows the previous episode's goal. A forward pass computes positions only (the
+        # physics and the observation are unchanged).
+        import mujoco
+
+        mujoco.mj_forward(self.env.model, self.env.data)
+        return obs
 
     def render(self) -> list[np.ndarray]:
         if self.lerobot_env is not None:
