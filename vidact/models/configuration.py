@@ -120,9 +120,12 @@ class VidActConfig:
         if self.env_state_dim < 0:
             raise ValueError(f"model.env_state_dim must be >= 0, got {self.env_state_dim}")
         _choice("model.env_state_source", self.env_state_source, ENV_STATE_SOURCES)
-        if self.env_state_source == "encoder" and self.obs_encoder.kind in ("tokenizer", "patch"):
+        enc = self.obs_encoder
+        frozen = enc.kind in ("tokenizer", "patch") or (enc.kind == "timm" and enc.freeze)
+        if self.env_state_source == "encoder" and frozen:
             raise ValueError(f"model.env_state_source=encoder needs a trainable observation encoder "
-                             f"(model.obs_encoder.kind=vit, keypoints or timm), not {self.obs_encoder.kind!r}")
+                             f"(model.obs_encoder.kind=vit, keypoints, or timm with freeze=false), not "
+                             f"{self.obs_encoder.kind!r}" + (" frozen" if self.obs_encoder.kind == "timm" else ""))
         if self.embedding_init_std <= 0:
             raise ValueError(f"model.embedding_init_std must be > 0, got {self.embedding_init_std}")
         if self.future_frames < 0:

@@ -166,7 +166,8 @@ class VidAct(nn.Module):
         out = {"frame_tokenizer": self.frame_tokenizer}
         if self.text_encoder is not None:
             out["text_encoder"] = self.text_encoder
-        if self.obs_encoder is not None and self.config.obs_encoder.kind in ("timm", "patch") and self.config.obs_encoder.freeze:
+        enc = self.config.obs_encoder
+        if self.obs_encoder is not None and enc.kind in ("timm", "patch") and enc.freeze:
             out["obs_encoder"] = self.obs_encoder
         return out
 

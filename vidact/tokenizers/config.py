@@ -32,7 +32,7 @@ class ObsEncoderConfig:
     patch_size: int = 12  # kind=patch / vit: pixels per patch side
     timm_name: str = "resnet18"
     weights_path: Optional[str] = None  # local .safetensors/.pth for the timm model; None = random init
-    freeze: bool = True  # kind=timm: keep the backbone's weights (kind=keypoints always trains)
+    freeze: bool = True  # kind=timm: keep the backbone's weights (keypoints and vit always train)
     keypoints: int = 32  # kind=keypoints: tokens per frame
     conv_width: int = 64  # kind=keypoints: channels of the CNN
     layers: int = 2  # kind=vit: transformer layers

@@ -326,7 +326,7 @@ class ViTObsEncoder(nn.Module):
     """Pixel patches + ``layers`` pre-norm transformer layers over one frame's patches: the frame's
     own perception trunk. Its tokens read nothing but the frame, so a target asked of them (the
     scene-state head with ``model.env_state_source=encoder``) can only be met by looking, not from
-    the robot's state as in the backbone (BENCHMARKS.md "Where is the goal?")."""
+    the robot's state as in the backbone (BENCHMARKS.md "The goal was not in the first frame")."""
 
     def __init__(self, cfg: ObsEncoderConfig, channels: int, height: int, width: int):
         super().__init__()
