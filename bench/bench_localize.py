@@ -88,7 +88,8 @@ class Probe(nn.Module):
         return self.head(self.body(x).mean(1))
 
 
-def build(kind: str, recipe: str, size: int, patch: int | None = None) -> nn.Module:
+def build(kind: str, recipe: str, size: int, patch: int | None = None) -> tuple:
+    """(the model config, the encoder of ``kind``: the recipe's frame tokenizer for "tokenizer")."""
     overrides = ["model.env_state_dim=6", f"model.height={size}", f"model.width={size}"]
     if patch:
         overrides += [f"model.frame_tokenizer.patch_size={patch}", f"model.obs_encoder.patch_size={patch}"]
@@ -96,8 +97,6 @@ def build(kind: str, recipe: str, size: int, patch: int | None = None) -> nn.Mod
         overrides += [f"model.obs_encoder.kind={kind}", "model.obs_encoder.freeze=false"]
     c = vconfig.load(recipe, overrides).model
     encoder = build_obs_encoder(c) or build_frame_tokenizer(c.frame_tokenizer, c.channels, c.height, c.width)
-    if kind == "timm":
-        encoder.train()
     return c, encoder
 
 
