@@ -120,22 +120,25 @@ def test_a_dataset_without_the_target_is_refused(metaworld_bundle, train_metawor
     assert "observation.environment_state" in err and "--env-state" in err and "Traceback" not in err
 
 
-def test_an_episodes_first_frame_shows_its_own_goal():
-    """MetaWorld moves the goal marker at reset but not the rendered one until a physics step:
-    the first frame (data and evaluation) must show this episode's goal, not the last one's."""
+@pytest.mark.parametrize("task", ["push-v3", "drawer-open-v3"])
+def test_an_episodes_first_frame_shows_its_own_goal(task):
+    """MetaWorld moves the goal marker (push) and the objects placed through the model (the
+    drawer's body) at reset, but the rendered ones only at the next physics step: the first frame
+    (data and evaluation) must show this episode's scene, not the last one's."""
     import mujoco
 
     from vidact.data.metaworld import ExpertRollout
 
-    rollout = ExpertRollout("push-v3", ["corner2"], 64, 64)
+    rollout = ExpertRollout(task, ["corner2"], 64, 64)
     try:
         rollout.reset(0)
-        rollout.reset(1)  # a second episode: its goal is elsewhere
+        rollout.reset(1)  # a second episode: its goal and objects are elsewhere
         first = rollout.render()[0]
         mujoco.mj_forward(rollout.env.model, rollout.env.data)
         assert np.array_equal(first, rollout.render()[0])
-        rollout.env.step(np.zeros(4, np.float32))
-        site = mujoco.mj_name2id(rollout.env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
-        np.testing.assert_allclose(rollout.env.data.site_xpos[site], rollout.env._target_pos, atol=1e-6)
+        if task == "push-v3":
+            rollout.env.step(np.zeros(4, np.float32))
+            site = mujoco.mj_name2id(rollout.env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+            np.testing.assert_allclose(rollout.env.data.site_xpos[site], rollout.env._target_pos, atol=1e-6)
     finally:
         rollout.close()
