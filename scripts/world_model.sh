@@ -3,14 +3,25 @@
 # benchmarks need both): MetaWorld data for four tasks, the frame autoencoder, the 3000-step latent
 # world model (recipes/world_model_metaworld_latent.yaml), its bundle, plain-policy rollouts that
 # succeed and fail, the judge trained on real and imagined frames, and the first frames of the
-# held-out scenes. ~80 minutes on one idle core. A stage counts as done only when the file it
-# writes last exists, so a cut run redoes the cut stage and resumes from there.
+# held-out scenes; then the in-model evaluation's simulator (below). ~80 minutes on one idle core,
+# ~140 with the simulator. A stage counts as done only when the file it writes last exists, so a
+# cut run redoes the cut stage and resumes from there.
 #
 #   taskset -c 0 bash scripts/world_model.sh            # SEED=1 for the second training seed
 #
 # Then, e.g. (BENCHMARKS.md "The world model as a simulator"):
 #   .venv/bin/python bench/bench_planning.py outputs/wm/bundles/latvw3k_s0 --tasks push-v3 \
 #       --settings plain:n0 best_of_n:8:n0:p1 --episodes 50 --imagine-steps 2 --out outputs/plan/bench
+#
+# The last stages make the in-model evaluation's simulator (BENCHMARKS.md "The judge retrained on
+# the fine-tuned model's imagination"): rollouts of the policy at steps 250, 500 and 1000 (both
+# outcomes on every task), the world model fine-tuned 1000 steps on them (forward dynamics only),
+# and a judge trained on that model's imagination. ~60 more minutes. Then:
+#   B=outputs/wm/bundles/latvw3k_s0
+#   .venv/bin/python bench/bench_world_model_eval.py --policies s250=${B}_step250 s500=${B}_step500 \
+#       s1000=${B}_step1000 s1500=${B}_step1500 s2000=${B}_step2000 s3000=$B --world-model ${B}_rollouts \
+#       --dataset outputs/plan/starts/TASK --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 \
+#       --episodes 20 --max-steps 200 --imagine-steps 2 --noise-scale 0.0 --out outputs/plan/wm_eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 MUJOCO_GL=egl WANDB_MODE=offline OMP_NUM_THREADS=1
@@ -79,4 +90,36 @@ for step in 250 500 1000 1500 2000; do
         $V export "$ckpt" "$W/bundles/${NAME}_step$step" --overwrite
     fi
 done
-echo "== world model and judge ready: $BUNDLE"
+# The simulator for in-model evaluation: the same rollouts from weaker checkpoints of this run
+# (seeds 2e9.., away from the evaluation's), so the model sees both outcomes on every task.
+for step in 250 500 1000; do
+    if todo "$P/rollouts_train_step${step}_s${SEED}_eval/benchmark.json" "rollouts of the step-$step policy"; then
+        $V eval "$W/bundles/${NAME}_step$step" --tasks $T --workers 1 --episodes 15 --seed 2000000000 --max-steps 200 \
+            --threads 1 --videos 0 --save-dataset "$P/rollouts_train_step${step}_s$SEED" --overwrite \
+            --out "$P/rollouts_train_step${step}_s${SEED}_eval"
+    fi
+done
+RUN_R="$W/runs/${NAME}_rollouts"
+if todo "$RUN_R/done" "world model fine-tuned 1000 steps on the rollouts (forward dynamics only)"; then
+    SRC="{kind: lerobot, path: $W/data, name: demos, weight: 8}"
+    for t in $T; do
+        SRC="$SRC, {kind: lerobot, path: $P/rollouts_train_s$SEED/$t, name: final_$t, modes: [forward_dynamics]}"
+        for step in 250 500 1000; do
+            SRC="$SRC, {kind: lerobot, path: $P/rollouts_train_step${step}_s$SEED/$t, name: step${step}_$t, modes: [forward_dynamics]}"
+        done
+    done
+    $V train world_model_metaworld_latent "run_dir=$RUN_R" seed="$SEED" train.steps=1000 "train.init_from=$RUN" \
+        data.kind=mixture "data.sources=[$SRC]"
+    touch "$RUN_R/done"
+fi
+if todo "${BUNDLE}_rollouts/vidact_policy.json" "bundle of the fine-tuned world model"; then
+    $V export "$RUN_R" "${BUNDLE}_rollouts" --overwrite
+fi
+if todo "${BUNDLE}_rollouts/judge/judge_eval.json" "judge on the fine-tuned model's imagination"; then
+    ROLLOUTS=("$P/rollouts_train_s$SEED"/*)
+    for step in 250 500 1000; do ROLLOUTS+=("$P/rollouts_train_step${step}_s$SEED"/*); done
+    $V judge "${BUNDLE}_rollouts" --datasets $W/data $W/probe_data "${ROLLOUTS[@]}" \
+        --heldout $W/heldout "$P/rollouts_heldout_s$SEED"/* --steps 3000 --every 2 --sampler-steps 2 \
+        --train-on-imagined 8 --imagine-horizon 32 --imagined-frames all --threads 1 --seed "$SEED"
+fi
+echo "== world model and judge ready: $BUNDLE (policy, planning); ${BUNDLE}_rollouts (in-model evaluation)"
