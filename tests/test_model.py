@@ -7,7 +7,7 @@ from vidact.data.fake import fake_batch
 from vidact.generative import GenerativeConfig, Mode, Sampler, SamplerConfig, training_loss
 from vidact.models import FLAVORS, VidAct, VidActConfig
 from vidact.models.layout import Group
-from vidact.tokenizers.config import FrameTokenizerConfig
+from vidact.tokenizers.config import FrameTokenizerConfig, ObsEncoderConfig
 from vidact.types import Batch
 
 SHAPES = {  # mode -> (actions returned, future frames returned)
@@ -443,10 +443,10 @@ def test_rest_shows_the_steps_before_the_episode_start_and_masks_other_padding(t
         dataclasses.replace(tiny_cfg, history_before_start="zeros")
 
 
-def frame_local_model(history: int = 3) -> VidAct:
+def frame_local_model(history: int = 3, **overrides) -> VidAct:
     torch.manual_seed(0)
     cfg = VidActConfig(height=32, width=32, history=history, future_frame_stride=2, chunk_length=4,
-                       prefix_attention="frame_local", frame_tokenizer=FrameTokenizerConfig(patch_size=8))
+                       prefix_attention="frame_local", frame_tokenizer=FrameTokenizerConfig(patch_size=8), **overrides)
     model = VidAct(cfg).eval()
     with torch.no_grad():  # zero-initialised heads and gates would hide every difference
         for p in model.parameters():
@@ -454,12 +454,18 @@ def frame_local_model(history: int = 3) -> VidAct:
     return model
 
 
-def test_frame_local_prefix_is_assembled_from_frames_computed_alone():
+# The scene-state input: each step's state token also carries the head's reading of its frame.
+SCENE_INPUT = dict(env_state_dim=6, env_state_source="encoder", env_state_input=True,
+                   obs_encoder=ObsEncoderConfig(kind="vit", patch_size=8, layers=1, width=32))
+
+
+@pytest.mark.parametrize("overrides", [{}, SCENE_INPUT], ids=["plain", "scene_state_input"])
+def test_frame_local_prefix_is_assembled_from_frames_computed_alone(overrides):
     """model.prefix_attention=frame_local: the instruction's and each step's keys/values, computed
     on their own, assemble into the prefix cache of the whole history, and the training forward
     reads the prefix as the cache does."""
 
-    model = frame_local_model()
+    model = frame_local_model(**overrides)
     B = 2
     batch = Batch(obs_frames=torch.rand(B, 3, 1, 3, 32, 32), state=torch.randn(B, 3, 4), text=["pick it", "open it now"],
                   obs_is_pad=torch.tensor([[True, False, False], [False, False, False]]))

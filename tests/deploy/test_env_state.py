@@ -101,9 +101,47 @@ def test_read_from_the_encoder_the_head_trains_the_encoder_alone(env_data):
         VidActConfig(env_state_dim=6, env_state_source="encoder")
 
 
+def test_the_heads_reading_reaches_the_policy_with_env_state_input(env_data):
+    """env_state_input: the head's reading of each observed frame enters its step's state token;
+    the actions depend on it, the action loss trains the input layer and not the head."""
+    from vidact.data.robot import RobotDataset
+    from vidact.generative.loss import training_loss
+    from vidact.generative.schedule import GenerativeConfig
+    from vidact.models import VidAct, VidActConfig
+    from vidact.tokenizers.config import FrameTokenizerConfig, ObsEncoderConfig
+    from vidact.types import Batch
+
+    cfg = VidActConfig(height=32, width=32, history=2, future_frame_stride=2, chunk_length=4, env_state_dim=6,
+                       frame_tokenizer=FrameTokenizerConfig(patch_size=8), env_state_source="encoder",
+                       env_state_input=True, obs_encoder=ObsEncoderConfig(kind="vit", patch_size=8, layers=1, width=32))
+    batch = Batch.collate([RobotDataset(env_data, cfg)[i] for i in range(4)])
+    torch.manual_seed(0)
+    model = VidAct(cfg)
+    only_actions = GenerativeConfig(video_loss_weight=0.0, action_loss_weight=1.0, env_state_weight=0.0)
+    for _ in range(3):  # zero-initialised layers (adaLN gates, the input) pass gradient from the 3rd step on
+        model.zero_grad()
+        training_loss(model, batch, only_actions, torch.Generator().manual_seed(0)).loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.sub_(0.1 * p.grad.sign())
+    assert model.env_state_in.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for p in model.env_state_head.parameters())
+    model.eval()
+    with torch.no_grad():
+        prefix = model.embed_prefix(batch)
+        model.env_state_head.proj.bias.add_(1.0)  # the head reads another scene
+        assert not torch.allclose(prefix.tokens, model.embed_prefix(batch).tokens)
+    with pytest.raises(ValueError, match="env_state_input=true .* model.env_state_source=encoder"):
+        VidActConfig(env_state_dim=6, env_state_input=True)
+
+
 @pytest.mark.parametrize("overrides", [(), ("model.obs_encoder.kind=vit", "model.obs_encoder.patch_size=8",
-                                            "model.obs_encoder.layers=1", "model.env_state_source=encoder")],
-                         ids=["backbone", "encoder"])
+                                            "model.obs_encoder.layers=1", "model.env_state_source=encoder"),
+                                       ("model.obs_encoder.kind=vit", "model.obs_encoder.patch_size=8",
+                                        "model.obs_encoder.layers=1", "model.env_state_source=encoder",
+                                        "model.env_state_input=true")],
+                         ids=["backbone", "encoder", "encoder_input"])
 def test_trained_with_the_head_the_policy_acts_without_it(env_data, train_metaworld_tiny, tmp_path, overrides):
     run, bundle, out = tmp_path / "run", tmp_path / "bundle", tmp_path / "eval"
     assert train_metaworld_tiny(env_data, run, 2, "model.env_state_dim=6", *overrides) == 0

@@ -92,6 +92,11 @@ class VidActConfig:
     # frame, before anything else: with obs_encoder.kind=vit, keypoints or timm unfrozen, the
     # encoder must find the object in the picture to meet it).
     env_state_source: str = "backbone"
+    # With env_state_source=encoder: the head's reading of every observed frame (normalized, not
+    # back-propagated into the head) is added to that step's state token, so the policy is handed
+    # what perception found, as the privileged-state arm was handed the true positions (state
+    # estimation, then control). Deployment needs nothing new: the head reads the camera.
+    env_state_input: bool = False
     # How the prefix's history frames read each other. "joint": every prefix token reads every
     # other (and a frame's tokens carry its slot's embedding), so all of the prefix is recomputed
     # for every chunk. "frame_local": a frame's state and image tokens read the instruction and
@@ -126,6 +131,10 @@ class VidActConfig:
             raise ValueError(f"model.env_state_source=encoder needs a trainable observation encoder "
                              f"(model.obs_encoder.kind=vit, keypoints, or timm with freeze=false), not "
                              f"{self.obs_encoder.kind!r}" + (" frozen" if self.obs_encoder.kind == "timm" else ""))
+        if self.env_state_input and (self.env_state_dim == 0 or self.env_state_source != "encoder"):
+            raise ValueError(f"model.env_state_input=true reads the scene-state head on the observation encoder: it "
+                             f"needs model.env_state_dim > 0 (got {self.env_state_dim}) and "
+                             f"model.env_state_source=encoder (got {self.env_state_source!r})")
         if self.embedding_init_std <= 0:
             raise ValueError(f"model.embedding_init_std must be > 0, got {self.embedding_init_std}")
         if self.future_frames < 0:

@@ -137,6 +137,8 @@ class VidAct(nn.Module):
         self.action_out = nn.Linear(D, c.action_dim)
         head_dim = obs_src.token_dim if c.env_state_source == "encoder" else D
         self.env_state_head = EnvStateHead(head_dim, c.env_state_dim) if c.env_state_dim else None
+        # model.env_state_input: the head's reading of each observed frame -> that step's state token
+        self.env_state_in = nn.Linear(c.env_state_dim, D) if c.env_state_input else None
         self._init_weights()
 
     # ------------------------------------------------------------------ set-up
@@ -146,7 +148,9 @@ class VidAct(nn.Module):
                   self.future_time_emb, self.action_pos):
             if p is not None:
                 nn.init.normal_(p, std=self.config.embedding_init_std)
-        for head in (self.future_out, self.action_out):  # DiT: zero output layers
+        for head in (self.future_out, self.action_out, self.env_state_in):  # DiT: zero output layers
+            if head is None:  # (the scene-state input starts as the plain policy)
+                continue
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
@@ -216,14 +220,14 @@ class VidAct(nn.Module):
             valid.append(language[1])
             lengths[Group.LANGUAGE.value] = language[0].shape[1]
 
-        state = self.state_tokens(batch.state)  # [B,Th,D]
+        encoded = self.encode_obs(batch.obs_frames, batch.obs_frame_latents)  # [B,Th,V,n,Dobs]
+        state = self.state_tokens(batch.state, encoded)  # [B,Th,D]
         if self.history_emb is not None:
             state = state + self.history_emb
         parts.append(state)
         valid.append(obs_valid if batch.state_is_pad is None else obs_valid & ~batch.state_is_pad.to(device))
         lengths[Group.STATE.value] = Th
 
-        encoded = self.encode_obs(batch.obs_frames, batch.obs_frame_latents)  # [B,Th,V,n,Dobs]
         obs = self.obs_tokens(batch.obs_frames, encoded=encoded)  # [B,Th,V,n,D]
         if self.history_emb is not None:
             obs = obs + self.history_emb[:, None, None]
@@ -259,10 +263,20 @@ class VidAct(nn.Module):
             mask = mask & ~drop_language[:, None]
         return self.text_proj(emb.to(self.text_proj.weight.dtype)) + self.modality_emb[0], mask
 
-    def state_tokens(self, state: Tensor) -> Tensor:
-        """[B,T,S] raw state -> [B,T,D] (without the history slot's embedding)."""
+    def state_tokens(self, state: Tensor, encoded: Tensor | None = None) -> Tensor:
+        """[B,T,S] raw state -> [B,T,D] (without the history slot's embedding); ``encoded``
+        [B,T,V,n,Dobs]: the same steps' :meth:`encode_obs` tokens, read by the scene-state head
+        into each step's token with ``model.env_state_input``."""
         state = self.normalizer.normalize("state", state)
-        return self.state_proj(state.to(self.state_proj.weight.dtype)) + self.modality_emb[1]
+        tokens = self.state_proj(state.to(self.state_proj.weight.dtype)) + self.modality_emb[1]
+        if self.env_state_in is not None:
+            if encoded is None:
+                raise ValueError("model.env_state_input: the state tokens need the frames' encoder tokens")
+            B, T = encoded.shape[:2]
+            with torch.no_grad():  # an estimate handed to the policy; the head learns from its own target
+                scene = self.env_state_head(encoded.flatten(2, 3).flatten(0, 1).to(tokens.dtype))  # [B*T,E]
+            tokens = tokens + self.env_state_in(scene.view(B, T, -1))
+        return tokens
 
     def encode_obs(self, frames: Tensor, latents: Tensor | None = None) -> Tensor:
         """[B,T,V,C,H,W] observed frames -> [B,T,V,n,Dobs], the observation encoder's tokens;
@@ -420,7 +434,9 @@ class VidAct(nn.Module):
         ``frames`` [B,V,C,H,W], ``state`` [B,S]."""
         if not self.frame_local:
             raise ValueError("cache_frame needs model.prefix_attention=frame_local")
-        tokens = torch.cat([self.state_tokens(state[:, None])[:, 0:1], self.obs_tokens(frames[:, None]).flatten(1, 3)], 1)
+        encoded = self.encode_obs(frames[:, None])  # [B,1,V,n,Dobs]
+        tokens = torch.cat([self.state_tokens(state[:, None], encoded),
+                            self.obs_tokens(frames[:, None], encoded=encoded).flatten(1, 3)], 1)
         B, n, device = tokens.shape[0], tokens.shape[1], tokens.device
         lengths, valid, cache = {"state": 1, "obs": n - 1}, [torch.ones(B, n, dtype=torch.bool, device=device)], None
         if language is not None:
