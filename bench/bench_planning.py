@@ -13,7 +13,8 @@ policy's action noise, ``--noise-scale S``) and ``:pS`` (the other candidates' n
 the plain policy at its best temperature, e.g. ``plain:n0``, against planning that keeps that
 chunk as candidate 0 and adds noisy ones, ``best_of_n:8:n0:p1``.
 
-The bundle needs a judge (``vidact judge BUNDLE --datasets ...``). Each (task, setting) is one
+The bundle needs a judge (``vidact judge BUNDLE --datasets ...``), or ``--plan-model RUN`` a world
+model with one that imagines the candidates the bundle's policy proposes. Each (task, setting) is one
 ``vidact eval`` into OUT/TASK/SETTING (skipped when its results.json exists, so a cut run
 resumes); ``--workers`` runs that many at once, one torch thread each. The table lands in
 OUT/results.md and OUT/results.json.
@@ -68,6 +69,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=None, help="first seed (default: vidact eval's held-out range)")
     p.add_argument("--imagine-steps", type=int, default=None)
     p.add_argument("--mode", default=None, choices=["policy_fast", "policy"])
+    p.add_argument("--plan-model", default=None, help="planning settings imagine with this world model (and its "
+                   "judge) instead of the bundle's own: `vidact eval --plan-model`")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--videos", type=int, default=2)
     p.add_argument("--out", required=True)
@@ -92,6 +95,8 @@ def main() -> int:
             cmd += ["--mode", args.mode]
         if args.imagine_steps and "--planner" in cmd:
             cmd += ["--imagine-steps", str(args.imagine_steps)]
+        if args.plan_model and "--planner" in cmd:
+            cmd += ["--plan-model", args.plan_model]
         folder.mkdir(parents=True, exist_ok=True)
         start = time.time()
         with open(folder / "eval.log", "w") as log:

@@ -185,6 +185,41 @@ def test_a_goal_image_picks_the_candidate_that_imagines_it(tiny_model):
     assert plan.chosen.tolist() == [3]
 
 
+def test_a_policy_that_imagines_nothing_plans_with_a_separate_world_model(tiny_cfg, action_sensitive):
+    """``world``: the policy (here an actions-only model) proposes the candidates from its own noise,
+    the world model imagines each from its own video noise and the judge picks; checked candidate by
+    candidate. Without a world model the same policy cannot plan."""
+    from vidact.models import VidAct
+
+    torch.manual_seed(1)
+    policy = VidAct(dataclasses.replace(tiny_cfg, future_frames=0)).eval()
+    with torch.no_grad():
+        for p in policy.parameters():
+            if p.requires_grad and p.abs().sum() == 0:
+                p.normal_(std=0.05)
+    judge, batch, N, seed, mode = _judge(action_sensitive), _batch(action_sensitive), 4, 5, Mode.POLICY_FAST
+    with pytest.raises(PlanningError, match="imagines no frames.*--plan-model"):
+        Planner(Sampler(policy, SamplerConfig(steps=2)), PlannerConfig("best_of_n", N), judge=judge)
+    sampler, world = Sampler(policy, SamplerConfig(steps=2)), Sampler(action_sensitive, SamplerConfig(steps=2))
+    plan = Planner(sampler, PlannerConfig("best_of_n", N), judge=judge, world=world).plan(batch, mode, seed)
+    common_v = initial_noise(action_sensitive, batch.batch_size, seed)[0]
+    actions, scores = [], []
+    for i in range(N):
+        a = sampler.sample(batch, mode, noise=initial_noise(policy, batch.batch_size, seed + i * SEED_STRIDE)).actions
+        f = world.sample(dataclasses.replace(batch, actions=a), Mode.FORWARD_DYNAMICS,
+                         noise=(common_v, torch.zeros_like(a))).future_frames
+        actions.append(a)
+        scores.append(judge.predict(f[:, -1, 0].clamp(0, 1), batch.text)[0])
+    actions, scores = torch.stack(actions), torch.stack(scores, 1)
+    assert scores.std(1).min() > 1e-4
+    torch.testing.assert_close(plan.scores, scores, atol=1e-5, rtol=1e-4)
+    best = scores.argmax(1)
+    assert plan.chosen.tolist() == best.tolist()
+    torch.testing.assert_close(plan.actions, actions[best, torch.arange(2)], atol=1e-5, rtol=1e-4)
+    one = Planner(sampler, PlannerConfig("best_of_n", 1), judge=judge, world=world).plan(batch, mode, seed)
+    torch.testing.assert_close(one.actions, sampler.sample(batch, mode, seed=seed).actions)  # N=1: the plain policy
+
+
 def test_planning_bad_input_names_both_sides(tiny_model):
     sampler = Sampler(tiny_model)
     with pytest.raises(PlanningError, match="--candidates must be >= 1"):
@@ -210,6 +245,11 @@ def test_planning_bad_input_names_both_sides(tiny_model):
         Planner(sampler, PlannerConfig(), judge=small)
     with pytest.raises(PlanningError, match=r"goal-image is \[1, 3, 16, 16\].*imagines \[2, 3, 32, 32\]"):
         Planner(sampler, PlannerConfig(), goal=torch.rand(1, 3, 16, 16))
+    from vidact.models import VidAct
+
+    other = VidAct(dataclasses.replace(tiny_model.config, action_dim=3, chunk_length=4))
+    with pytest.raises(PlanningError, match=r"differ \(action dim 5 vs 3; chunk length 8 vs 4: policy vs world model\)"):
+        Planner(sampler, PlannerConfig(), judge=_judge(tiny_model), world=Sampler(other))
     planner = Planner(sampler, PlannerConfig("best_of_n", 2), judge=_judge(tiny_model))
     batch = dataclasses.replace(_batch(tiny_model), text=["open the drawer"] * 2)
     with pytest.raises(JudgeError, match=r"not trained on instruction\(s\) \['open the drawer'\]"):

@@ -168,7 +168,12 @@ def _add_planner(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan-noise-scale", type=float, default=None, help="planning: action noise of every candidate "
                    "but the first, which is the plain policy's (default: the policy's --noise-scale; a policy at 0 needs one "
                    "above 0, e.g. 1)")
-    p.add_argument("--judge", default=None, help="planning: judge folder (default: BUNDLE/judge, `vidact judge`)")
+    p.add_argument("--plan-model", default=None, metavar="RUN", help="planning: imagine the candidates with this world "
+                   "model (run directory, checkpoint or bundle; same cameras, sizes, actions, state, history and chunk) "
+                   "instead of the policy's own; its judge scores them. Any policy proposes, even one that imagines "
+                   "nothing")
+    p.add_argument("--judge", default=None, help="planning: judge folder (default: BUNDLE/judge, or the --plan-model's; "
+                   "`vidact judge`)")
     p.add_argument("--goal-image", default=None, help="planning: score imagined futures by closeness to this image "
                    "(the model's frame size) in the model's latent space instead of by the judge")
 

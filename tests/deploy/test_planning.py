@@ -91,6 +91,16 @@ def test_eval_plans_with_the_bundles_judge(judged_bundle, tmp_path, planner):
     assert results["mean_chunk_ms"] > 0 and results["per_episode"][0]["chunks"] >= 1
 
 
+def test_eval_plans_with_another_models_imagination_and_judge(metaworld_bundle, judged_bundle, tmp_path):
+    """A bundle without a judge plans with --plan-model: that world model imagines, its judge scores."""
+    out = tmp_path / "eval"
+    assert main(["eval", str(metaworld_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "6", "--steps", "1",
+                 "--videos", "0", "--out", str(out), "--planner", "best_of_n", "--candidates", "2",
+                 "--plan-model", str(judged_bundle)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["planner"]["world_model"] == str(judged_bundle) and results["per_episode"][0]["chunks"] >= 1
+
+
 def test_one_candidate_is_the_plain_policy(judged_bundle):
     from vidact.deploy.planner import PlannerConfig
     from vidact.deploy.policy import Policy
@@ -116,6 +126,8 @@ def test_one_candidate_is_the_plain_policy(judged_bundle):
     (["--planner", "best_of_n", "--plan-horizon", "0", "--goal-image", "GOAL"], "--plan-horizon must be >= 1, got 0"),
     (["--planner", "best_of_n", "--goal-image", "GOAL"], "goal-image is [1, 3, 16, 16]"),
     (["--planner", "best_of_n", "--goal-image", "NOFILE"], "no such file"),
+    (["--plan-model", "NOFILE"], "--plan-model only applies with --planner"),
+    (["--planner", "best_of_n", "--plan-model", "NOFILE"], "none.png does not exist"),
 ])
 def test_planning_bad_input_is_one_line(metaworld_bundle, tmp_path, capsys, extra, words):
     from PIL import Image

@@ -17,6 +17,11 @@ as in ``vidact.worldmodel.rollout``), so a chunk that sets up a later success ca
 candidates go through the model in one batch: per round and chunk of the horizon, one policy call
 and one ``forward_dynamics`` call. Every candidate is imagined from the same video noise (and
 followed by chunks from the same noise), so imagined futures differ by their actions alone.
+
+The model that imagines is the policy's own unless a separate world model is given (``world``: a
+sampler over another checkpoint of the same cameras, image size, action and state spaces, history
+and chunk; ``--plan-model``): the policy then only proposes, so a policy that imagines nothing, or
+imagines poorly, plans with a better world model and its judge.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class PlannerConfig:
     horizon: int = 1  # chunks imagined per candidate: the candidate, then the policy's own next ones
     score: str = "last"  # one of SCORES
     noise_scale: float | None = None  # action noise of candidates 1..N-1 (default: the policy's own)
+    world_model: str | None = None  # where the model that imagines came from (None: the policy's own); a record
 
     def __post_init__(self) -> None:
         if self.kind not in PLANNERS:
@@ -97,18 +103,35 @@ def repeat_batch(batch: Batch, n: int) -> Batch:
     return Batch(**{f.name: rep(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
 
 
+def check_world(policy_model, world_model) -> None:
+    """A separate world model imagines what the policy's batch and chunks describe: the same
+    cameras, frame size, action and state spaces, observed history and chunk."""
+    p, w = policy_model.config, world_model.config
+    fields = [("cameras", "views"), ("channels", "channels"), ("height", "height"), ("width", "width"),
+              ("action dim", "action_dim"), ("state dim", "state_dim"), ("history frames", "history"),
+              ("frame stride", "future_frame_stride"), ("chunk length", "chunk_length")]
+    bad = [f"{name} {getattr(p, key)} vs {getattr(w, key)}" for name, key in fields if getattr(p, key) != getattr(w, key)]
+    if bad:
+        raise PlanningError(f"the policy and the planning world model differ ({'; '.join(bad)}: policy vs world model)")
+
+
 class Planner:
     """``plan(batch, mode, seed)`` -> ``Plan``; ``judge`` (a ``Judge``) or ``goal`` ([V,C,H,W] in
-    [0,1] at the model's size) scores imagined futures; ``clip`` bounds raw actions (the policy's)."""
+    [0,1] at the model's size) scores imagined futures; ``clip`` bounds raw actions (the policy's).
+    ``world``: the sampler that imagines the candidates (default: ``sampler``, the policy's own model)."""
 
     def __init__(self, sampler: Sampler, config: PlannerConfig, judge=None, goal: Tensor | None = None,
-                 clip: Callable[[Tensor], Tensor] | None = None):
+                 clip: Callable[[Tensor], Tensor] | None = None, world: Sampler | None = None):
         self.sampler, self.config, self.judge, self.clip = sampler, config, judge, clip
-        model = sampler.model
+        self.world = world or sampler
+        if world is not None:
+            check_world(sampler.model, world.model)
+        model = self.world.model
         c = model.config
         if model.future_tokens == 0:
             raise PlanningError("the model imagines no frames (model.future_frames=0): it cannot plan; "
-                                "train with future frames (recipes/world_model_metaworld*.yaml)")
+                                "train with future frames (recipes/world_model_metaworld*.yaml), or plan with "
+                                "a world model that does (--plan-model)")
         own, *others = self.noise_scales()
         if others and max(own, *others) == 0:
             raise PlanningError(f"a noise scale of 0 makes all {config.candidates} candidates the same chunk: plan "
@@ -135,7 +158,8 @@ class Planner:
 
     @property
     def model(self):
-        return self.sampler.model
+        """The model that imagines (and encodes a goal image)."""
+        return self.world.model
 
     def noise_scales(self) -> list[float]:
         """The action noise's scale per candidate: the policy's own for candidate 0, the planner's
@@ -162,8 +186,8 @@ class Planner:
         """[M,K,A] raw actions -> [M,Tf,V,C,H,W] imagined frames (forward_dynamics, one batch)."""
         imagined = dataclasses.replace(batch, actions=actions)
         noise_a = torch.zeros(actions.shape, dtype=noise_v.dtype)  # unused: actions are given
-        return self.sampler.sample(imagined, Mode.FORWARD_DYNAMICS, seed=seed, noise=(noise_v, noise_a),
-                                   steps=self.config.imagine_steps).future_frames
+        return self.world.sample(imagined, Mode.FORWARD_DYNAMICS, seed=seed, noise=(noise_v, noise_a),
+                                 steps=self.config.imagine_steps).future_frames
 
     def reached(self, frames: Tensor) -> Tensor:
         """The imagined frames a chunk's actions reach ([M,Tf,...] -> [M,n,...], n = min(Tf, K // s)),
@@ -183,15 +207,20 @@ class Planner:
         for h in range(1, self.config.horizon):
             follow = history_batch(start, grid, len(grid) - Th, Th)
             # Candidate i's seeds are seed + i * SEED_STRIDE, i < N: the follow-up noise is apart from them.
-            v, a = initial_noise(model, 1, seed + (N + h) * SEED_STRIDE)
-            noise_v, noise_a = (x.expand(M, *x.shape[1:]).to(frames.device) for x in (v, a))
+            follow_seed = seed + (N + h) * SEED_STRIDE
+            noise = self.policy_noise(follow_seed) + (initial_noise(model, 1, follow_seed)[0],)
+            noise_v, noise_a, world_v = (x.expand(M, *x.shape[1:]).to(frames.device) for x in noise)
             actions = self.sampler.sample(follow, mode, seed=seed, noise=(noise_v, noise_a)).actions.float()
             if self.clip is not None:
                 actions = self.clip(actions)
-            new = self.reached(self.imagine(follow, actions, noise_v, seed))
+            new = self.reached(self.imagine(follow, actions, world_v, seed))
             grid += new.unbind(1)
             seen.append(new)
         return torch.cat(seen, 1)
+
+    def policy_noise(self, seed: int, batch_size: int = 1) -> tuple[Tensor, Tensor]:
+        """The policy's (video, action) starting noise for ``seed``, for its own model's shapes."""
+        return initial_noise(self.sampler.model, batch_size, seed)
 
     def evaluate(self, big: Batch, actions: Tensor, noise_v: Tensor, mode: Mode | str, seed: int):
         """Candidate chunks [M,K,A] -> (their imagined frames [M,Tf,...], their scores [M]); ``seed``
@@ -206,7 +235,7 @@ class Planner:
     def plan(self, batch: Batch, mode: Mode | str, seed: int) -> Plan:
         cfg, model = self.config, self.model
         B, N = batch.batch_size, cfg.candidates
-        noise = [initial_noise(model, B, seed + i * SEED_STRIDE) for i in range(N)]
+        noise = [self.policy_noise(seed + i * SEED_STRIDE, B) for i in range(N)]
         noise_v = torch.stack([v for v, _ in noise], 1).flatten(0, 1)  # [B*N,...] sample-major
         noise_a = torch.stack([a * s for (_, a), s in zip(noise, self.noise_scales())], 1).flatten(0, 1)
         big = repeat_batch(batch, N)
@@ -216,7 +245,8 @@ class Planner:
             actions = self.clip(actions)
         # Every candidate is imagined from the same video noise (candidate 0's): the imagined
         # futures then differ by the actions alone, not by the luck of the draw.
-        common_v = noise[0][0].repeat_interleave(N, 0)
+        first_v = noise[0][0] if self.world is self.sampler else initial_noise(model, B, seed)[0]
+        common_v = first_v.repeat_interleave(N, 0)
         frames, scores = self.evaluate(big, actions, common_v, mode, seed)
         scores = scores.view(B, N)
         best = scores.argmax(1)
@@ -229,7 +259,7 @@ class Planner:
 
     def _cem(self, big: Batch, actions: Tensor, scores: Tensor, noise_v: Tensor, mode: Mode | str, seed: int,
              best_actions: Tensor, best_frames: Tensor, best_score: Tensor, best: Tensor):
-        cfg, norm = self.config, self.model.normalizer
+        cfg, norm = self.config, self.sampler.model.normalizer  # the policy's actions
         B, N = scores.shape
         elites = cfg.elites or max(2, N // 4)
         x = norm.normalize("action", actions).view(B, N, *actions.shape[1:])  # [B,N,K,A]
@@ -274,21 +304,25 @@ def read_goal_image(path: str) -> Tensor:
 def planner_kwargs(args) -> dict:
     """``Policy`` keyword arguments from the command line's planning options (``--planner``,
     ``--candidates``, ``--cem-iterations``, ``--elites``, ``--imagine-steps``, ``--plan-horizon``,
-    ``--plan-score``, ``--plan-noise-scale``, ``--judge``, ``--goal-image``)."""
+    ``--plan-score``, ``--plan-noise-scale``, ``--plan-model``, ``--judge``, ``--goal-image``)."""
     planner = getattr(args, "planner", None)
     if not planner:
         given = [f for f, v in (("--judge", getattr(args, "judge", None)),
                                 ("--goal-image", getattr(args, "goal_image", None)),
                                 ("--plan-horizon", getattr(args, "plan_horizon", 1) != 1),
                                 ("--plan-score", getattr(args, "plan_score", "last") != "last"),
-                                ("--plan-noise-scale", getattr(args, "plan_noise_scale", None) is not None)) if v]
+                                ("--plan-noise-scale", getattr(args, "plan_noise_scale", None) is not None),
+                                ("--plan-model", getattr(args, "plan_model", None))) if v]
         if given:
             raise PlanningError(f"{' and '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with "
                                 "--planner best_of_n|cem")
         return {}
     kwargs: dict = {"planner": PlannerConfig(planner, args.candidates, args.cem_iterations, args.elites,
                                              imagine_steps=args.imagine_steps, horizon=args.plan_horizon,
-                                             score=args.plan_score, noise_scale=args.plan_noise_scale)}
+                                             score=args.plan_score, noise_scale=args.plan_noise_scale,
+                                             world_model=getattr(args, "plan_model", None))}
+    if getattr(args, "plan_model", None):
+        kwargs["plan_model"] = args.plan_model
     if args.judge:
         from vidact.worldmodel.judge import Judge
 

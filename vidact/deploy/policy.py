@@ -26,6 +26,7 @@ instead of being returned. ``check_observation`` runs the checks alone.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import threading
@@ -115,7 +116,8 @@ class Policy:
                  n_action_steps: int | None = None, executor: str | Executor = "open_loop",
                  executor_kwargs: Mapping[str, Any] | None = None, checks: ObservationChecks | None = None,
                  planner: PlannerConfig | None = None, judge=None, goal_image: torch.Tensor | None = None,
-                 cuda_graphs: bool = True, compiled: bool = False, streaming: bool = True):
+                 cuda_graphs: bool = True, compiled: bool = False, streaming: bool = True,
+                 plan_model: tuple[VidAct, SamplerConfig] | None = None):
         """``cuda_graphs``: on a CUDA device, each chunk is one replay of a captured CUDA graph (made
         on the first chunk of each batch shape; the same actions as the eager sampler, 6-8x faster at
         batch 1, BENCHMARKS.md "Kernel choices on the GPU"). Planning stays eager. ``compiled``: the
@@ -126,7 +128,9 @@ class Policy:
         observation step's keys/values are computed once, when it arrives, and the instruction's
         once per episode; a chunk then pays for its newest frame and the denoising steps only (the
         same chunk as recomputing the prefix; not with classifier-free guidance, planning or CUDA
-        graphs, which recompute it)."""
+        graphs, which recompute it). ``plan_model``: (world model, its sampler settings) that imagines
+        the planner's candidates instead of this policy's own model (same cameras, sizes, action and
+        state spaces, history and chunk)."""
         self.model = model.eval()
         if compiled:
             self.model.backbone.compile(dynamic=False)
@@ -158,7 +162,8 @@ class Policy:
             low, high = (None, None) if self.action_low is None else (torch.from_numpy(self.action_low),
                                                                       torch.from_numpy(self.action_high))
             clip = None if low is None else (lambda a: torch.maximum(torch.minimum(a, high.to(a)), low.to(a)))
-            self.planner = Planner(self.sampler, planner, judge=judge, goal=goal_image, clip=clip)
+            world = None if plan_model is None else Sampler(plan_model[0].eval(), plan_model[1])
+            self.planner = Planner(self.sampler, planner, judge=judge, goal=goal_image, clip=clip, world=world)
         self.last_chunk: Chunk | None = None
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[tuple, Any] = {}  # batch shapes -> GraphedSampler; shared by sessions, so
@@ -175,16 +180,29 @@ class Policy:
         """Load a bundle folder written by ``vidact export``. ``mode`` / ``steps`` / ``seed`` /
         ``noise_scale`` override the bundle's sampler settings. With ``planner`` and no ``judge``,
         the bundle's own judge (``BUNDLE/judge``, ``vidact judge``) is loaded, unless a goal image
-        scores instead."""
+        scores instead. ``plan_model``: a world model's run directory, checkpoint or bundle that
+        imagines the candidates (its judge, unless ``judge`` or ``goal_image``)."""
         path = Path(path)
+        plan_model = kwargs.pop("plan_model", None)
+        if plan_model is not None and kwargs.get("planner") is None:
+            raise PlanningError("--plan-model only applies with --planner best_of_n|cem")
+        judged = path if plan_model is None else Path(plan_model)
+        if plan_model is not None and not judged.exists():
+            raise PlanningError(f"--plan-model {plan_model} does not exist")
         if kwargs.get("planner") is not None and kwargs.get("judge") is None and kwargs.get("goal_image") is None:
             from vidact.worldmodel.judge import Judge, find_judge
 
-            folder = find_judge(path)
+            folder = find_judge(judged)
             if folder is None:
-                raise PlanningError(f"{path} has no judge to plan with: train one with `vidact judge {path} "
+                raise PlanningError(f"{judged} has no judge to plan with: train one with `vidact judge {judged} "
                                     "--datasets ...`, or pass --goal-image")
             kwargs["judge"] = Judge.load(folder)
+        if plan_model is not None:
+            from vidact.worldmodel.imagine import load_model
+
+            world, world_sampler = load_model(plan_model)
+            kwargs["plan_model"] = (world.to(device), world_sampler)
+            kwargs["planner"] = dataclasses.replace(kwargs["planner"], world_model=str(plan_model))
         config, info = read_config(path), read_info(path)
         sampler = dict(config.get("sampler") or {})
         if steps is not None:
