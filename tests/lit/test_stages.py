@@ -63,12 +63,14 @@ def test_init_from_run_reports_loaded_skipped_new(source_run, tmp_path, capsys):
     for name in report.loaded:
         assert torch.equal(state[name], source[name].to(state[name].dtype)), name
     assert not report.new  # every weight of this model exists in the source (some with another shape)
+    assert "normalizer.has_stats" in report.data_stats and not any(n.startswith("normalizer.") for n in report.loaded)
 
     # Through train(): the report is printed, and a resumed run does not re-initialize.
     run = [*TINY, "data.kind=fake", "model.action_dim=3", f"train.init_from={source_run}", f"run_dir={tmp_path / 'ft'}"]
     train(load(RECIPE, [*run, "train.steps=1"]))
     out = capsys.readouterr().out
     assert f"init_from {source_run}:" in out and "skipped action_out.weight: shape (2, 64) != (3, 64)" in out
+    assert "normalizer statistics (" in out and "from this run's data" in out
     train(load(RECIPE, [*run, "train.steps=2"]))
     assert "tensors loaded" not in capsys.readouterr().out
 
@@ -84,6 +86,27 @@ def test_init_from_exported_bundle(source_run, tmp_path):
     assert not report_dir.skipped and not report_dir.new and report_dir.loaded == report_file.loaded
     for name, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[name])
+
+
+def test_init_from_leaves_the_sources_data_statistics_behind(source_run, tmp_path):
+    """A source trained on other data (reset scenes, another robot's demos) brings its weights, not
+    its normalizer: this run's own data sets that."""
+    from safetensors.torch import load_file, save_file
+
+    from vidact.export.package import package
+
+    weights = package(source_run, tmp_path / "bundle") / "model.safetensors"
+    model = VidAct(load(RECIPE).model)
+    before = {k: v.clone() for k, v in model.normalizer.state_dict().items()}
+    state = load_file(weights)
+    for name, value in before.items():  # stats of other data: a state that never moved
+        state[f"normalizer.{name}"] = torch.tensor(True) if name == "has_stats" else torch.full_like(value, 1e-4)
+    save_file(state, weights)
+    report = init_weights(model, weights)
+    assert sorted(report.data_stats) == sorted(f"normalizer.{k}" for k in before)
+    for name, value in model.normalizer.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert "normalizer statistics (" in str(report)
 
 
 def test_accumulation_counts_micro_batches(tmp_path, capsys):

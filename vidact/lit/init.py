@@ -4,7 +4,10 @@ Accepted: a run directory or checkpoint (anything :func:`vidact.export.consolida
 reads: ``.ckpt`` files, DeepSpeed folders), an exported bundle folder or its ``.safetensors``.
 A weight is loaded when the name and shape match; the report lists what was loaded, what was
 skipped (shape mismatch, or absent from this model) and what is new (kept at initialization),
-so a finetune with a changed action dimension says exactly which heads start fresh.
+so a finetune with a changed action dimension says exactly which heads start fresh. The
+normalizer's statistics are never taken from the source: they describe the source's data, and
+this run sets them from its own (a policy pretrained on reset scenes, whose state barely varies,
+would otherwise scale the demonstrations' states by the scenes' spread).
 """
 
 from __future__ import annotations
@@ -19,18 +22,24 @@ from vidact.bundle import WEIGHTS_NAME
 from vidact.bundle import read_weights as read_bundle_weights
 
 
+DATA_STATS_PREFIX = "normalizer."  # VidAct.normalizer: offsets, scales and has_stats of state and action
+
+
 @dataclass
 class InitReport:
     source: str
     loaded: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why
     new: list[str] = field(default_factory=list)
+    data_stats: list[str] = field(default_factory=list)  # the normalizer's, left to this run's data
 
     def __str__(self) -> str:
         lines = [f"init_from {self.source}: {len(self.loaded)} tensors loaded, {len(self.skipped)} skipped, "
                  f"{len(self.new)} new"]
         lines += [f"  skipped {name}: {why}" for name, why in sorted(self.skipped.items())]
         lines += [f"  new {name}" for name in sorted(self.new)]
+        if self.data_stats:
+            lines.append(f"  normalizer statistics ({len(self.data_stats)} tensors) from this run's data, not the source's")
         return "\n".join(lines)
 
 
@@ -55,7 +64,9 @@ def init_weights(model: nn.Module, source: str | Path) -> InitReport:
     report = InitReport(str(source))
     matched = {}
     for name, value in incoming.items():
-        if name not in own:
+        if name.startswith(DATA_STATS_PREFIX):
+            report.data_stats.append(name)
+        elif name not in own:
             report.skipped[name] = "not in this model"
         elif own[name].shape != value.shape:
             report.skipped[name] = f"shape {tuple(value.shape)} != {tuple(own[name].shape)}"
