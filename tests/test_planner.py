@@ -220,6 +220,25 @@ def test_a_policy_that_imagines_nothing_plans_with_a_separate_world_model(tiny_c
     torch.testing.assert_close(one.actions, sampler.sample(batch, mode, seed=seed).actions)  # N=1: the plain policy
 
 
+def test_a_margin_keeps_the_policys_own_chunk_unless_another_is_clearly_better(action_sensitive):
+    sampler, judge, batch, N, seed, mode = (Sampler(action_sensitive, SamplerConfig(steps=2)), _judge(action_sensitive),
+                                            _batch(action_sensitive), 4, 3, Mode.POLICY_FAST)
+    free = Planner(sampler, PlannerConfig("best_of_n", N), judge=judge).plan(batch, mode, seed)
+    gap = free.scores.max(1).values - free.scores[:, 0]  # how much the best beats the policy's own chunk
+    assert (gap > 0).all() and (gap[0] - gap[1]).abs() > 1e-4
+    margin = float(gap.mean())  # between the two samples' gaps: one switches, the other keeps its own
+    plan = Planner(sampler, PlannerConfig("best_of_n", N, margin=margin), judge=judge).plan(batch, mode, seed)
+    own = Planner(sampler, PlannerConfig("best_of_n", 1), judge=judge).plan(batch, mode, seed)
+    torch.testing.assert_close(plan.scores, free.scores)
+    for b in range(2):
+        switch = bool(gap[b] > margin)
+        assert plan.chosen[b] == (free.chosen[b] if switch else 0)
+        torch.testing.assert_close(plan.actions[b], (free if switch else own).actions[b])
+        torch.testing.assert_close(plan.best_score[b], free.scores[b].max() if switch else free.scores[b, 0])
+    with pytest.raises(PlanningError, match="--plan-margin must be >= 0, got -0.1"):
+        PlannerConfig("best_of_n", N, margin=-0.1)
+
+
 def test_planning_bad_input_names_both_sides(tiny_model):
     sampler = Sampler(tiny_model)
     with pytest.raises(PlanningError, match="--candidates must be >= 1"):

@@ -168,6 +168,9 @@ def _add_planner(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan-noise-scale", type=float, default=None, help="planning: action noise of every candidate "
                    "but the first, which is the plain policy's (default: the policy's --noise-scale; a policy at 0 needs one "
                    "above 0, e.g. 1)")
+    p.add_argument("--plan-margin", type=float, default=0.0, help="planning: execute another candidate only if its "
+                   "score beats the policy's own chunk (candidate 0) by more than this (judge values are in [0, 1]); "
+                   "0: the best candidate")
     p.add_argument("--plan-model", default=None, metavar="RUN", help="planning: imagine the candidates with this world "
                    "model (run directory, checkpoint or bundle; same cameras, sizes, actions, state, history and chunk) "
                    "instead of the policy's own; its judge scores them. Any policy proposes, even one that imagines "

@@ -96,9 +96,12 @@ def test_eval_plans_with_another_models_imagination_and_judge(metaworld_bundle, 
     out = tmp_path / "eval"
     assert main(["eval", str(metaworld_bundle), "--task", TASK, "--episodes", "1", "--max-steps", "6", "--steps", "1",
                  "--videos", "0", "--out", str(out), "--planner", "best_of_n", "--candidates", "2",
-                 "--plan-model", str(judged_bundle)]) == 0
+                 "--plan-model", str(judged_bundle), "--plan-margin", "0.01"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["planner"]["world_model"] == str(judged_bundle) and results["per_episode"][0]["chunks"] >= 1
+    assert results["planner"]["world_model"] == str(judged_bundle) and results["planner"]["margin"] == 0.01
+    episode = results["per_episode"][0]
+    assert episode["chunks"] >= 1 and len(episode["plan_scores"]) == episode["chunks"]  # each chunk's candidates
+    assert all(len(scores) == 2 for scores in episode["plan_scores"])
 
 
 def test_one_candidate_is_the_plain_policy(judged_bundle):
@@ -127,6 +130,7 @@ def test_one_candidate_is_the_plain_policy(judged_bundle):
     (["--planner", "best_of_n", "--goal-image", "GOAL"], "goal-image is [1, 3, 16, 16]"),
     (["--planner", "best_of_n", "--goal-image", "NOFILE"], "no such file"),
     (["--plan-model", "NOFILE"], "--plan-model only applies with --planner"),
+    (["--plan-margin", "0.1"], "--plan-margin only applies with --planner"),
     (["--planner", "best_of_n", "--plan-model", "NOFILE"], "none.png does not exist"),
 ])
 def test_planning_bad_input_is_one_line(metaworld_bundle, tmp_path, capsys, extra, words):

@@ -13,7 +13,9 @@ frame, or with ``score="mean"`` the mean value over every imagined frame) or, gi
 by closeness to the goal in the model's own frame latent space (minus the mean squared latent
 difference). With ``horizon`` H > 1 each candidate's future is imagined H chunks deep: after the
 candidate chunk, the policy's own next chunks from the imagined frames (their state masked out,
-as in ``vidact.worldmodel.rollout``), so a chunk that sets up a later success can win. All
+as in ``vidact.worldmodel.rollout``), so a chunk that sets up a later success can win. With
+``margin`` M > 0 the best candidate is executed only if its score beats the policy's own chunk
+(candidate 0) by more than M: the judge's small, noisy differences leave the policy in charge. All
 candidates go through the model in one batch: per round and chunk of the horizon, one policy call
 and one ``forward_dynamics`` call. Every candidate is imagined from the same video noise (and
 followed by chunks from the same noise), so imagined futures differ by their actions alone.
@@ -59,6 +61,7 @@ class PlannerConfig:
     score: str = "last"  # one of SCORES
     noise_scale: float | None = None  # action noise of candidates 1..N-1 (default: the policy's own)
     world_model: str | None = None  # where the model that imagines came from (None: the policy's own); a record
+    margin: float = 0.0  # execute another candidate only if it beats the policy's own chunk (candidate 0) by more
 
     def __post_init__(self) -> None:
         if self.kind not in PLANNERS:
@@ -77,6 +80,8 @@ class PlannerConfig:
             raise PlanningError(f"--plan-score {self.score!r} is not one of {list(SCORES)}")
         if self.elites is not None and not 1 <= self.elites <= self.candidates:
             raise PlanningError(f"--elites must be in 1..{self.candidates}, got {self.elites}")
+        if not self.margin >= 0:
+            raise PlanningError(f"--plan-margin must be >= 0, got {self.margin}")
         if self.noise_scale is not None and not 0.0 <= self.noise_scale <= MAX_NOISE_SCALE:
             raise PlanningError(f"--plan-noise-scale must be in [0, {MAX_NOISE_SCALE:g}], got {self.noise_scale}")
 
@@ -87,7 +92,8 @@ class Plan:
     future_frames: Tensor  # [B,Tf,V,C,H,W] what the model imagines the chosen chunk does
     scores: Tensor  # [B,N] the last round's candidate scores
     best_score: Tensor  # [B] the chosen chunk's score
-    chosen: Tensor  # [B] index of the chosen candidate in the last round that had it (best_of_n: the candidate)
+    chosen: Tensor  # [B] index of the chosen candidate in the last round that had it (best_of_n: the candidate;
+    # 0 also where --plan-margin kept the policy's own chunk)
 
 
 def repeat_batch(batch: Batch, n: int) -> Batch:
@@ -251,10 +257,18 @@ class Planner:
         scores = scores.view(B, N)
         best = scores.argmax(1)
         take = lambda x: x.view(B, N, *x.shape[1:])[torch.arange(B), best]  # noqa: E731
+        take_index = lambda x, i: x.view(B, N, *x.shape[1:])[:, i]  # noqa: E731
         chosen_actions, chosen_frames, best_score = take(actions), take(frames), scores.max(1).values
+        own_score, own_actions, own_frames = scores[:, 0], take_index(actions, 0), take_index(frames, 0)
         if cfg.kind == "cem":
             chosen_actions, chosen_frames, best_score, scores, best = self._cem(
                 big, actions, scores, common_v, mode, seed, chosen_actions, chosen_frames, best_score, best)
+        if cfg.margin > 0:  # the policy's own chunk unless another is clearly better
+            keep = best_score <= own_score + cfg.margin
+            chosen_actions = torch.where(keep.view(B, 1, 1), own_actions, chosen_actions)
+            chosen_frames = torch.where(keep.view(B, *[1] * (chosen_frames.ndim - 1)), own_frames, chosen_frames)
+            best_score = torch.where(keep, own_score, best_score)
+            best = torch.where(keep, torch.zeros_like(best), best)
         return Plan(chosen_actions, chosen_frames, scores, best_score, best)
 
     def _cem(self, big: Batch, actions: Tensor, scores: Tensor, noise_v: Tensor, mode: Mode | str, seed: int,
@@ -304,7 +318,7 @@ def read_goal_image(path: str) -> Tensor:
 def planner_kwargs(args) -> dict:
     """``Policy`` keyword arguments from the command line's planning options (``--planner``,
     ``--candidates``, ``--cem-iterations``, ``--elites``, ``--imagine-steps``, ``--plan-horizon``,
-    ``--plan-score``, ``--plan-noise-scale``, ``--plan-model``, ``--judge``, ``--goal-image``)."""
+    ``--plan-score``, ``--plan-noise-scale``, ``--plan-model``, ``--plan-margin``, ``--judge``, ``--goal-image``)."""
     planner = getattr(args, "planner", None)
     if not planner:
         given = [f for f, v in (("--judge", getattr(args, "judge", None)),
@@ -312,7 +326,8 @@ def planner_kwargs(args) -> dict:
                                 ("--plan-horizon", getattr(args, "plan_horizon", 1) != 1),
                                 ("--plan-score", getattr(args, "plan_score", "last") != "last"),
                                 ("--plan-noise-scale", getattr(args, "plan_noise_scale", None) is not None),
-                                ("--plan-model", getattr(args, "plan_model", None))) if v]
+                                ("--plan-model", getattr(args, "plan_model", None)),
+                                ("--plan-margin", getattr(args, "plan_margin", 0.0) != 0.0)) if v]
         if given:
             raise PlanningError(f"{' and '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with "
                                 "--planner best_of_n|cem")
@@ -320,7 +335,8 @@ def planner_kwargs(args) -> dict:
     kwargs: dict = {"planner": PlannerConfig(planner, args.candidates, args.cem_iterations, args.elites,
                                              imagine_steps=args.imagine_steps, horizon=args.plan_horizon,
                                              score=args.plan_score, noise_scale=args.plan_noise_scale,
-                                             world_model=getattr(args, "plan_model", None))}
+                                             world_model=getattr(args, "plan_model", None),
+                                             margin=getattr(args, "plan_margin", 0.0))}
     if getattr(args, "plan_model", None):
         kwargs["plan_model"] = args.plan_model
     if args.judge:

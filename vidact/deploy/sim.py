@@ -121,6 +121,7 @@ class MetaWorldEval:
         policy.reset(seed=seed)  # the episode's own sampler noise, replayed by the same seed
         frames, success, steps, start = [], False, 0, time.perf_counter()
         latencies, last = [], None  # seconds per chunk the policy computed
+        plan_scores = []  # planning: each chunk's candidate scores (candidate 0: the policy's own chunk)
         kept: dict[str, list] = {"frames": [], "state": [], "action": [], "reward": [], "success": []}
         for steps in range(1, max_steps + 1):
             images = self.rollout.render()
@@ -131,6 +132,8 @@ class MetaWorldEval:
             if policy.last_chunk is not None and policy.last_chunk is not last:
                 last = policy.last_chunk
                 latencies.append(last.latency_s)
+                if last.scores is not None:
+                    plan_scores.append([round(float(v), 4) for v in np.asarray(last.scores).ravel()])
             if record:
                 frames.append(self._frame(policy, images[0]))
             action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
@@ -148,6 +151,8 @@ class MetaWorldEval:
         out = {"seed": seed, "success": success, "length": steps, "seconds": time.perf_counter() - start,
                "chunks": len(latencies), "chunk_ms": 1000 * float(np.mean(latencies)) if latencies else None,
                "object_start": object_start, "hand_end": [round(float(v), 4) for v in obs[:3]], "frames": frames}
+        if plan_scores:
+            out["plan_scores"] = plan_scores
         if keep_steps:
             out["steps"] = kept
         return out
