@@ -9,7 +9,8 @@ with its Wilson interval and the milliseconds per chunk.
 A setting is ``plain``, ``best_of_n:N`` or ``cem:N``, optionally with ``:h2`` (each candidate
 imagined two chunks deep: ``--plan-horizon 2``), ``:mean`` (``--plan-score mean``), ``:nS`` (the
 policy's action noise, ``--noise-scale S``) and ``:pS`` (the other candidates' noise,
-``--plan-noise-scale S``). Candidates differ only through their noise, so the fair comparison is
+``--plan-noise-scale S``) and ``:mM`` (``--plan-margin M``: another candidate only if it beats the
+policy's own chunk by more than M). Candidates differ only through their noise, so the fair comparison is
 the plain policy at its best temperature, e.g. ``plain:n0``, against planning that keeps that
 chunk as candidate 0 and adds noisy ones, ``best_of_n:8:n0:p1``.
 
@@ -38,10 +39,10 @@ VIDACT = [sys.executable, "-m", "vidact.cli"]
 
 def setting_args(setting: str) -> list[str]:
     """'plain' | 'best_of_n:N' | 'cem:N', optionally followed by ':hH' (``--plan-horizon H``), ':mean'
-    (``--plan-score mean``), ':nS' (``--noise-scale S``) and/or ':pS' (``--plan-noise-scale S``: the
-    noise of candidates 1..N-1) -> vidact eval arguments."""
+    (``--plan-score mean``), ':nS' (``--noise-scale S``), ':pS' (``--plan-noise-scale S``: the
+    noise of candidates 1..N-1) and/or ':mM' (``--plan-margin M``) -> vidact eval arguments."""
     kind, *rest = setting.split(":")
-    usage = f"--settings: {setting!r} is not plain[:nS] or best_of_n|cem:N[:hH][:mean][:nS][:pS]"
+    usage = f"--settings: {setting!r} is not plain[:nS] or best_of_n|cem:N[:hH][:mean][:nS][:pS][:mM]"
     cmd = []
     if kind in ("best_of_n", "cem") and rest and rest[0].isdigit():
         cmd, rest = ["--planner", kind, "--candidates", rest[0]], rest[1:]
@@ -52,8 +53,8 @@ def setting_args(setting: str) -> list[str]:
             cmd += ["--plan-score", "mean"]
         elif part[:1] == "h" and part[1:].isdigit() and cmd:
             cmd += ["--plan-horizon", part[1:]]
-        elif part[:1] in "np" and part[1:].replace(".", "", 1).isdigit() and (cmd or part[0] == "n"):
-            cmd += ["--noise-scale" if part[0] == "n" else "--plan-noise-scale", part[1:]]
+        elif part[:1] in "npm" and part[1:].replace(".", "", 1).isdigit() and (cmd or part[0] == "n"):
+            cmd += [{"n": "--noise-scale", "p": "--plan-noise-scale", "m": "--plan-margin"}[part[0]], part[1:]]
         else:
             raise SystemExit(usage)
     return cmd
