@@ -38,7 +38,7 @@ from torch import Tensor
 from vidact.generative.sample import MAX_NOISE_SCALE, Sampler, initial_noise
 from vidact.generative.schedule import Mode
 from vidact.types import Batch
-from vidact.worldmodel.rollout import RolloutStart, frames_per_call, history_batch
+from vidact.worldmodel.rollout import RolloutStart, frames_per_call, history_batch, mismatch
 
 PLANNERS = ("best_of_n", "cem")
 SCORES = ("last", "mean")  # the judge's value of the last imagined frame | mean over the imagined frames
@@ -116,9 +116,9 @@ def check_world(policy_model, world_model) -> None:
     fields = [("cameras", "views"), ("channels", "channels"), ("height", "height"), ("width", "width"),
               ("action dim", "action_dim"), ("state dim", "state_dim"), ("history frames", "history"),
               ("frame stride", "future_frame_stride"), ("chunk length", "chunk_length")]
-    bad = [f"{name} {getattr(p, key)} vs {getattr(w, key)}" for name, key in fields if getattr(p, key) != getattr(w, key)]
-    if bad:
-        raise PlanningError(f"the policy and the planning world model differ ({'; '.join(bad)}: policy vs world model)")
+    message = mismatch([(name, getattr(p, key), getattr(w, key)) for name, key in fields], "the planning world model")
+    if message:
+        raise PlanningError(message)
 
 
 class Planner:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vidact.generative.schedule import Mode
-from vidact.worldmodel.rollout import RolloutStart, history_batch
+from vidact.worldmodel.rollout import RolloutStart, history_batch, mismatch
 
 SUCCESS_THRESHOLD = 0.5
 VIDEO_FPS = 10
@@ -38,9 +38,9 @@ def check_compatible(policy, model) -> None:
     pairs = [("cameras", len(policy.camera_keys), m.views), ("channels", p.channels, m.channels),
              ("image size", f"{p.height}x{p.width}", f"{m.height}x{m.width}"),
              ("action dim", p.action_dim, m.action_dim), ("state dim", p.state_dim, m.state_dim)]
-    bad = [f"{name} {a} vs {b}" for name, a, b in pairs if a != b]
-    if bad:
-        raise WorldModelEnvError(f"the policy and the world model differ ({'; '.join(bad)}: policy vs world model)")
+    message = mismatch(pairs, "the world model")
+    if message:
+        raise WorldModelEnvError(message)
 
 
 def load_world(path: str, imagine_steps: int | None):

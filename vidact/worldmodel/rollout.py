@@ -48,6 +48,13 @@ class RolloutOutput:
     calls: int  # model calls (one per chunk)
 
 
+def mismatch(pairs, what: str) -> str | None:
+    """``(name, a, b)`` triples that must agree -> ``"the policy and WHAT differ (name a vs b; ...:
+    policy vs WHAT)"``, or None when they all do (the one message of every policy-and-model check)."""
+    bad = [f"{name} {a} vs {b}" for name, a, b in pairs if a != b]
+    return f"the policy and {what} differ ({'; '.join(bad)}: policy vs {what})" if bad else None
+
+
 def frames_per_call(model, horizon: int) -> int:
     """Grid frames one call advances; checks the horizon against the model's frame grid."""
     c = model.config
