@@ -48,11 +48,11 @@ class RolloutOutput:
     calls: int  # model calls (one per chunk)
 
 
-def mismatch(pairs, what: str) -> str | None:
-    """``(name, a, b)`` triples that must agree -> ``"the policy and WHAT differ (name a vs b; ...:
-    policy vs WHAT)"``, or None when they all do (the one message of every policy-and-model check)."""
+def mismatch(pairs, model: str) -> str | None:
+    """``(name, a, b)`` triples that must agree -> ``"the policy and MODEL differ (name a vs b; ...:
+    policy vs world model)"``, or None when they all do (every check of a policy against a world model)."""
     bad = [f"{name} {a} vs {b}" for name, a, b in pairs if a != b]
-    return f"the policy and {what} differ ({'; '.join(bad)}: policy vs {what})" if bad else None
+    return f"the policy and {model} differ ({'; '.join(bad)}: policy vs world model)" if bad else None
 
 
 def frames_per_call(model, horizon: int) -> int:
