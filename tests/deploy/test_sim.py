@@ -179,31 +179,53 @@ def test_eval_on_the_training_scenes(metaworld_bundle, tmp_path, capsys):
 
 def test_privileged_state_is_generated_and_evaluated_alike(train_metaworld_tiny, tmp_path):
     """`vidact data metaworld --state privileged`: observation.state also holds the object's and the
-    goal's xyz; a bundle trained on it is shown the same 10 values by `vidact eval`."""
+    goal's xyz, shifted with --position-noise by one offset per episode drawn from its seed; a bundle
+    trained on it is shown the same 10 values, with the same kind of offsets, by `vidact eval`."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from vidact.data.metaworld import STATE_KINDS, ExpertRollout
+    from vidact.data.metaworld import STATE_KINDS, ExpertRollout, position_offset
 
+    noise = 0.03
     data, run, bundle = tmp_path / "data", tmp_path / "run", tmp_path / "bundle"
     assert main(["data", "metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(data),
-                 "--height", "32", "--width", "32", "--state", "privileged"]) == 0
+                 "--height", "32", "--width", "32", "--state", "privileged", "--position-noise", str(noise)]) == 0
     ds = LeRobotDataset("local/privileged", root=data)
     assert ds.meta.features["observation.state"]["names"] == STATE_KINDS["privileged"]
-    rollout = ExpertRollout("reach-v3", ["corner2"], 32, 32, state="privileged")
-    try:
-        rollout.reset(0)  # the first episode's seed
-        goal = np.asarray(rollout.env._target_pos, np.float32)
-    finally:
-        rollout.close()
+
+    def true_positions(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rollout = ExpertRollout("reach-v3", ["corner2"], 32, 32, state="privileged")
+        try:
+            obs = rollout.reset(seed)
+            return obs[4:7].astype(np.float32), np.asarray(rollout.env._target_pos, np.float32)
+        finally:
+            rollout.close()
+
+    obj, goal = true_positions(0)  # the first episode's seed
+    offset = position_offset(0, noise)
+    assert 0 < np.abs(offset).max() < 5 * noise
     states = np.stack(ds.hf_dataset.with_format("numpy")["observation.state"])
-    np.testing.assert_allclose(states[:, 7:], np.broadcast_to(goal, (len(states), 3)), atol=1e-5)
-    assert np.abs(states[0, 7:]).sum() > 0.1  # the goal, not MetaWorld's zeroed partial observation
+    np.testing.assert_allclose(states[:, 7:], np.broadcast_to(goal + offset[3:], (len(states), 3)), atol=1e-5)
+    np.testing.assert_allclose(states[0, 4:7], obj + offset[:3], atol=1e-5)
+    assert np.abs(goal).sum() > 0.1  # the goal, not MetaWorld's zeroed partial observation
 
     assert train_metaworld_tiny(data, run, 1, "model.state_dim=10") == 0
     assert main(["export", str(run), str(bundle)]) == 0
-    assert json.loads((bundle / "vidact_policy.json").read_text())["state"]["metaworld"] == "privileged"
-    out = tmp_path / "eval"
+    state_info = json.loads((bundle / "vidact_policy.json").read_text())["state"]
+    assert state_info["metaworld"] == "privileged" and state_info["position_noise"] == noise
+    out, rollouts = tmp_path / "eval", tmp_path / "rollouts"
     # One demo: the object and the goal never moved in training, so the state guard is off.
     assert main(["eval", str(bundle), "--task", "reach-v3", "--episodes", "1", "--max-steps", "2",
-                 "--out", str(out), "--videos", "0", "--max-state-deviation", "1e9"]) == 0
+                 "--out", str(out), "--videos", "0", "--max-state-deviation", "1e9",
+                 "--save-dataset", str(rollouts)]) == 0
     assert json.loads((out / "results.json").read_text())["episodes"] == 1
+    shown = np.stack(LeRobotDataset("local/rollouts", root=rollouts).hf_dataset.with_format("numpy")["observation.state"])
+    obj, goal = true_positions(EVAL_SEED_BASE)
+    np.testing.assert_allclose(shown[0, 4:], np.concatenate([obj, goal]) + position_offset(EVAL_SEED_BASE, noise),
+                               atol=1e-5)
+
+
+def test_position_noise_needs_the_privileged_state(tmp_path, capsys):
+    assert main(["data", "metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(tmp_path / "d"),
+                 "--position-noise", "0.02"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--position-noise" in err and "--state agent" in err and len(err.splitlines()) == 1

@@ -31,6 +31,10 @@ def main(argv: list[str]) -> int:
     mw.add_argument("--state", default="agent", help="observation.state: agent "
                     "(hand xyz + gripper, what LeRobot's env gives) or privileged (+ the object's and the goal's xyz: "
                     "a diagnostic, is reading the scene from pixels what limits a policy?)")
+    mw.add_argument("--position-noise", type=float, default=0.0, metavar="METRES", help="with --state "
+                    "privileged: shift the object's and the goal's xyz by one Gaussian offset per episode and "
+                    "dimension with this std (e.g. 0.025), as a perception module's error would; vidact eval "
+                    "repeats it (default 0: the true positions)")
     mw.add_argument("--env-state", action="store_true", help="also write observation.environment_state (the "
                     "object's and the goal's xyz) as a training target the policy never sees as input "
                     "(model.env_state_dim: an auxiliary head learns to read it from the frames)")
@@ -72,6 +76,7 @@ def _metaworld(args: argparse.Namespace) -> int:
         tasks = resolve_tasks(args.tasks, args.benchmark)
         cfg = MetaWorldGenConfig(tasks=tasks, episodes=args.episodes, out=args.out, cameras=args.cameras,
                                  camera=args.camera, state=args.state, env_state=args.env_state,
+                                 position_noise=args.position_noise,
                                  benchmark=args.benchmark and args.benchmark.upper(),
                                  height=args.height, width=args.width, seed=args.seed, max_steps=args.max_steps,
                                  keep_failed=args.keep_failed,

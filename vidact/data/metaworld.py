@@ -6,6 +6,10 @@ Conventions follow LeRobot's MetaWorld env (``lerobot/envs/metaworld.py``, what 
 - ``observation.state`` = the first 4 raw observation dims (hand xyz, gripper opening);
   ``--state privileged`` adds the first object's and the goal's xyz (10 dims), which no camera
   policy gets: a diagnostic that tells reading the scene from pixels apart from the rest;
+  ``--position-noise M`` shifts those six positions by one Gaussian offset per episode and
+  dimension (std M metres, drawn from the episode's seed): the error a perception module that
+  reads each scene to a few centimetres would make, so the diagnostic can ask how precise the
+  readings must be;
 - ``--env-state`` also writes ``observation.environment_state`` (LeRobot's name for privileged
   scene state), the same object and goal xyz, beside the agent state: a training-time target the
   policy never receives as input (``model.env_state_dim``: an auxiliary head learns to read it
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +69,8 @@ STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper"]
 STATE_KINDS = {"agent": STATE_NAMES,
                "privileged": STATE_NAMES + ["object_x", "object_y", "object_z", "goal_x", "goal_y", "goal_z"]}
 ENV_STATE_NAMES = STATE_KINDS["privileged"][len(STATE_NAMES):]
+POSITIONS = slice(len(STATE_NAMES), len(STATE_KINDS["privileged"]))  # object and goal xyz in the privileged state
+NOISE_STREAM = 15  # the position offsets' own random stream beside the episode's seed
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 # MetaWorld's multi-task benchmarks -> the env dicts its benchmark classes (metaworld.MT10, ...) train
 # on. Read from the dicts: constructing metaworld.MT10() also samples 50 layouts per task (~25 s).
@@ -116,6 +123,7 @@ class MetaWorldGenConfig:
     camera: str = "vidact"  # rendering: vidact (fast) or lerobot (what lerobot-eval shows a policy)
     state: str = "agent"  # one of STATE_KINDS
     env_state: bool = False  # also write ENV_STATE_KEY (the object's and the goal's xyz)
+    position_noise: float = 0.0  # metres: std of the per-episode offsets on the privileged positions
     height: int = 96
     width: int = 96
     seed: int = 0
@@ -161,6 +169,11 @@ class MetaWorldGenConfig:
             raise ValueError(f"--camera must be one of {CAMERA_MODES}, got {self.camera!r}")
         if self.state not in STATE_KINDS:
             raise ValueError(f"--state must be one of {list(STATE_KINDS)}, got {self.state!r}")
+        if not (self.position_noise >= 0 and math.isfinite(self.position_noise)):
+            raise ValueError(f"--position-noise must be a finite number of metres >= 0, got {self.position_noise}")
+        if self.position_noise and self.state != "privileged":
+            raise ValueError(f"--position-noise shifts the object and goal positions of --state privileged; "
+                             f"got --state {self.state}")
         if self.camera == "lerobot" and self.cameras != ["corner2"]:
             raise ValueError(f"--camera lerobot renders the one camera lerobot-eval shows (corner2); "
                              f"got --cameras {self.cameras}")
@@ -180,6 +193,14 @@ def metaworld_state(obs: np.ndarray, kind: str = "agent") -> np.ndarray:
     return obs[:4].astype(np.float32)
 
 
+def position_offset(seed: int, noise: float) -> np.ndarray:
+    """The episode of ``seed``'s offsets on the privileged object and goal xyz: N(0, ``noise``) per
+    dimension, one draw per episode (a perception module's error is mostly per scene, not per step)."""
+    if not noise:
+        return np.zeros(len(ENV_STATE_NAMES), np.float32)
+    return np.random.default_rng([seed, NOISE_STREAM]).normal(0.0, noise, len(ENV_STATE_NAMES)).astype(np.float32)
+
+
 def metaworld_env_state(obs: np.ndarray) -> np.ndarray:
     """ENV_STATE_KEY from MetaWorld's raw (fully observable) observation: object and goal xyz."""
     return np.concatenate([obs[4:7], obs[36:39]]).astype(np.float32)
@@ -194,7 +215,7 @@ class ExpertRollout:
     module docstring)."""
 
     def __init__(self, task: str, cameras: list[str], height: int, width: int, camera: str = "vidact",
-                 state: str = "agent", env_state: bool = False):
+                 state: str = "agent", env_state: bool = False, position_noise: float = 0.0):
         import metaworld
         import mujoco
         from lerobot.envs.metaworld import TASK_DESCRIPTIONS, TASK_POLICY_MAPPING
@@ -202,6 +223,7 @@ class ExpertRollout:
         self.task, self.description = task, TASK_DESCRIPTIONS[task]
         self.policy = TASK_POLICY_MAPPING[task]()
         self.size, self.state, self.env_state = (height, width), state, env_state
+        self.position_noise, self.offset = position_noise, position_offset(0, 0.0)
         self.lerobot_env = None
         if camera == "lerobot":
             from lerobot.envs.metaworld import MetaworldEnv
@@ -241,6 +263,7 @@ class ExpertRollout:
     def reset(self, seed: int) -> np.ndarray:
         """Start the episode of ``seed`` (the layout LeRobot's env draws for the same seed); returns
         MetaWorld's raw observation vector."""
+        self.offset = position_offset(seed, self.position_noise)
         self.env.seed(seed)
         if self.lerobot_env is not None:  # exactly LeRobot's MetaworldEnv.reset
             return self.env.reset(seed=seed)[0]
@@ -253,6 +276,14 @@ class ExpertRollout:
 
         mujoco.mj_forward(self.env.model, self.env.data)
         return obs
+
+    def observed_state(self, obs: np.ndarray) -> np.ndarray:
+        """observation.state of this rollout's kind, with the episode's position offsets
+        (``position_noise``) on the privileged positions."""
+        state = metaworld_state(obs, self.state)
+        if self.state == "privileged":
+            state[POSITIONS] += self.offset
+        return state
 
     def render(self) -> list[np.ndarray]:
         if self.lerobot_env is not None:
@@ -288,7 +319,7 @@ class ExpertRollout:
             frames.append(self.render())
             # The expert's gains can exceed the action space; the env clips, so record what it executes.
             action = np.clip(self.policy.get_action(obs), -1.0, 1.0).astype(np.float32)
-            states.append(metaworld_state(obs, self.state))
+            states.append(self.observed_state(obs))
             env_states.append(metaworld_env_state(obs))
             actions.append(action)
             obs, reward, _, truncated, info = self.env.step(action)
@@ -355,7 +386,8 @@ def generate(cfg: MetaWorldGenConfig) -> dict:
     per_task = cfg.episodes + cfg.action_free
     progress = tqdm(total=per_task * len(cfg.tasks), desc=desc, unit="ep")
     for task_number, task in enumerate(cfg.tasks, start=cfg.task_number_offset):
-        rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width, cfg.camera, cfg.state, cfg.env_state)
+        rollout = ExpertRollout(task, cfg.cameras, cfg.height, cfg.width, cfg.camera, cfg.state, cfg.env_state,
+                                cfg.position_noise)
         kept = tried = successes = 0
         try:
             while kept < per_task:

@@ -2,7 +2,7 @@
 
 Observations are rendered exactly as ``vidact data metaworld`` recorded the training data (same
 ``ExpertRollout`` scene set-up: moved ``corner2`` camera, flip on both axes, the state the data
-was generated with (``--state``, recorded in the bundle), LeRobot's task description). Data rendered with ``--camera vidact`` (shadows/reflections/
+was generated with (``--state`` and ``--position-noise``, recorded in the bundle), LeRobot's task description). Data rendered with ``--camera vidact`` (shadows/reflections/
 skybox off) is rendered so again at the resolution it was recorded at; ``--camera lerobot`` data is
 rendered as ``lerobot-eval`` does (LeRobot's env, 480x480). The policy resizes to its own size.
 Episodes end at first success or ``max_steps`` (LeRobot's MetaWorld: 400).
@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vidact.data.metaworld import metaworld_state
 from vidact.errors import ConfigError
 
 EVAL_SEED_BASE = 1_000_000_000
@@ -93,16 +92,17 @@ def to_uint8_hwc(frame: np.ndarray, height: int) -> np.ndarray:
 
 class MetaWorldEval:
     def __init__(self, task: str, camera_keys: list[str], height: int, width: int, camera: str = "vidact",
-                 state: str = "agent"):
+                 state: str = "agent", position_noise: float = 0.0):
         from vidact.data.metaworld import ExpertRollout  # the renderer the training data came from
 
         self.camera_keys, self.state = camera_keys, state
-        self.rollout = ExpertRollout(task, env_cameras(camera_keys), height, width, camera, state)
+        self.rollout = ExpertRollout(task, env_cameras(camera_keys), height, width, camera, state,
+                                     position_noise=position_noise)
         self.description = self.rollout.description
 
     def observation(self, obs: np.ndarray, images: list[np.ndarray]) -> dict:
         out = {key: image for key, image in zip(self.camera_keys, images)}
-        out["observation.state"] = metaworld_state(obs, self.state)
+        out["observation.state"] = self.rollout.observed_state(obs)
         out["task"] = self.description
         return out
 
@@ -139,7 +139,7 @@ class MetaWorldEval:
             action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
             if keep_steps:
                 kept["frames"].append(images)
-                kept["state"].append(metaworld_state(obs, self.state))
+                kept["state"].append(self.rollout.observed_state(obs))
                 kept["action"].append(action)
             obs, reward, _, truncated, info = env.step(action)
             success = bool(info.get("success", 0.0))
@@ -194,6 +194,7 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
     size = (cams.get("recorded_size") or [cams.get("model_size") or [policy.config.height, policy.config.width]])[0]
     rendering = cams.get("rendering") or "vidact"
     state = policy.info.get("state", {}).get("metaworld") or "agent"
+    position_noise = float(policy.info.get("state", {}).get("position_noise") or 0.0)
     if rendering == "lerobot":  # what lerobot-eval hands the policy; it resizes as for training
         from vidact.data.metaworld import LEROBOT_IMAGE_SIZE
 
@@ -204,7 +205,7 @@ def evaluate(policy, task: str, episodes: int, out: str | Path, seed: int | None
 
         dataset = create_dataset(Path(save_dataset), f"vidact/rollouts_{task}", env_cameras(policy.camera_keys),
                                  int(size[0]), int(size[1]), overwrite=overwrite, flag="--save-dataset", state=state)
-    env = MetaWorldEval(task, policy.camera_keys, int(size[0]), int(size[1]), rendering, state)
+    env = MetaWorldEval(task, policy.camera_keys, int(size[0]), int(size[1]), rendering, state, position_noise)
     records, written = [], {True: 0, False: 0}  # videos written per outcome
     try:
         for i, s in enumerate(seeds):

@@ -69,12 +69,14 @@ def camera_info(cfg) -> tuple[list[str], list[list[int]] | None, dict[str, str],
 def metaworld_generation(cfg) -> dict | None:
     """The ``vidact data metaworld`` settings of the run's first LeRobot dataset that ``vidact
     eval`` must repeat: ``rendering`` (its ``--camera``: vidact or lerobot) and ``state`` (its
-    ``--state``: agent or privileged); None when the data did not come from that generator."""
+    ``--state``: agent or privileged, with ``position_noise``, its ``--position-noise``); None when
+    the data did not come from that generator."""
     for source in (s for s in cfg.data.sources if s.kind == "lerobot"):
         meta = Path(source.path) / "meta" / "vidact_generation.json"
         if meta.is_file():
             config = json.loads(meta.read_text())["config"]
-            return {"rendering": config.get("camera", "vidact"), "state": config.get("state", "agent")}
+            return {"rendering": config.get("camera", "vidact"), "state": config.get("state", "agent"),
+                    "position_noise": float(config.get("position_noise", 0.0))}
     return None
 
 
@@ -186,7 +188,8 @@ def _write_bundle(out: Path, cfg, merged: Consolidated, mode: str, n_action_step
         "format": BUNDLE_FORMAT,
         "action": {"key": ACTION_KEY, "dim": cfg.model.action_dim,
                    "bounds": action_bounds(cfg, dataset_action_stats, cfg.model.action_dim)},
-        "state": {"key": STATE_KEY, "dim": cfg.model.state_dim, "metaworld": generation.get("state")},
+        "state": {"key": STATE_KEY, "dim": cfg.model.state_dim, "metaworld": generation.get("state"),
+                  "position_noise": generation.get("position_noise", 0.0)},
         "cameras": {"keys": keys, "recorded_size": sizes, "model_size": [cfg.model.height, cfg.model.width],
                     "fit": fits, "rendering": generation.get("rendering")},
         "text_encoder": {"kind": text.kind, "path": text.path, "max_length": text.max_length,
