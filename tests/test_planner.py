@@ -147,7 +147,10 @@ def test_a_two_chunk_horizon_scores_what_the_policy_does_after_each_candidate(ti
     expected = torch.stack(expected, 1)
     torch.testing.assert_close(plan.scores, expected, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(expected, torch.stack(one_deep, 1), atol=1e-4)  # looking ahead changes the scores
-    assert plan.chosen.tolist() == expected.argmax(1).tolist()
+    # The tiny random judge scores the candidates within ~1e-5 of each other: the executed one must be
+    # a best one up to that tolerance (argmax of near-ties depends on the float reduction order).
+    chosen = expected.gather(1, plan.chosen[:, None]).squeeze(1)
+    assert torch.all(chosen >= expected.max(1).values - 1e-5), (plan.chosen, expected)
     assert plan.future_frames.shape[:2] == (B, cfg.future_frames)  # the chosen chunk's own future
 
 
