@@ -151,6 +151,7 @@ def test_a_two_chunk_horizon_scores_what_the_policy_does_after_each_candidate(ti
     # a best one up to that tolerance (argmax of near-ties depends on the float reduction order).
     chosen = expected.gather(1, plan.chosen[:, None]).squeeze(1)
     assert torch.all(chosen >= expected.max(1).values - 1e-5), (plan.chosen, expected)
+    assert plan.chosen.tolist() == plan.scores.argmax(1).tolist()  # and it is the best by the planner's own scores
     assert plan.future_frames.shape[:2] == (B, cfg.future_frames)  # the chosen chunk's own future
 
 
