@@ -7,8 +7,9 @@ curve (success against training minutes) for every method.
         --dataset outputs/quickstart/metaworld --budget-minutes 15 --eval-episodes 50 \\
         --curve-episodes 20 --out outputs/bench_learning
 
-Methods (each trained from scratch, one after another, each for ``--budget-minutes`` of wall
-clock, start-up and checkpoint writing included):
+Methods (each trained from scratch, one after another on ``--train-cpus``, or with ``--side-by-side
+0 1`` at the same time, each pinned to its own CPU; each for ``--budget-minutes`` of wall clock,
+start-up and checkpoint writing included):
 
 - ``vidact``: ``recipes/quickstart_metaworld.yaml`` (its cosine schedule spanning ``--vidact-steps``,
   about what the budget allows on one core), a checkpoint every ``--vidact-checkpoint-every`` steps
@@ -25,7 +26,8 @@ clock, start-up and checkpoint writing included):
 CPUs: training runs on ``--train-cpus`` (``taskset``; default CPU 0) while a second process
 (``--eval-worker``, on ``--eval-cpus``, default the other CPUs) evaluates the checkpoints of the
 methods that finished training, so evaluation never takes time from a training budget; when all
-training is done a second evaluation worker takes the training CPUs.
+training is done a second evaluation worker takes the training CPUs. With ``--side-by-side`` every
+method's evaluation waits for all training, then one worker per CPU list evaluates.
 
 Evaluation: ``vidact.deploy.sim``'s MetaWorld set-up (the renderer the data came from), held-out
 seeds from ``--eval-seed``, ``--max-steps`` cap. Every method's last checkpoint is evaluated on
@@ -66,11 +68,22 @@ COLORS = {"vidact": (31, 119, 180), "vidact_actions_only": (44, 160, 44), "act":
           "diffusion": (148, 103, 189)}
 
 
+RUNNING: set[subprocess.Popen] = set()  # the trainings under way (--side-by-side runs several at once)
+
+
+def kill_running() -> None:
+    """Stop every training under way (its whole process group)."""
+    for proc in list(RUNNING):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def run(cmd: list[str], log: Path, env: dict, deadline_s: float | None = None) -> float:
     """Run ``cmd`` with output to ``log``; stop it (SIGINT, then SIGKILL) after ``deadline_s``."""
     start, stopped = time.perf_counter(), False
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        RUNNING.add(proc)
         try:
             proc.wait(timeout=deadline_s)
         except subprocess.TimeoutExpired:
@@ -78,6 +91,8 @@ def run(cmd: list[str], log: Path, env: dict, deadline_s: float | None = None) -
         except BaseException:  # this script stopped (Ctrl-C, SIGTERM): no training left running behind it
             os.killpg(proc.pid, signal.SIGKILL)
             raise
+        finally:
+            RUNNING.discard(proc)
         if stopped:
             os.killpg(proc.pid, signal.SIGINT)
             try:
@@ -99,7 +114,7 @@ def minutes_since(path: Path, start: float) -> float:
     return round((path.stat().st_mtime - start) / 60, 2)
 
 
-def train_vidact(name: str, args, out: Path, env: dict) -> dict:
+def train_vidact(name: str, args, out: Path, env: dict, cpus: str) -> dict:
     overrides = [f"run_dir={out / 'run'}", f"train.steps={args.vidact_steps}", f"train.checkpoint_every={args.vidact_checkpoint_every}",
                  "train.keep_last=1000", "log.wandb=disabled", "log.media_every=0", f"seed={args.seed}",
                  f"data.sources=[{{kind: lerobot, path: {args.dataset}}}]", *args.vidact_override]
@@ -108,7 +123,7 @@ def train_vidact(name: str, args, out: Path, env: dict) -> dict:
     start = time.time()
     # Stopped like the LeRobot runs, at the budget counted from the process start (start-up
     # included); vidact's SIGINT handler writes a last checkpoint at that point.
-    seconds = run([*pinned(args.train_cpus), *VIDACT, "train", args.recipe, *overrides], out / "train.log", env,
+    seconds = run([*pinned(cpus), *VIDACT, "train", args.recipe, *overrides], out / "train.log", env,
                   deadline_s=args.budget_minutes * 60)
     ckpts = sorted((out / "run" / "checkpoints").glob("step-*.ckpt"))
     checkpoints = [{"step": int(c.stem.split("-")[1]), "minutes": minutes_since(c, start), "path": str(c)}
@@ -116,7 +131,7 @@ def train_vidact(name: str, args, out: Path, env: dict) -> dict:
     return {"train_seconds": seconds, "steps": checkpoints[-1]["step"], "checkpoints": checkpoints}
 
 
-def train_lerobot(name: str, args, out: Path, env: dict) -> dict:
+def train_lerobot(name: str, args, out: Path, env: dict, cpus: str) -> dict:
     save_every = args.act_save_every if name == "act" else args.diffusion_save_every
     exe = Path(sys.executable).with_name("lerobot-train")  # the venv's, even when it is not on PATH
     cmd = [str(exe) if exe.is_file() else "lerobot-train", "--dataset.repo_id=local/" + Path(args.dataset).name, f"--dataset.root={args.dataset}",
@@ -125,7 +140,7 @@ def train_lerobot(name: str, args, out: Path, env: dict) -> dict:
            f"--batch_size={args.lerobot_batch_size}", "--steps=1000000", f"--save_freq={save_every}",
            "--log_freq=10", "--num_workers=1", "--wandb.enable=false", f"--seed={args.seed}"]
     start = time.time()
-    seconds = run([*pinned(args.train_cpus), *cmd], out / "train.log", env, deadline_s=args.budget_minutes * 60)
+    seconds = run([*pinned(cpus), *cmd], out / "train.log", env, deadline_s=args.budget_minutes * 60)
     ckpts = sorted((out / "run" / "checkpoints").glob("[0-9]*/pretrained_model"))
     # A save cut off by the deadline has no weights file yet: only complete checkpoints count.
     checkpoints = [{"step": int(c.parent.name), "minutes": minutes_since(c / "model.safetensors", start),
@@ -166,16 +181,21 @@ class LeRobotPolicy:
 
 
 def evaluate_batched(policy: LeRobotPolicy, task: str, seeds: list[int], out: Path, max_steps: int, videos: int,
-                     batch: int) -> dict:
+                     batch: int, dataset: str) -> dict:
     """``vidact.deploy.sim.evaluate``'s episodes (same set-up, seeds, cap, success rule), ``batch``
     environments in lock step: one batched policy call per control step; an environment that
-    succeeded or ran out of steps stops stepping while the others finish."""
+    succeeded or ran out of steps stops stepping while the others finish. The rendering and the
+    state (``--state privileged``, ``--position-noise``) repeat ``dataset``'s generation, as
+    ``vidact eval`` repeats them for a vidact bundle."""
     from vidact.data.webvideo import write_video
     from vidact.deploy.sim import MetaWorldEval, write_summary
+    from vidact.export.package import dataset_generation
 
     out.mkdir(parents=True, exist_ok=True)
     height, width = policy.image_size
-    envs = [MetaWorldEval(task, policy.camera_keys, height, width) for _ in range(min(batch, len(seeds)))]
+    gen = dataset_generation(dataset) or {"rendering": "vidact", "state": "agent", "position_noise": 0.0}
+    envs = [MetaWorldEval(task, policy.camera_keys, height, width, gen["rendering"], gen["state"], gen["position_noise"])
+            for _ in range(min(batch, len(seeds)))]
     records = []
     try:
         for first in range(0, len(seeds), batch):
@@ -270,7 +290,8 @@ def evaluate_checkpoint(method: str, ckpt: dict, episodes: int, root: Path, args
             run_episodes(policy, task, episodes, folder / task, seed=args.eval_seed, max_steps=args.max_steps,
                          videos=args.videos)
         else:
-            evaluate_batched(policy, task, seeds, folder / task, args.max_steps, args.videos, args.lerobot_eval_batch)
+            evaluate_batched(policy, task, seeds, folder / task, args.max_steps, args.videos, args.lerobot_eval_batch,
+                             args.dataset)
 
 
 def eval_worker(root: Path, args, env: dict) -> None:
@@ -460,6 +481,54 @@ def plot_tasks(rate: dict[str, dict[str, float]], tasks: list[str], out: Path) -
     return out
 
 
+def train_method(name: str, root: Path, args, env: dict, cpus: str) -> None:
+    """Train one method for the budget (skipped when OUT/NAME/trained.json exists)."""
+    out = root / name
+    out.mkdir(exist_ok=True)
+    done = out / "trained.json"
+    if not done.is_file():
+        where = f" on CPU {cpus}" if cpus else ""
+        print(f"== {name}: training for {args.budget_minutes:g} min{where}", flush=True)
+        info = (train_vidact if name.startswith("vidact") else train_lerobot)(name, args, out, env, cpus)
+        done.write_text(json.dumps(info, indent=2))
+    info = json.loads(done.read_text())
+    print(f"== {name}: {info['steps']} steps in {info['train_seconds'] / 60:.1f} min, "
+          f"{len(info['checkpoints'])} checkpoints", flush=True)
+
+
+def train_all(root: Path, args, env: dict) -> None:
+    """Every method, one after another on ``--train-cpus``, or with ``--side-by-side`` at the same
+    time, each on its own CPU list (a method beyond the lists waits for the first one freed)."""
+    if not args.side_by_side:
+        for name in args.methods:
+            train_method(name, root, args, env, args.train_cpus)
+        return
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    free: queue.Queue[str] = queue.Queue()
+    for cpus in args.side_by_side:
+        free.put(cpus)
+
+    def job(name: str) -> None:
+        cpus = free.get()
+        try:
+            train_method(name, root, args, env, cpus)
+        finally:
+            free.put(cpus)
+
+    with ThreadPoolExecutor(len(args.side_by_side)) as pool:
+        futures = [pool.submit(job, name) for name in args.methods]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:  # Ctrl-C, SIGTERM or one method failing: stop the others' trainings too
+            for future in futures:
+                future.cancel()
+            kill_running()
+            raise
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", help="LeRobot dataset of MetaWorld demos (vidact data metaworld)")
@@ -491,6 +560,9 @@ def main() -> None:
     p.add_argument("--train-cpus", default="0" if ncpu > 1 else "", help="taskset CPU list for training ('': any)")
     p.add_argument("--eval-cpus", default=f"1-{ncpu - 1}" if ncpu > 1 else "", help="taskset CPU list for evaluation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--side-by-side", nargs="+", default=None, metavar="CPUS",
+                   help="train the methods at the same time, each pinned to one of these taskset CPU lists "
+                        "(e.g. 0 1; more methods than lists wait for a free one), then evaluate on all of them")
     p.add_argument("--defer-eval", action="store_true", help="evaluate only when every method is trained (the "
                    "evaluation CPUs stay free meanwhile, e.g. for another seed's training)")
     p.add_argument("--out", default="outputs/bench_learning")
@@ -533,27 +605,21 @@ def main() -> None:
     for claim in root.glob("*/eval/*/.claim"):  # left by a killed worker
         claim.rmdir()
     worker_cmd = [sys.executable, __file__, *sys.argv[1:], "--eval-worker"]
-    workers = [] if args.defer_eval else [
+    workers = [] if args.defer_eval or args.side_by_side else [
         subprocess.Popen([*pinned(args.eval_cpus), *worker_cmd], env=dict(env, OMP_NUM_THREADS="1"))]
     try:
-        for name in args.methods:
-            out = root / name
-            out.mkdir(exist_ok=True)
-            done = out / "trained.json"
-            if not done.is_file():
-                print(f"== {name}: training for {args.budget_minutes:g} min", flush=True)
-                info = (train_vidact if name.startswith("vidact") else train_lerobot)(name, args, out, env)
-                done.write_text(json.dumps(info, indent=2))
-            info = json.loads(done.read_text())
-            print(f"== {name}: {info['steps']} steps in {info['train_seconds'] / 60:.1f} min, "
-                  f"{len(info['checkpoints'])} checkpoints", flush=True)
+        train_all(root, args, env)
     finally:
         (root / "training_done").touch()
-    if args.defer_eval:
-        workers.append(subprocess.Popen([*pinned(args.eval_cpus), *worker_cmd], env=dict(env, OMP_NUM_THREADS="1")))
-    if args.train_cpus:  # the training CPUs are free now: a second worker takes work from the other end
-        workers.append(subprocess.Popen([*pinned(args.train_cpus), *worker_cmd, "--from-end"],
-                                        env=dict(env, OMP_NUM_THREADS="1")))
+    if args.side_by_side:  # every training CPU list now evaluates, alternately from either end of the list
+        workers += [subprocess.Popen([*pinned(cpus), *worker_cmd, *["--from-end"] * (i % 2)],
+                                     env=dict(env, OMP_NUM_THREADS="1")) for i, cpus in enumerate(args.side_by_side)]
+    else:
+        if args.defer_eval:
+            workers.append(subprocess.Popen([*pinned(args.eval_cpus), *worker_cmd], env=dict(env, OMP_NUM_THREADS="1")))
+        if args.train_cpus:  # the training CPUs are free now: a second worker takes work from the other end
+            workers.append(subprocess.Popen([*pinned(args.train_cpus), *worker_cmd, "--from-end"],
+                                            env=dict(env, OMP_NUM_THREADS="1")))
     if any([w.wait() for w in workers]):
         raise SystemExit("an evaluation worker failed; see the output above")
     text = report(root, args)

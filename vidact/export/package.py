@@ -72,12 +72,20 @@ def metaworld_generation(cfg) -> dict | None:
     ``--state``: agent or privileged, with ``position_noise``, its ``--position-noise``); None when
     the data did not come from that generator."""
     for source in (s for s in cfg.data.sources if s.kind == "lerobot"):
-        meta = Path(source.path) / "meta" / "vidact_generation.json"
-        if meta.is_file():
-            config = json.loads(meta.read_text())["config"]
-            return {"rendering": config.get("camera", "vidact"), "state": config.get("state", "agent"),
-                    "position_noise": float(config.get("position_noise", 0.0))}
+        if (found := dataset_generation(source.path)) is not None:
+            return found
     return None
+
+
+def dataset_generation(path: str | Path) -> dict | None:
+    """:func:`metaworld_generation`'s settings of one LeRobot dataset folder (None: not generated
+    by ``vidact data metaworld``)."""
+    meta = Path(path) / "meta" / "vidact_generation.json"
+    if not meta.is_file():
+        return None
+    config = json.loads(meta.read_text())["config"]
+    return {"rendering": config.get("camera", "vidact"), "state": config.get("state", "agent"),
+            "position_noise": float(config.get("position_noise", 0.0))}
 
 
 def action_bounds(cfg, dataset_action_stats: dict | None, dim: int) -> dict[str, list[float]] | None:
