@@ -47,25 +47,25 @@ def load_frames(path: str, model_cfg, every: int) -> dict:
     for ep in sorted(ds.episode_spans):
         data = ds.episode(ep)
         steps = np.arange(0, len(data["env_state"]), every)
-        frames.append((data["frames"][steps, 0] * 255).round().to(torch.uint8))
+        frames.append((data["frames"][steps] * 255).round().to(torch.uint8))  # (steps, views, C, H, W)
         target.append(data["env_state"][steps])
         task += [data["text"]] * len(steps)
         first += [s == 0 for s in steps]
     return {"frames": torch.cat(frames), "target": torch.cat(target), "task": np.array(task), "first": np.array(first)}
 
 
-def render_scenes(tasks: list[str], n: int, size: int, seed: int) -> dict:
-    """``n`` reset scenes per task at ``size`` pixels (the generator's corner2 camera): first frames only."""
+def render_scenes(tasks: list[str], n: int, size: int, seed: int, cameras: list[str]) -> dict:
+    """``n`` reset scenes per task at ``size`` pixels from each of ``cameras``: first frames only."""
     from lerobot.envs.metaworld import TASK_DESCRIPTIONS
 
     from vidact.data.metaworld import ExpertRollout, metaworld_env_state
 
     frames, target, task = [], [], []
     for number, name in enumerate(tasks):
-        env = ExpertRollout(name, ["corner2"], size, size, env_state=True)
+        env = ExpertRollout(name, cameras, size, size, env_state=True)
         for i in range(n):
             obs = env.reset(seed + 100_000 * number + i)
-            frames.append(torch.from_numpy(env.render()[0]).permute(2, 0, 1))
+            frames.append(torch.from_numpy(np.stack(env.render())).permute(0, 3, 1, 2))
             target.append(torch.from_numpy(metaworld_env_state(obs)))
         env.close()
         task += [TASK_DESCRIPTIONS[name]] * n
@@ -74,17 +74,22 @@ def render_scenes(tasks: list[str], n: int, size: int, seed: int) -> dict:
 
 
 class Probe(nn.Module):
-    def __init__(self, encoder: nn.Module, tokens: int, token_dim: int, out: int, dim: int = 128, depth: int = 2):
+    """One encoder for every view; the views' tokens side by side, each token with its own position."""
+
+    def __init__(self, encoder: nn.Module, tokens: int, token_dim: int, out: int, views: int = 1, dim: int = 128,
+                 depth: int = 2):
         super().__init__()
         self.encoder = encoder
         self.proj = nn.Linear(token_dim, dim)
-        self.pos = nn.Parameter(torch.randn(tokens, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(views * tokens, dim) * 0.02)
         layer = nn.TransformerEncoderLayer(dim, 4, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.body = nn.TransformerEncoder(layer, depth)
         self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = self.proj(self.encoder.encode(frames)) + self.pos
+        """``frames`` (B, views, C, H, W) in [0, 1]."""
+        x = torch.cat([self.encoder.encode(frames[:, v]) for v in range(frames.shape[1])], 1)
+        x = self.proj(x) + self.pos
         return self.head(self.body(x).mean(1))
 
 
@@ -130,6 +135,8 @@ def main() -> None:
     p.add_argument("--scenes", type=int, default=0, help="or: train on this many rendered reset scenes per task")
     p.add_argument("--heldout-scenes", type=int, default=50, help="with --scenes: held-out scenes per task")
     p.add_argument("--tasks", nargs="+", default=["reach-v3", "push-v3", "pick-place-v3", "peg-insert-side-v3"])
+    p.add_argument("--cameras", nargs="+", default=["corner2"],
+                   help="with --scenes: the views rendered (MetaWorld camera names), all given to the probe")
     p.add_argument("--size", type=int, default=96, help="frame size (datasets: their frames resized to it)")
     p.add_argument("--patch-size", type=int, default=None, help="pixels per patch side (default: the recipe's)")
     p.add_argument("--encoders", nargs="+", default=["tokenizer", "keypoints"],
@@ -144,8 +151,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.scenes:
-        train = render_scenes(args.tasks, args.scenes, args.size, 7_000_000)
-        held = render_scenes(args.tasks, args.heldout_scenes, args.size, 8_000_000)
+        train = render_scenes(args.tasks, args.scenes, args.size, 7_000_000, args.cameras)
+        held = render_scenes(args.tasks, args.heldout_scenes, args.size, 8_000_000, args.cameras)
     elif args.train and args.heldout:
         c, _ = build("tokenizer", args.recipe, args.size)
         train, held = load_frames(args.train, c, args.every), load_frames(args.heldout, c, 1)
@@ -158,7 +165,7 @@ def main() -> None:
     for kind in args.encoders:
         torch.manual_seed(args.seed)
         _, encoder = build(kind, args.recipe, args.size, args.patch_size)
-        model = Probe(encoder, encoder.tokens_per_frame, encoder.token_dim, len(mean))
+        model = Probe(encoder, encoder.tokens_per_frame, encoder.token_dim, len(mean), views=train["frames"].shape[1])
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / args.steps)))
@@ -178,7 +185,8 @@ def main() -> None:
                "heldout first frames": score(model, held, mean, std, held["first"]),
                "heldout all frames": score(model, held, mean, std, np.ones(len(held["first"]), bool))}
         results[kind] = row
-        row.update(scenes=args.scenes, size=args.size, patch_size=args.patch_size, steps=args.steps)
+        row.update(scenes=args.scenes, size=args.size, patch_size=args.patch_size, steps=args.steps,
+                   cameras=args.cameras if args.scenes else "the dataset's")
         print(f"{kind}: {row['parameters'] / 1e6:.2f}M, {row['seconds']} s; object+goal xy error / task mean's: "
               + ", ".join(f"{k} {summary(row[k])}" for k in ("train first frames", "heldout first frames",
                                                                "heldout all frames")), flush=True)

@@ -49,6 +49,12 @@ def _autoencoder(args: argparse.Namespace) -> int:
     return autoencoder_main(args.args)
 
 
+def _scene_encoder(args: argparse.Namespace) -> int:
+    from vidact.scene_encoder import main as scene_encoder_main
+
+    return scene_encoder_main(args.args)
+
+
 def _distill(args: argparse.Namespace) -> int:
     from vidact.export.distill import main as distill_main
 
@@ -390,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "model predicts in (vidact autoencoder --help)", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_autoencoder)
+
+    p = sub.add_parser("scene-encoder", help="pretrain a recipe's observation encoder and scene-state head alone on "
+                       "frames with object and goal positions; weights a policy starts from (vidact scene-encoder --help)",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_scene_encoder)
 
     p = sub.add_parser("judge", help="train the judge of imagined futures (value / task-done from frames) a planner "
                        "scores candidates with (vidact judge --help)", add_help=False)

@@ -54,6 +54,12 @@ def train_metaworld_tiny():
 
 
 @pytest.fixture(scope="session")
+def mw_model() -> list[str]:
+    """The overrides of the MetaWorld-shaped tiny model (``MW_MODEL``)."""
+    return list(MW_MODEL)
+
+
+@pytest.fixture(scope="session")
 def trains_on():
     """``trains_on(dataset, run)``: a training step on the dataset succeeds (datasets vidact writes)."""
     return lambda dataset, run: train_tiny(dataset, run) == 0

@@ -180,3 +180,67 @@ def test_an_episodes_first_frame_shows_its_own_goal(task):
             np.testing.assert_allclose(rollout.env.data.site_xpos[site], rollout.env._target_pos, atol=1e-6)
     finally:
         rollout.close()
+
+
+READER = ["model.obs_encoder.kind=vit", "model.obs_encoder.patch_size=8", "model.obs_encoder.layers=1",
+          "model.obs_encoder.width=32", "model.env_state_dim=6", "model.env_state_source=encoder"]
+
+
+def test_the_scene_encoder_is_pretrained_alone_and_a_policy_starts_from_it(env_data, mw_model, tmp_path, capsys):
+    """`vidact scene-encoder` trains the encoder and its head and nothing else; the weights load by
+    name into the policy (`train.init_from`), which then reads the scene as the reader did."""
+    from vidact.config import load
+    from vidact.lit.init import init_weights
+    from vidact.models import VidAct
+    from vidact.scene_encoder import SceneReader, load_frames
+
+    out = tmp_path / "reader"
+    overrides = [*mw_model, *READER]
+    assert main(["scene-encoder", "debug_sliding_square", *overrides, "--dataset", str(env_data), "--heldout",
+                 str(env_data), "--steps", "30", "--batch-size", "8", "--lr", "3e-3", "--out", str(out)]) == 0
+    report = json.loads((out / "scene_encoder.json").read_text())
+    losses = [float(line.split("loss ")[1].split()[0]) for line in capsys.readouterr().out.splitlines()
+              if line.startswith("vidact scene-encoder: step")]
+    assert losses[-1] < losses[0]  # it learns (one episode: its own frames)
+    errors = report["heldout_first_frames"]["Reach a goal position"]
+    assert errors["episodes"] == 1 and len(errors["error_cm"]) == 6
+
+    cfg = load("debug_sliding_square", [*overrides, "data.kind=lerobot",
+                                        f"data.sources=[{{kind: lerobot, path: '{env_data}'}}]"])
+    policy = VidAct(cfg.model)
+    loaded = init_weights(policy, out)
+    assert not loaded.skipped and sorted(loaded.loaded) == sorted(SceneReader(cfg.model).state_dict())
+    assert all(n.startswith(("obs_encoder.", "env_state_head.")) for n in loaded.loaded)
+    reader = SceneReader(cfg.model)
+    reader.load_state_dict({k: v for k, v in policy.state_dict().items() if k in reader.state_dict()})
+    frames = load_frames(str(env_data), cfg.model, 5)["frames"][:3].float() / 255  # [3,V,C,H,W]
+    with torch.no_grad():
+        from_policy = policy.env_state_head(policy.encode_obs(frames[:, None])[:, -1].flatten(1, 2))
+        torch.testing.assert_close(from_policy, reader.eval()(frames))
+
+
+def test_the_scene_encoder_needs_an_encoder_with_its_head(env_data, mw_model, tmp_path, capsys):
+    args = ["scene-encoder", "debug_sliding_square", *mw_model, "--dataset", str(env_data), "--out", str(tmp_path)]
+    assert main([*args, "model.obs_encoder.kind=vit", "model.obs_encoder.patch_size=8"]) == 2
+    err = capsys.readouterr().err
+    assert "model.env_state_dim" in err and "env_state_source=encoder" in err and "Traceback" not in err
+    assert main([*args, *READER, "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_the_scene_state_head_tells_the_views_apart():
+    """With two cameras the head reads each view's tokens on their own (an object's place in one
+    picture and in the other is what locates it in 3-D), so swapping the views changes the reading;
+    with one it has the shapes it always had."""
+    from vidact.models.vidact import EnvStateHead
+
+    torch.manual_seed(0)
+    one = EnvStateHead(16, 6)
+    assert {k: tuple(v.shape) for k, v in one.state_dict().items() if k.startswith(("norm", "proj"))} == {
+        "norm.weight": (16,), "norm.bias": (16,), "proj.weight": (6, 16), "proj.bias": (6,)}
+    two = EnvStateHead(16, 6, views=2)
+    tokens = torch.randn(3, 2 * 5, 16)  # [B, V*n, D], view-major
+    swapped = torch.cat([tokens[:, 5:], tokens[:, :5]], 1)
+    assert not torch.allclose(two(tokens), two(swapped))
+    assert torch.allclose(one(tokens), one(swapped))  # one view: a mean over all tokens, order-free

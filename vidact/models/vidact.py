@@ -56,22 +56,26 @@ class Prediction:
 
 class EnvStateHead(nn.Module):
     """The auxiliary scene-state head (``model.env_state_dim``): the newest observed frame's tokens
-    after the backbone, averaged, -> E values. Targets are normalized by running statistics kept in
+    (after the backbone, or the observation encoder's), averaged view by view, the views' averages
+    side by side -> E values (so that two cameras can triangulate: one view's average alone says
+    where a thing is in that picture). Targets are normalized by running statistics kept in
     buffers (the first batch's, then an exponential average), so the head needs no dataset
     statistics and its scale is saved with the weights."""
 
-    def __init__(self, dim: int, out_dim: int, momentum: float = 0.01):
+    def __init__(self, dim: int, out_dim: int, views: int = 1, momentum: float = 0.01):
         super().__init__()
+        self.views = views
         self.norm = nn.LayerNorm(dim)
-        self.proj = nn.Linear(dim, out_dim)
+        self.proj = nn.Linear(views * dim, out_dim)
         self.momentum = momentum
         self.register_buffer("mean", torch.zeros(out_dim))
         self.register_buffer("std", torch.ones(out_dim))
         self.register_buffer("seen", torch.tensor(False))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """[B,N,D] -> [B,E] (normalized units)."""
-        return self.proj(self.norm(tokens.mean(1)))
+        """[B,V*n,D] (view-major) -> [B,E] (normalized units)."""
+        per_view = tokens.unflatten(1, (self.views, -1)).mean(2)  # [B,V,D]
+        return self.proj(self.norm(per_view).flatten(1))
 
     def normalize(self, target: Tensor) -> Tensor:
         """[b,E] raw -> normalized; in training mode the statistics first move toward the batch's."""
@@ -136,7 +140,7 @@ class VidAct(nn.Module):
         self.future_out = nn.Linear(D, d_latent)
         self.action_out = nn.Linear(D, c.action_dim)
         head_dim = obs_src.token_dim if c.env_state_source == "encoder" else D
-        self.env_state_head = EnvStateHead(head_dim, c.env_state_dim) if c.env_state_dim else None
+        self.env_state_head = EnvStateHead(head_dim, c.env_state_dim, c.views) if c.env_state_dim else None
         # model.env_state_input: the head's reading of each observed frame -> that step's state token
         self.env_state_in = nn.Linear(c.env_state_dim, D) if c.env_state_input else None
         self._init_weights()

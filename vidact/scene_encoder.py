@@ -1,0 +1,178 @@
+"""``vidact scene-encoder RECIPE --dataset DIR --out DIR [key=value ...]``: pretrain a recipe's
+observation encoder and its scene-state head, alone, to read the scene (the objects' and the goals'
+positions, ``observation.environment_state``) from single frames.
+
+The policy then starts from them (``train.init_from=OUT``, usually with
+``train.freeze=[obs_encoder,env_state_head]``). The recipe (with the same overrides as the policy
+run) must give the encoder its own head: ``model.obs_encoder.kind`` set, ``model.env_state_dim``
+> 0 and ``model.env_state_source=encoder``. Only the encoder and the head are trained, so a step
+costs the encoder's forward and backward and nothing of the policy's transformer: on one CPU core
+~6x faster than training the whole model on the same frames (BENCHMARKS.md, issue 15). The
+natural data is many reset scenes (``vidact data metaworld --max-steps 1 --keep-failed
+--env-state``: one frame per scene, a reset and a render each, no demonstration).
+
+Writes ``OUT/model.safetensors`` (only ``obs_encoder.*`` and ``env_state_head.*``; the head's
+normalization statistics are the training targets') and ``OUT/scene_encoder.json`` (the settings
+and, with ``--heldout``, the error in cm at the held-out episodes' first frames, beside each task's
+mean: what a reader blind to the picture scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vidact.errors import ConfigError, run_command
+
+
+def load_frames(root: str, model_cfg, every: int) -> dict:
+    """Every ``every``-th step of every episode (each episode's first included): frames
+    [N,V,C,H,W] uint8, the scene state [N,E], the instruction and whether it is a first frame."""
+    from vidact.data.robot import RobotDataset
+
+    dataset = RobotDataset(root, model_cfg)
+    frames, target, task, first = [], [], [], []
+    for ep in sorted(dataset.episode_spans):
+        data = dataset.episode(ep)
+        if "env_state" not in data:
+            raise ValueError(f"{root} has no observation.environment_state (generate it with "
+                             f"`vidact data metaworld --env-state`)")
+        steps = np.arange(0, len(data["env_state"]), every)
+        frames.append((data["frames"][steps] * 255).round().to(torch.uint8))
+        target.append(data["env_state"][steps].float())
+        task += [data["text"]] * len(steps)
+        first += [s == 0 for s in steps]
+    return {"frames": torch.cat(frames), "target": torch.cat(target), "task": np.array(task), "first": np.array(first)}
+
+
+class SceneReader(nn.Module):
+    """The policy's own ``obs_encoder`` and ``env_state_head`` (the same names, so the weights load
+    into a VidAct with ``train.init_from``), read the way the policy reads them: the frame's views'
+    encoder tokens, view by view, into the head."""
+
+    def __init__(self, model_cfg):
+        super().__init__()
+        from vidact.models.vidact import EnvStateHead, build_obs_encoder
+
+        self.obs_encoder = build_obs_encoder(model_cfg)
+        self.env_state_head = EnvStateHead(self.obs_encoder.token_dim, model_cfg.env_state_dim, views=model_cfg.views)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        """[B,V,C,H,W] in [0,1] -> [B,E] in the head's normalized units."""
+        return self.env_state_head(self.obs_encoder.encode(frames).flatten(1, 2))
+
+
+def check_config(model_cfg) -> None:
+    if model_cfg.obs_encoder.kind in (None, "none", "tokenizer"):
+        raise ConfigError("vidact scene-encoder needs an observation encoder of its own: set model.obs_encoder.kind "
+                          "(e.g. vit)")
+    if not model_cfg.env_state_dim or model_cfg.env_state_source != "encoder":
+        raise ConfigError("vidact scene-encoder trains the encoder's scene-state head: set model.env_state_dim "
+                          "(6 for MetaWorld's object and goal xyz) and model.env_state_source=encoder")
+
+
+def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, lr: float, seed: int) -> None:
+    """AdamW with a 100-step warm-up and a cosine decay; normalized MSE against the scene state."""
+    head = reader.env_state_head
+    with torch.no_grad():  # the head's statistics: the training targets', fixed
+        head.mean.copy_(data["target"].mean(0))
+        head.std.copy_(data["target"].std(0).clamp(min=1e-3))
+        head.seen.fill_(True)
+    params = [p for p in reader.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    gen = torch.Generator().manual_seed(seed)
+    target = (data["target"] - head.mean) / head.std
+    reader.train()
+    start = time.time()
+    for step in range(steps):
+        idx = torch.randint(len(data["frames"]), (batch_size,), generator=gen)
+        loss = (reader(data["frames"][idx].float() / 255) - target[idx]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % max(1, steps // 20) == 0 or step + 1 == steps:
+            print(f"vidact scene-encoder: step {step + 1}/{steps} loss {loss.item():.4f} "
+                  f"({time.time() - start:.0f} s)", flush=True)
+    reader.eval()
+
+
+@torch.no_grad()
+def first_frame_errors(reader: SceneReader, data: dict) -> dict:
+    """Per task: mean absolute error in cm at the episodes' first frames, and the same for each
+    task's mean position (the blind reader)."""
+    rows = data["first"]
+    frames = data["frames"][rows]
+    pred = torch.cat([reader(frames[i:i + 128].float() / 255) for i in range(0, len(frames), 128)])
+    head = reader.env_state_head
+    pred = (pred * head.std + head.mean).numpy()
+    target, tasks = data["target"][rows].numpy(), data["task"][rows]
+    out = {}
+    for task in sorted(set(tasks)):
+        pick = tasks == task
+        out[task] = {"episodes": int(pick.sum()),
+                     "error_cm": (100 * np.abs(pred[pick] - target[pick]).mean(0)).round(2).tolist(),
+                     "task_mean_cm": (100 * np.abs(target[pick] - target[pick].mean(0)).mean(0)).round(2).tolist()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vidact scene-encoder", description=__doc__.splitlines()[0])
+    p.add_argument("recipe", help="the policy's recipe (name or path)")
+    p.add_argument("overrides", nargs="*", help="key=value, the policy run's model overrides")
+    p.add_argument("--dataset", required=True, help="LeRobot dataset with observation.environment_state")
+    p.add_argument("--heldout", default=None, help="held-out episodes of the same tasks: first-frame errors in cm")
+    p.add_argument("--out", required=True, help="folder for model.safetensors (what train.init_from reads)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--every", type=int, default=1, help="frames: every n-th step of each episode")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    return run_command("vidact scene-encoder", _scene_encoder, p.parse_intermixed_args(argv),
+                       (ValueError, KeyError, FileNotFoundError))
+
+
+def _scene_encoder(args: argparse.Namespace) -> int:
+    from vidact import config as vconfig
+    from vidact.bundle import write_weights
+
+    if args.steps < 1 or args.batch_size < 1 or args.every < 1:
+        raise ValueError("--steps, --batch-size and --every must be >= 1")
+    if not Path(args.dataset).is_dir():
+        raise FileNotFoundError(f"--dataset {args.dataset} is not a folder")
+    source = f"data.sources=[{{kind: lerobot, path: {args.dataset}}}]"
+    model_cfg = vconfig.load(args.recipe, [*args.overrides, "data.kind=lerobot", source]).model
+    check_config(model_cfg)
+    torch.manual_seed(args.seed)
+    data = load_frames(args.dataset, model_cfg, args.every)
+    held = load_frames(args.heldout, model_cfg, 1) if args.heldout else None
+    print(f"vidact scene-encoder: {len(data['frames'])} frames ({int(data['first'].sum())} episodes, "
+          f"{model_cfg.views} view(s)), encoder {model_cfg.obs_encoder.kind}, {args.steps} steps of "
+          f"batch {args.batch_size}", flush=True)
+    reader = SceneReader(model_cfg)
+    start = time.time()
+    train_reader(reader, data, args.steps, args.batch_size, args.lr, args.seed)
+    report = {"recipe": args.recipe, "overrides": args.overrides, "dataset": args.dataset, "steps": args.steps,
+              "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+              "train_seconds": round(time.time() - start, 1),
+              "parameters": sum(q.numel() for q in reader.parameters())}
+    if held is not None:
+        report["heldout_first_frames"] = first_frame_errors(reader, held)
+        for task, row in report["heldout_first_frames"].items():
+            print(f"  held-out first frames, {task}: {row['error_cm']} cm (the task's mean: {row['task_mean_cm']})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_weights(out, reader.state_dict())
+    (out / "scene_encoder.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'model.safetensors'} (start a policy from it: train.init_from={out})")
+    return 0
