@@ -78,8 +78,11 @@ def check_config(model_cfg) -> None:
                           "(6 for MetaWorld's object and goal xyz) and model.env_state_source=encoder")
 
 
-def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, lr: float, seed: int) -> None:
-    """AdamW with a 100-step warm-up and a cosine decay; normalized MSE against the scene state."""
+def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, lr: float, seed: int,
+                 held: dict | None = None, eval_every: int = 0) -> list[dict]:
+    """AdamW with a 100-step warm-up and a cosine decay; normalized MSE against the scene state.
+    With ``held`` and ``eval_every``, the held-out first frames' errors every ``eval_every`` steps
+    (the curve is returned and printed: where more steps stop paying)."""
     head = reader.env_state_head
     with torch.no_grad():  # the head's statistics: the training targets', fixed
         head.mean.copy_(data["target"].mean(0))
@@ -91,6 +94,7 @@ def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, l
         opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     gen = torch.Generator().manual_seed(seed)
     target = (data["target"] - head.mean) / head.std
+    curve: list[dict] = []
     reader.train()
     start = time.time()
     for step in range(steps):
@@ -103,7 +107,15 @@ def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, l
         if (step + 1) % max(1, steps // 20) == 0 or step + 1 == steps:
             print(f"vidact scene-encoder: step {step + 1}/{steps} loss {loss.item():.4f} "
                   f"({time.time() - start:.0f} s)", flush=True)
+        if held is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+            errors = first_frame_errors(reader.eval(), held)
+            reader.train()
+            curve.append({"step": step + 1, "seconds": round(time.time() - start, 1), "heldout_first_frames": errors})
+            print(f"  held-out first frames at step {step + 1}, object x, y / goal x, y cm: " + "; ".join(
+                f"{task.split()[0]} " + ", ".join(f"{row['error_cm'][i]:.1f}" for i in (0, 1, 3, 4))
+                for task, row in errors.items()), flush=True)
     reader.eval()
+    return curve
 
 
 @torch.no_grad()
@@ -129,13 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vidact scene-encoder", description=__doc__.splitlines()[0])
     p.add_argument("recipe", help="the policy's recipe (name or path)")
     p.add_argument("overrides", nargs="*", help="key=value, the policy run's model overrides")
-    p.add_argument("--dataset", required=True, help="LeRobot dataset with observation.environment_state")
+    p.add_argument("--dataset", nargs="+", required=True, help="LeRobot dataset(s) with observation.environment_state "
+                   "(reset scenes; demonstrations too, so the encoder also sees the arm away from its rest pose)")
     p.add_argument("--heldout", default=None, help="held-out episodes of the same tasks: first-frame errors in cm")
     p.add_argument("--out", required=True, help="folder for model.safetensors (what train.init_from reads)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--every", type=int, default=1, help="frames: every n-th step of each episode")
+    p.add_argument("--every", type=int, default=1, help="frames: every n-th step of each episode (each one's first too)")
+    p.add_argument("--eval-every", type=int, default=0, help="with --heldout: its first frames' errors every N steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     return run_command("vidact scene-encoder", _scene_encoder, p.parse_intermixed_args(argv),
@@ -148,25 +162,29 @@ def _scene_encoder(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.batch_size < 1 or args.every < 1:
         raise ValueError("--steps, --batch-size and --every must be >= 1")
-    if not Path(args.dataset).is_dir():
-        raise FileNotFoundError(f"--dataset {args.dataset} is not a folder")
-    source = f"data.sources=[{{kind: lerobot, path: {args.dataset}}}]"
-    model_cfg = vconfig.load(args.recipe, [*args.overrides, "data.kind=lerobot", source]).model
+    for root in args.dataset:
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"--dataset {root} is not a folder")
+    sources = ", ".join(f"{{kind: lerobot, path: '{root}'}}" for root in args.dataset)
+    model_cfg = vconfig.load(args.recipe, [*args.overrides, "data.kind=mixture", f"data.sources=[{sources}]"]).model
     check_config(model_cfg)
     torch.manual_seed(args.seed)
-    data = load_frames(args.dataset, model_cfg, args.every)
+    parts = [load_frames(root, model_cfg, args.every) for root in args.dataset]
+    data = {key: (torch.cat if key in ("frames", "target") else np.concatenate)([part[key] for part in parts])
+            for key in parts[0]}
     held = load_frames(args.heldout, model_cfg, 1) if args.heldout else None
     print(f"vidact scene-encoder: {len(data['frames'])} frames ({int(data['first'].sum())} episodes, "
           f"{model_cfg.views} view(s)), encoder {model_cfg.obs_encoder.kind}, {args.steps} steps of "
           f"batch {args.batch_size}", flush=True)
     reader = SceneReader(model_cfg)
     start = time.time()
-    train_reader(reader, data, args.steps, args.batch_size, args.lr, args.seed)
+    curve = train_reader(reader, data, args.steps, args.batch_size, args.lr, args.seed, held, args.eval_every)
     report = {"recipe": args.recipe, "overrides": args.overrides, "dataset": args.dataset, "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "train_seconds": round(time.time() - start, 1),
               "parameters": sum(q.numel() for q in reader.parameters())}
     if held is not None:
+        report["curve"] = curve
         report["heldout_first_frames"] = first_frame_errors(reader, held)
         for task, row in report["heldout_first_frames"].items():
             print(f"  held-out first frames, {task}: {row['error_cm']} cm (the task's mean: {row['task_mean_cm']})")

@@ -196,14 +196,18 @@ def test_the_scene_encoder_is_pretrained_alone_and_a_policy_starts_from_it(env_d
 
     out = tmp_path / "reader"
     overrides = [*mw_model, *READER]
-    assert main(["scene-encoder", "debug_sliding_square", *overrides, "--dataset", str(env_data), "--heldout",
-                 str(env_data), "--steps", "30", "--batch-size", "8", "--lr", "3e-3", "--out", str(out)]) == 0
+    assert main(["scene-encoder", "debug_sliding_square", *overrides, "--dataset", str(env_data), str(env_data), "--heldout",
+                 str(env_data), "--steps", "30", "--batch-size", "8", "--lr", "3e-3", "--eval-every", "10",
+                 "--out", str(out)]) == 0
     report = json.loads((out / "scene_encoder.json").read_text())
-    losses = [float(line.split("loss ")[1].split()[0]) for line in capsys.readouterr().out.splitlines()
+    printed = capsys.readouterr().out
+    assert "(2 episodes, 1 view(s))" in printed  # both datasets' frames (here the same episode twice)
+    losses = [float(line.split("loss ")[1].split()[0]) for line in printed.splitlines()
               if line.startswith("vidact scene-encoder: step")]
     assert losses[-1] < losses[0]  # it learns (one episode: its own frames)
     errors = report["heldout_first_frames"]["Reach a goal position"]
     assert errors["episodes"] == 1 and len(errors["error_cm"]) == 6
+    assert [point["step"] for point in report["curve"]] == [10, 20]  # the readings' curve, the end apart
 
     cfg = load("debug_sliding_square", [*overrides, "data.kind=lerobot",
                                         f"data.sources=[{{kind: lerobot, path: '{env_data}'}}]"])
