@@ -34,24 +34,9 @@ import torch
 from torch import nn
 
 from vidact import config as vconfig
-from vidact.data.robot import RobotDataset
 from vidact.models.vidact import build_obs_encoder
+from vidact.scene_encoder import load_frames
 from vidact.tokenizers.video import build_frame_tokenizer
-
-
-def load_frames(path: str, model_cfg, every: int) -> dict:
-    """Every ``every``-th frame of every episode (and each episode's first) as uint8, its target
-    and its task, plus which frames are first frames."""
-    ds = RobotDataset(path, model_cfg)
-    frames, target, task, first = [], [], [], []
-    for ep in sorted(ds.episode_spans):
-        data = ds.episode(ep)
-        steps = np.arange(0, len(data["env_state"]), every)
-        frames.append((data["frames"][steps] * 255).round().to(torch.uint8))  # (steps, views, C, H, W)
-        target.append(data["env_state"][steps])
-        task += [data["text"]] * len(steps)
-        first += [s == 0 for s in steps]
-    return {"frames": torch.cat(frames), "target": torch.cat(target), "task": np.array(task), "first": np.array(first)}
 
 
 def render_scenes(tasks: list[str], n: int, size: int, seed: int, cameras: list[str]) -> dict:
