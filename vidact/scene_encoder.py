@@ -113,7 +113,7 @@ def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, l
             reader.train()
             curve.append({"step": step + 1, "seconds": round(time.time() - start, 1), "heldout_first_frames": errors})
             print(f"  held-out first frames at step {step + 1}, object x, y / goal x, y cm: " + "; ".join(
-                f"{task.split()[0]} " + ", ".join(f"{row['error_cm'][i]:.1f}" for i in (0, 1, 3, 4))
+                f"{task[:24]}: " + ", ".join(f"{row['error_cm'][i]:.1f}" for i in (0, 1, 3, 4))
                 for task, row in errors.items()), flush=True)
     reader.eval()
     return curve
