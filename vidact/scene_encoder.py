@@ -142,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vidact scene-encoder", description=__doc__.splitlines()[0])
     p.add_argument("recipe", help="the policy's recipe (name or path)")
     p.add_argument("overrides", nargs="*", help="key=value, the policy run's model overrides")
-    p.add_argument("--dataset", nargs="+", required=True, help="LeRobot dataset(s) with observation.environment_state "
+    p.add_argument("--dataset", nargs="+", default=[], help="LeRobot dataset(s) with observation.environment_state "
                    "(reset scenes; demonstrations too, so the encoder also sees the arm away from its rest pose)")
     p.add_argument("--heldout", default=None, help="held-out episodes of the same tasks: first-frame errors in cm")
+    p.add_argument("--heldout-every", type=int, default=0, help="with --heldout: also the errors over every N-th "
+                   "frame of its episodes (the arm away from its rest pose)")
+    p.add_argument("--score-only", action="store_true", help="no training: score the reader already in --out on "
+                   "--heldout (written to OUT/scene_encoder_score.json)")
     p.add_argument("--out", required=True, help="folder for model.safetensors (what train.init_from reads)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=64)
@@ -161,14 +165,20 @@ def _scene_encoder(args: argparse.Namespace) -> int:
     from vidact import config as vconfig
     from vidact.bundle import write_weights
 
-    if args.steps < 1 or args.batch_size < 1 or args.every < 1:
-        raise ValueError("--steps, --batch-size and --every must be >= 1")
+    if args.steps < 1 or args.batch_size < 1 or args.every < 1 or args.heldout_every < 0:
+        raise ValueError("--steps, --batch-size and --every must be >= 1, --heldout-every >= 0")
+    if args.score_only:
+        return _score(args)
+    if not args.dataset:
+        raise ValueError("--dataset: give the frames to train on (or --score-only with --heldout)")
     for root in args.dataset:
         if not Path(root).is_dir():
             raise FileNotFoundError(f"--dataset {root} is not a folder")
     sources = ", ".join(f"{{kind: lerobot, path: '{root}'}}" for root in args.dataset)
     model_cfg = vconfig.load(args.recipe, [*args.overrides, "data.kind=mixture", f"data.sources=[{sources}]"]).model
     check_config(model_cfg)
+    if args.heldout and not Path(args.heldout).is_dir():
+        raise FileNotFoundError(f"--heldout {args.heldout} is not a folder")
     torch.manual_seed(args.seed)
     parts = [load_frames(root, model_cfg, args.every) for root in args.dataset]
     data = {key: (torch.cat if key in ("frames", "target") else np.concatenate)([part[key] for part in parts])
@@ -186,12 +196,45 @@ def _scene_encoder(args: argparse.Namespace) -> int:
               "parameters": sum(q.numel() for q in reader.parameters())}
     if held is not None:
         report["curve"] = curve
-        report["heldout_first_frames"] = first_frame_errors(reader, held)
-        for task, row in report["heldout_first_frames"].items():
-            print(f"  held-out first frames, {task}: {row['error_cm']} cm (the task's mean: {row['task_mean_cm']})")
+        report.update(heldout_errors(reader, args.heldout, model_cfg, held, args.heldout_every))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_weights(out, reader.state_dict())
     (out / "scene_encoder.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'model.safetensors'} (start a policy from it: train.init_from={out})")
+    return 0
+
+
+def heldout_errors(reader: SceneReader, root: str, model_cfg, first: dict, every: int) -> dict:
+    """The held-out first frames' errors and, with ``every``, those over every ``every``-th frame, printed."""
+    out = {"heldout_first_frames": first_frame_errors(reader, first)}
+    if every:
+        frames = load_frames(root, model_cfg, every)
+        frames["first"] = np.ones(len(frames["first"]), bool)  # every loaded frame counts
+        out[f"heldout_every_{every}th_frame"] = first_frame_errors(reader, frames)
+    for key, table in out.items():
+        for task, row in table.items():
+            print(f"  {key.replace('_', ' ')}, {task}: {row['error_cm']} cm (the task's mean: {row['task_mean_cm']})")
+    return out
+
+
+def _score(args: argparse.Namespace) -> int:
+    """``--score-only``: the reader in ``--out`` on ``--heldout``."""
+    from vidact import config as vconfig
+    from vidact.bundle import read_weights
+
+    if not args.heldout or not Path(args.heldout).is_dir():
+        raise FileNotFoundError(f"--score-only needs --heldout, a folder (got {args.heldout})")
+    weights = Path(args.out) / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"--score-only: {weights} does not exist (train the reader first)")
+    model_cfg = vconfig.load(args.recipe, [*args.overrides, "data.kind=lerobot",
+                                           f"data.sources=[{{kind: lerobot, path: '{args.heldout}'}}]"]).model
+    check_config(model_cfg)
+    reader = SceneReader(model_cfg)
+    reader.load_state_dict(read_weights(weights))
+    reader.eval()
+    report = {"heldout": args.heldout, **heldout_errors(reader, args.heldout, model_cfg,
+                                                          load_frames(args.heldout, model_cfg, 1), args.heldout_every)}
+    (Path(args.out) / "scene_encoder_score.json").write_text(json.dumps(report, indent=2))
     return 0
