@@ -34,8 +34,9 @@ from vidact.errors import ConfigError, run_command
 
 
 def load_frames(root: str, model_cfg, every: int) -> dict:
-    """Every ``every``-th step of every episode (each episode's first included): frames
-    [N,V,C,H,W] uint8, the scene state [N,E], the instruction and whether it is a first frame."""
+    """Every ``every``-th step of every episode (each episode's first included; ``every=0``: the
+    first frames only): frames [N,V,C,H,W] uint8, the scene state [N,E], the instruction and
+    whether it is a first frame."""
     from vidact.data.robot import RobotDataset
 
     dataset = RobotDataset(root, model_cfg)
@@ -45,7 +46,7 @@ def load_frames(root: str, model_cfg, every: int) -> dict:
         if "env_state" not in data:
             raise ValueError(f"{root} has no observation.environment_state (generate it with "
                              f"`vidact data metaworld --env-state`)")
-        steps = np.arange(0, len(data["env_state"]), every)
+        steps = np.arange(0, len(data["env_state"]), every) if every else np.zeros(1, int)
         frames.append((data["frames"][steps] * 255).round().to(torch.uint8))
         target.append(data["env_state"][steps].float())
         task += [data["text"]] * len(steps)
@@ -183,7 +184,7 @@ def _scene_encoder(args: argparse.Namespace) -> int:
     parts = [load_frames(root, model_cfg, args.every) for root in args.dataset]
     data = {key: (torch.cat if key in ("frames", "target") else np.concatenate)([part[key] for part in parts])
             for key in parts[0]}
-    held = load_frames(args.heldout, model_cfg, 1) if args.heldout else None
+    held = load_frames(args.heldout, model_cfg, 0) if args.heldout else None
     print(f"vidact scene-encoder: {len(data['frames'])} frames ({int(data['first'].sum())} episodes, "
           f"{model_cfg.views} view(s)), encoder {model_cfg.obs_encoder.kind}, {args.steps} steps of "
           f"batch {args.batch_size}", flush=True)
@@ -235,6 +236,6 @@ def _score(args: argparse.Namespace) -> int:
     reader.load_state_dict(read_weights(weights))
     reader.eval()
     report = {"heldout": args.heldout, **heldout_errors(reader, args.heldout, model_cfg,
-                                                          load_frames(args.heldout, model_cfg, 1), args.heldout_every)}
+                                                          load_frames(args.heldout, model_cfg, 0), args.heldout_every)}
     (Path(args.out) / "scene_encoder_score.json").write_text(json.dumps(report, indent=2))
     return 0
