@@ -122,7 +122,7 @@ def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, l
 
 @torch.no_grad()
 def first_frame_errors(reader: SceneReader, data: dict) -> dict:
-    """Per task: mean absolute error in cm at the episodes' first frames, and the same for each
+    """Per task: the frames scored (``data["first"]``), their mean absolute error in cm, and the same for each
     task's mean position (the blind reader)."""
     rows = data["first"]
     frames = data["frames"][rows]
@@ -133,7 +133,7 @@ def first_frame_errors(reader: SceneReader, data: dict) -> dict:
     out = {}
     for task in sorted(set(tasks)):
         pick = tasks == task
-        out[task] = {"episodes": int(pick.sum()),
+        out[task] = {"frames": int(pick.sum()),
                      "error_cm": (100 * np.abs(pred[pick] - target[pick]).mean(0)).round(2).tolist(),
                      "task_mean_cm": (100 * np.abs(target[pick] - target[pick].mean(0)).mean(0)).round(2).tolist()}
     return out

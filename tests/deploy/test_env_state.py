@@ -206,14 +206,14 @@ def test_the_scene_encoder_is_pretrained_alone_and_a_policy_starts_from_it(env_d
               if line.startswith("vidact scene-encoder: step")]
     assert losses[-1] < losses[0]  # it learns (one episode: its own frames)
     errors = report["heldout_first_frames"]["Reach a goal position"]
-    assert errors["episodes"] == 1 and len(errors["error_cm"]) == 6
+    assert errors["frames"] == 1 and len(errors["error_cm"]) == 6
     assert [point["step"] for point in report["curve"]] == [10, 20]  # the readings' curve, the end apart
     # Scored again without training, over every 5th frame too: the first frames' errors repeat.
     assert main(["scene-encoder", "debug_sliding_square", *overrides, "--heldout", str(env_data), "--heldout-every",
                  "5", "--score-only", "--out", str(out)]) == 0
     score = json.loads((out / "scene_encoder_score.json").read_text())
     assert score["heldout_first_frames"] == report["heldout_first_frames"]
-    assert score["heldout_every_5th_frame"]["Reach a goal position"]["episodes"] > 1
+    assert score["heldout_every_5th_frame"]["Reach a goal position"]["frames"] > 1
 
     cfg = load("debug_sliding_square", [*overrides, "data.kind=lerobot",
                                         f"data.sources=[{{kind: lerobot, path: '{env_data}'}}]"])
