@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--every", type=int, default=1, help="frames: every n-th step of each episode (each one's first too)")
+    p.add_argument("--every", type=int, default=1,
+                   help="frames: every n-th step of each episode (each one's first too)")
     p.add_argument("--eval-every", type=int, default=0, help="with --heldout: its first frames' errors every N steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
