@@ -81,10 +81,13 @@ def check_config(model_cfg) -> None:
 
 
 def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, lr: float, seed: int,
-                 held: dict | None = None, eval_every: int = 0) -> list[dict]:
+                 held: dict | None = None, eval_every: int = 0, out: Path | None = None) -> list[dict]:
     """AdamW with a 100-step warm-up and a cosine decay; normalized MSE against the scene state.
     With ``held`` and ``eval_every``, the held-out first frames' errors every ``eval_every`` steps
-    (the curve is returned and printed: where more steps stop paying)."""
+    (the curve is returned and printed: where more steps stop paying); with ``out`` too, the reader
+    at each of those steps is kept as ``out/step_N/model.safetensors`` (a killed run keeps them)."""
+    from vidact.bundle import write_weights
+
     head = reader.env_state_head
     with torch.no_grad():  # the head's statistics: the training targets', fixed
         head.mean.copy_(data["target"].mean(0))
@@ -111,6 +114,9 @@ def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, l
                   f"({time.time() - start:.0f} s)", flush=True)
         if held is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
             errors = first_frame_errors(reader.eval(), held)
+            if out is not None:
+                (out / f"step_{step + 1}").mkdir(parents=True, exist_ok=True)
+                write_weights(out / f"step_{step + 1}", reader.state_dict())
             reader.train()
             curve.append({"step": step + 1, "seconds": round(time.time() - start, 1), "heldout_first_frames": errors})
             print(f"  held-out first frames at step {step + 1}, object x, y / goal x, y cm: " + "; ".join(
@@ -156,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--every", type=int, default=1,
                    help="frames: every n-th step of each episode (each one's first too)")
-    p.add_argument("--eval-every", type=int, default=0, help="with --heldout: its first frames' errors every N steps")
+    p.add_argument("--eval-every", type=int, default=0, help="with --heldout: its first frames' errors every N "
+                   "steps, and the reader then kept as OUT/step_N (train.init_from=OUT/step_N)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     return run_command("vidact scene-encoder", _scene_encoder, p.parse_intermixed_args(argv),
@@ -190,8 +197,9 @@ def _scene_encoder(args: argparse.Namespace) -> int:
           f"{model_cfg.views} view(s)), encoder {model_cfg.obs_encoder.kind}, {args.steps} steps of "
           f"batch {args.batch_size}", flush=True)
     reader = SceneReader(model_cfg)
+    out = Path(args.out)
     start = time.time()
-    curve = train_reader(reader, data, args.steps, args.batch_size, args.lr, args.seed, held, args.eval_every)
+    curve = train_reader(reader, data, args.steps, args.batch_size, args.lr, args.seed, held, args.eval_every, out)
     report = {"recipe": args.recipe, "overrides": args.overrides, "dataset": args.dataset, "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
               "train_seconds": round(time.time() - start, 1),
@@ -199,7 +207,6 @@ def _scene_encoder(args: argparse.Namespace) -> int:
     if held is not None:
         report["curve"] = curve
         report.update(heldout_errors(reader, args.heldout, model_cfg, held, args.heldout_every))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_weights(out, reader.state_dict())
     (out / "scene_encoder.json").write_text(json.dumps(report, indent=2))

@@ -208,6 +208,7 @@ def test_the_scene_encoder_is_pretrained_alone_and_a_policy_starts_from_it(env_d
     errors = report["heldout_first_frames"]["Reach a goal position"]
     assert errors["frames"] == 1 and len(errors["error_cm"]) == 6
     assert [point["step"] for point in report["curve"]] == [10, 20]  # the readings' curve, the end apart
+    assert sorted(p.name for p in out.glob("step_*")) == ["step_10", "step_20"]  # the readers kept at those steps
     # Scored again without training, over every 5th frame too: the first frames' errors repeat.
     assert main(["scene-encoder", "debug_sliding_square", *overrides, "--heldout", str(env_data), "--heldout-every",
                  "5", "--score-only", "--out", str(out)]) == 0
@@ -218,6 +219,8 @@ def test_the_scene_encoder_is_pretrained_alone_and_a_policy_starts_from_it(env_d
     cfg = load("debug_sliding_square", [*overrides, "data.kind=lerobot",
                                         f"data.sources=[{{kind: lerobot, path: '{env_data}'}}]"])
     policy = VidAct(cfg.model)
+    loaded = init_weights(policy, out / "step_10")
+    assert not loaded.skipped and sorted(loaded.loaded) == sorted(SceneReader(cfg.model).state_dict())
     loaded = init_weights(policy, out)
     assert not loaded.skipped and sorted(loaded.loaded) == sorted(SceneReader(cfg.model).state_dict())
     assert all(n.startswith(("obs_encoder.", "env_state_head.")) for n in loaded.loaded)
