@@ -140,9 +140,14 @@ def first_frame_errors(reader: SceneReader, data: dict) -> dict:
     for task in sorted(set(tasks)):
         pick = tasks == task
         out[task] = {"frames": int(pick.sum()),
-                     "error_cm": (100 * np.abs(pred[pick] - target[pick]).mean(0)).round(2).tolist(),
-                     "task_mean_cm": (100 * np.abs(target[pick] - target[pick].mean(0)).mean(0)).round(2).tolist()}
+                     "error_cm": _mean_cm(pred[pick] - target[pick]),
+                     "task_mean_cm": _mean_cm(target[pick] - target[pick].mean(0))}
     return out
+
+
+def _mean_cm(offsets: np.ndarray) -> list[float]:
+    """[N,E] offsets in metres -> each value's mean absolute offset in cm, to 0.01."""
+    return (100 * np.abs(offsets).mean(0)).astype(np.float64).round(2).tolist()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,8 +228,13 @@ def heldout_errors(reader: SceneReader, root: str, model_cfg, first: dict, every
         out[f"heldout_every_{every}th_frame"] = first_frame_errors(reader, frames)
     for key, table in out.items():
         for task, row in table.items():
-            print(f"  {key.replace('_', ' ')}, {task}: {row['error_cm']} cm (the task's mean: {row['task_mean_cm']})")
+            print(f"  {key.replace('_', ' ')}, {task}: {_cm(row['error_cm'])} cm (the task's mean: "
+                  f"{_cm(row['task_mean_cm'])})")
     return out
+
+
+def _cm(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 def _score(args: argparse.Namespace) -> int:

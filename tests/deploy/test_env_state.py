@@ -196,8 +196,8 @@ def test_the_scene_encoder_is_pretrained_alone_and_a_policy_starts_from_it(env_d
 
     out = tmp_path / "reader"
     overrides = [*mw_model, *READER]
-    assert main(["scene-encoder", "debug_sliding_square", *overrides, "--dataset", str(env_data), str(env_data), "--heldout",
-                 str(env_data), "--steps", "30", "--batch-size", "8", "--lr", "3e-3", "--eval-every", "10",
+    assert main(["scene-encoder", "debug_sliding_square", *overrides, "--dataset", str(env_data), str(env_data),
+                 "--heldout", str(env_data), "--steps", "30", "--batch-size", "8", "--lr", "3e-3", "--eval-every", "10",
                  "--out", str(out)]) == 0
     report = json.loads((out / "scene_encoder.json").read_text())
     printed = capsys.readouterr().out
