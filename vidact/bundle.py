@@ -73,9 +73,11 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
 
 def write_weights(folder: str | Path, state_dict: dict[str, Tensor]) -> None:
     """``model.safetensors`` in ``folder`` from VidAct names (the ``model.`` prefix added). Tensors are
-    cloned: safetensors refuses tensors sharing storage (T5 ties its input embeddings)."""
+    cloned: safetensors refuses tensors sharing storage (T5 ties its input embeddings). The folder is
+    made if missing."""
     from safetensors.torch import save_file
 
+    Path(folder).mkdir(parents=True, exist_ok=True)
     save_file({MODULE_PREFIX + k: v.detach().clone().contiguous() for k, v in state_dict.items()},
               str(Path(folder) / WEIGHTS_NAME), metadata={"format": "pt", "vidact_bundle": str(BUNDLE_FORMAT)})
 

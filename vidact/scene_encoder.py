@@ -115,7 +115,6 @@ def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, l
         if held is not None and eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
             errors = first_frame_errors(reader.eval(), held)
             if out is not None:
-                (out / f"step_{step + 1}").mkdir(parents=True, exist_ok=True)
                 write_weights(out / f"step_{step + 1}", reader.state_dict())
             reader.train()
             curve.append({"step": step + 1, "seconds": round(time.time() - start, 1), "heldout_first_frames": errors})
@@ -212,7 +211,6 @@ def _scene_encoder(args: argparse.Namespace) -> int:
     if held is not None:
         report["curve"] = curve
         report.update(heldout_errors(reader, args.heldout, model_cfg, held, args.heldout_every))
-    out.mkdir(parents=True, exist_ok=True)
     write_weights(out, reader.state_dict())
     (out / "scene_encoder.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'model.safetensors'} (start a policy from it: train.init_from={out})")
