@@ -58,24 +58,45 @@ def render_scenes(tasks: list[str], n: int, size: int, seed: int, cameras: list[
             "first": np.ones(len(task), bool)}
 
 
+class AttentionReadout(nn.Module):
+    """``queries`` learned queries attend over the tokens (each can settle on one thing in the
+    picture); their answers side by side -> ``out`` values. The policy's scene-state head averages
+    the tokens instead (``--readout mean``)."""
+
+    def __init__(self, dim: int, out: int, queries: int = 4):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.queries = nn.Parameter(torch.randn(queries, dim) * 0.02)
+        self.attn = nn.MultiheadAttention(dim, 4, batch_first=True)
+        self.proj = nn.Sequential(nn.LayerNorm(queries * dim), nn.Linear(queries * dim, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, N, dim] -> [B, out]"""
+        x = self.norm(x)
+        answer, _ = self.attn(self.queries.expand(len(x), -1, -1), x, x, need_weights=False)
+        return self.proj(answer.flatten(1))
+
+
 class Probe(nn.Module):
     """One encoder for every view; the views' tokens side by side, each token with its own position."""
 
     def __init__(self, encoder: nn.Module, tokens: int, token_dim: int, out: int, views: int = 1, dim: int = 128,
-                 depth: int = 2):
+                 depth: int = 2, readout: str = "mean"):
         super().__init__()
         self.encoder = encoder
         self.proj = nn.Linear(token_dim, dim)
         self.pos = nn.Parameter(torch.randn(views * tokens, dim) * 0.02)
         layer = nn.TransformerEncoderLayer(dim, 4, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.body = nn.TransformerEncoder(layer, depth)
-        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out))
+        self.readout = readout
+        self.head = (AttentionReadout(dim, out) if readout == "attention"
+                     else nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out)))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames`` (B, views, C, H, W) in [0, 1]."""
         x = torch.cat([self.encoder.encode(frames[:, v]) for v in range(frames.shape[1])], 1)
-        x = self.proj(x) + self.pos
-        return self.head(self.body(x).mean(1))
+        x = self.body(self.proj(x) + self.pos)
+        return self.head(x) if self.readout == "attention" else self.head(x.mean(1))
 
 
 def build(kind: str, recipe: str, size: int, patch: int | None = None) -> tuple:
@@ -126,6 +147,9 @@ def main() -> None:
     p.add_argument("--patch-size", type=int, default=None, help="pixels per patch side (default: the recipe's)")
     p.add_argument("--encoders", nargs="+", default=["tokenizer", "keypoints"],
                    help="tokenizer (the recipe's patches), patch, timm (ResNet-18, random init), keypoints")
+    p.add_argument("--readout", choices=["mean", "attention"], default="mean",
+                   help="mean: the tokens averaged, then a linear layer (the policy's scene-state head); "
+                        "attention: learned queries attend over the tokens")
     p.add_argument("--recipe", default="metaworld_mt10")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=64)
@@ -150,7 +174,8 @@ def main() -> None:
     for kind in args.encoders:
         torch.manual_seed(args.seed)
         _, encoder = build(kind, args.recipe, args.size, args.patch_size)
-        model = Probe(encoder, encoder.tokens_per_frame, encoder.token_dim, len(mean), views=train["frames"].shape[1])
+        model = Probe(encoder, encoder.tokens_per_frame, encoder.token_dim, len(mean), views=train["frames"].shape[1],
+                      readout=args.readout)
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / args.steps)))
@@ -171,7 +196,7 @@ def main() -> None:
                "heldout all frames": score(model, held, mean, std, np.ones(len(held["first"]), bool))}
         results[kind] = row
         row.update(scenes=args.scenes, size=args.size, patch_size=args.patch_size, steps=args.steps,
-                   cameras=args.cameras if args.scenes else "the dataset's")
+                   readout=args.readout, cameras=args.cameras if args.scenes else "the dataset's")
         print(f"{kind}: {row['parameters'] / 1e6:.2f}M, {row['seconds']} s; object+goal xy error / task mean's: "
               + ", ".join(f"{k} {summary(row[k])}" for k in ("train first frames", "heldout first frames",
                                                                "heldout all frames")), flush=True)
