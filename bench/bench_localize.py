@@ -1,7 +1,8 @@
 """Which observation encoder can find the object and the goal in one 96x96 frame? (issue 15)
 
 A perception probe, apart from any policy: an encoder (``model.obs_encoder.kind``, or the recipe's
-frame tokenizer) + the recipe's kind of transformer (2 layers, width 128) + a linear head, trained
+frame tokenizer) + the recipe's kind of transformer (2 layers, width 128) + a linear head on the
+tokens' average (``--readout attention``: on learned queries' answers instead), trained
 on single frames of the demonstrations to predict ``observation.environment_state`` (the object's
 and the goal's xyz; ``vidact data metaworld --env-state``). Scored on the episodes' first frames
 (before the arm has moved: the picture is the only clue) of the training episodes and of held-out
