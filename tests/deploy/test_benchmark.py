@@ -34,6 +34,10 @@ def test_benchmark_eval_runs_each_task_in_two_workers(metaworld_bundle, tmp_path
         assert (row["successes"], row["episodes"], row["wilson95"]) == \
             (results["successes"], 2, results["wilson95"])
         recorded = [e for e in results["per_episode"] if "video" in e]
+        # each episode records where its goal was and where the object ended, for failure analysis
+        goals = [tuple(e["goal"]) for e in results["per_episode"]]
+        assert all(len(g) == 3 and all(abs(v) < 2 for v in g) for g in goals) and len(set(goals)) == 2
+        assert all(len(e["object_end"]) == 3 for e in results["per_episode"])
         assert sorted(e["success"] for e in recorded) == sorted({e["success"] for e in results["per_episode"]})
         for outcome, success in (("success", True), ("failure", False)):
             video = next((e["video"] for e in recorded if e["success"] == success), None)

@@ -15,7 +15,8 @@ An observation the policy refuses (``vidact.deploy.policy.ObservationChecks``: n
 from the training statistics, ...) ends the evaluation with a one-line error naming seed and step.
 
 Writes ``results.json`` (success rate with a Wilson 95% interval, mean episode length, per-episode
-records) and one mp4 per recorded episode (in ``policy`` mode, the imagined future frame is shown
+records: seed, success, length, chunk latency, the object's start and end, the hand's end and the
+goal) and one mp4 per recorded episode (in ``policy`` mode, the imagined future frame is shown
 beside the camera). ``--benchmark MT10`` / ``--tasks A B`` run this for every task of a list, in
 parallel (:mod:`vidact.deploy.benchmark`).
 """
@@ -44,6 +45,11 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, center - half), min(1.0, center + half))
+
+
+def rounded(values) -> list[float] | None:
+    """A position for the episode record (mm precision); None where the env has none."""
+    return None if values is None else [round(float(v), 4) for v in values]
 
 
 def camera_name(key: str) -> str:
@@ -117,7 +123,7 @@ class MetaWorldEval:
 
         env = self.rollout.env
         obs = self.reset(seed)
-        object_start = [round(float(v), 4) for v in obs[4:7]]  # MetaWorld: the first object's position
+        object_start = rounded(obs[4:7])  # MetaWorld: the first object's position
         policy.reset(seed=seed)  # the episode's own sampler noise, replayed by the same seed
         frames, success, steps, start = [], False, 0, time.perf_counter()
         latencies, last = [], None  # seconds per chunk the policy computed
@@ -150,7 +156,8 @@ class MetaWorldEval:
                 break
         out = {"seed": seed, "success": success, "length": steps, "seconds": time.perf_counter() - start,
                "chunks": len(latencies), "chunk_ms": 1000 * float(np.mean(latencies)) if latencies else None,
-               "object_start": object_start, "hand_end": [round(float(v), 4) for v in obs[:3]], "frames": frames}
+               "object_start": object_start, "object_end": rounded(obs[4:7]), "hand_end": rounded(obs[:3]),
+               "goal": rounded(getattr(env, "_target_pos", None)), "frames": frames}
         if plan_scores:
             out["plan_scores"] = plan_scores
         if keep_steps:
