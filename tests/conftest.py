@@ -35,12 +35,28 @@ def tiny_model(tiny_cfg):
     return model.eval()
 
 
+def _scheduling() -> tuple[int, int] | None:
+    try:
+        return os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    except (AttributeError, OSError):  # no scheduler API (not Linux)
+        return None
+
+
+_START_SCHEDULING = _scheduling()  # pytest's own, before any fixture encoded
+
+
+def _restore_start_scheduling() -> None:
+    if _START_SCHEDULING is not None and _scheduling() != _START_SCHEDULING:
+        os.sched_setscheduler(0, _START_SCHEDULING[0], os.sched_param(_START_SCHEDULING[1]))
+
+
 @pytest.fixture(autouse=True)
 def _normal_scheduling():
-    """A test whose fixtures encode AV1 through LeRobot's own API (libsvtav1) would leave the pytest
-    process real-time (SCHED_FIFO 99, as root), and every later test's subprocesses with it
-    (``vidact.data.codec.keep_scheduling``)."""
-    from vidact.data.codec import keep_scheduling
-
-    with keep_scheduling():
-        yield
+    """A fixture that encodes AV1 through LeRobot's own API (libsvtav1) leaves the pytest process
+    real-time (SCHED_FIFO 99, as root), and every later test's subprocesses with it
+    (``vidact.data.codec.keep_scheduling``): a session-scoped fixture does so before this one runs,
+    so each test starts, and ends, at the scheduling pytest started with. Seen without it: the
+    suite pinned to one core hung in a two-rank test, one real-time rank starving the other."""
+    _restore_start_scheduling()
+    yield
+    _restore_start_scheduling()

@@ -45,6 +45,8 @@ def synthetic_dataset(tmp_path_factory) -> Path:
     brightness 10 * frame_index, camera "b" 250 - 10 * frame_index; two tasks."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+    from vidact.data.codec import keep_scheduling
+
     H, W = SYNTH_SIZE
     root = tmp_path_factory.mktemp("synth") / "synth"
     features = {
@@ -65,8 +67,10 @@ def synthetic_dataset(tmp_path_factory) -> Path:
                 "task": ["pick the red block", "open the drawer"][ep],
             })
             index += 1
-        ds.save_episode()
-    ds.finalize()
+        with keep_scheduling():  # LeRobot's AV1 encoder would leave pytest real-time
+            ds.save_episode()
+    with keep_scheduling():
+        ds.finalize()
     return root
 
 

@@ -34,6 +34,8 @@ def two_camera_dataset(tmp_path_factory) -> Path:
     """Written by LeRobot's own writer: two cameras of different sizes, 14-d state, 7-d action, 15 fps."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+    from vidact.data.codec import keep_scheduling
+
     root = tmp_path_factory.mktemp("anyds") / "bimanual"
     video = {"dtype": "video", "names": ["height", "width", "channels"]}
     features = {
@@ -49,8 +51,10 @@ def two_camera_dataset(tmp_path_factory) -> Path:
                           "observation.state": np.arange(STATE, dtype=np.float32) + t + 100 * episode,
                           "action": np.linspace(-1, 1, ACTION, dtype=np.float32) * (t + 1),
                           "task": "fold the towel"})
-        ds.save_episode()
-    ds.finalize()
+        with keep_scheduling():  # LeRobot's AV1 encoder would leave pytest real-time
+            ds.save_episode()
+    with keep_scheduling():
+        ds.finalize()
     return root
 
 

@@ -138,3 +138,24 @@ def test_encoding_av1_leaves_the_process_scheduling_as_it_was(tmp_path):
     except PermissionError:
         pytest.skip("not allowed to change the scheduling policy here (not root)")
     assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
+
+
+@pytest.fixture(scope="module")
+def _real_time_module_fixture():
+    """What an unwrapped LeRobot write in a module- or session-scoped fixture does to pytest: it runs
+    before the per-test guard and leaves the process real-time."""
+    import os
+
+    before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except PermissionError:
+        pytest.skip("not allowed to change the scheduling policy here (not root)")
+    yield
+    os.sched_setscheduler(0, *before)
+
+
+def test_each_test_starts_at_normal_scheduling(_real_time_module_fixture):
+    import os
+
+    assert os.sched_getscheduler(0) not in (os.SCHED_FIFO, os.SCHED_RR)

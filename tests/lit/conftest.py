@@ -14,6 +14,8 @@ def robot_dataset(tmp_path_factory) -> Path:
     and action far from zero mean / unit std, so the normalization stats differ from the identity."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+    from vidact.data.codec import keep_scheduling
+
     root = tmp_path_factory.mktemp("lit") / "robot"
     features = {
         "observation.images.cam": {"dtype": "video", "shape": (30, 42, 3), "names": ["height", "width", "channels"]},
@@ -29,8 +31,10 @@ def robot_dataset(tmp_path_factory) -> Path:
                 "action": np.array([10 + 3 * t, 5 - t], dtype=np.float32),
                 "task": "slide the block",
             })
-        ds.save_episode()
-    ds.finalize()
+        with keep_scheduling():  # LeRobot's AV1 encoder would leave pytest real-time
+            ds.save_episode()
+    with keep_scheduling():
+        ds.finalize()
     return root
 
 
