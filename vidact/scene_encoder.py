@@ -36,11 +36,11 @@ from vidact.errors import ConfigError, run_command
 def load_frames(root: str, model_cfg, every: int) -> dict:
     """Every ``every``-th step of every episode (each episode's first included; ``every=0``: the
     first frames only): frames [N,V,C,H,W] uint8, the scene state [N,E], the instruction and
-    whether it is a first frame."""
+    whether it is a first frame, and its episode."""
     from vidact.data.robot import RobotDataset
 
     dataset = RobotDataset(root, model_cfg)
-    frames, target, task, first = [], [], [], []
+    frames, target, task, first, episode = [], [], [], [], []
     for ep in sorted(dataset.episode_spans):
         data = dataset.episode(ep)
         if "env_state" not in data:
@@ -51,7 +51,9 @@ def load_frames(root: str, model_cfg, every: int) -> dict:
         target.append(data["env_state"][steps].float())
         task += [data["text"]] * len(steps)
         first += [s == 0 for s in steps]
-    return {"frames": torch.cat(frames), "target": torch.cat(target), "task": np.array(task), "first": np.array(first)}
+        episode += [ep] * len(steps)
+    return {"frames": torch.cat(frames), "target": torch.cat(target), "task": np.array(task), "first": np.array(first),
+            "episode": np.array(episode)}
 
 
 class SceneReader(nn.Module):
@@ -130,11 +132,7 @@ def first_frame_errors(reader: SceneReader, data: dict) -> dict:
     """Per task: the frames scored (``data["first"]``), their mean absolute error in cm, and the same for each
     task's mean position (the blind reader)."""
     rows = data["first"]
-    frames = data["frames"][rows]
-    pred = torch.cat([reader(frames[i:i + 128].float() / 255) for i in range(0, len(frames), 128)])
-    head = reader.env_state_head
-    pred = (pred * head.std + head.mean).numpy()
-    target, tasks = data["target"][rows].numpy(), data["task"][rows]
+    pred, target, tasks = read(reader, data["frames"][rows]), data["target"][rows].numpy(), data["task"][rows]
     out = {}
     for task in sorted(set(tasks)):
         pick = tasks == task
@@ -142,6 +140,30 @@ def first_frame_errors(reader: SceneReader, data: dict) -> dict:
                      "error_cm": _mean_cm(pred[pick] - target[pick]),
                      "task_mean_cm": _mean_cm(target[pick] - target[pick].mean(0))}
     return out
+
+
+@torch.no_grad()
+def read(reader: SceneReader, frames: Tensor) -> np.ndarray:
+    """uint8 frames [N,V,C,H,W] -> the reader's scene state [N,E] in metres."""
+    pred = torch.cat([reader(frames[i:i + 128].float() / 255) for i in range(0, len(frames), 128)])
+    head = reader.env_state_head
+    return (pred * head.std + head.mean).numpy()
+
+
+@torch.no_grad()
+def running_goal_errors(reader: SceneReader, data: dict) -> dict:
+    """The goal (the scene state's last three values, fixed within an episode) read as the mean of the
+    reader's readings so far in the episode, at each loaded frame: per task, its mean absolute error in
+    cm beside the single frame's (what averaging the readings at test time would give the policy)."""
+    pred, target, tasks, episodes = read(reader, data["frames"]), data["target"].numpy(), data["task"], data["episode"]
+    running = np.empty_like(pred[:, 3:6])
+    for ep in np.unique(episodes):
+        rows = np.flatnonzero(episodes == ep)  # in episode order (load_frames keeps it)
+        running[rows] = np.cumsum(pred[rows, 3:6], 0) / np.arange(1, len(rows) + 1)[:, None]
+    return {task: {"frames": int((tasks == task).sum()),
+                   "goal_error_cm": _mean_cm(pred[tasks == task, 3:6] - target[tasks == task, 3:6]),
+                   "goal_running_mean_error_cm": _mean_cm(running[tasks == task] - target[tasks == task, 3:6])}
+            for task in sorted(set(tasks))}
 
 
 def _mean_cm(offsets: np.ndarray) -> list[float]:
@@ -224,10 +246,16 @@ def heldout_errors(reader: SceneReader, root: str, model_cfg, first: dict, every
         frames = load_frames(root, model_cfg, every)
         frames["first"] = np.ones(len(frames["first"]), bool)  # every loaded frame counts
         out[f"heldout_every_{every}th_frame"] = first_frame_errors(reader, frames)
+        running = running_goal_errors(reader, frames)
     for key, table in out.items():
         for task, row in table.items():
             print(f"  {key.replace('_', ' ')}, {task}: {_cm(row['error_cm'])} cm (the task's mean: "
                   f"{_cm(row['task_mean_cm'])})")
+    if every:
+        out[f"heldout_every_{every}th_frame_goal_running_mean"] = running
+        for task, row in running.items():
+            print(f"  goal read as the episode's running mean, {task}: {_cm(row['goal_running_mean_error_cm'])} cm "
+                  f"(one frame: {_cm(row['goal_error_cm'])})")
     return out
 
 
