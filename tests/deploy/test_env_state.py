@@ -246,7 +246,7 @@ def test_the_goal_read_as_a_running_mean_over_the_episode():
     readings = torch.tensor(np.stack([np.r_[0.0, 0.0, 0.0, goal + 0.02 * (-1) ** t] for t in range(4)] * 2),
                             dtype=torch.float32)
 
-    class Fixed(torch.nn.Module):  # the reader's reading of frame i is readings[i] (i written in its pixels, read in [0, 1])
+    class Fixed(torch.nn.Module):  # reads frame i (i written in its pixels, read in [0, 1]) as readings[i]
         env_state_head = SimpleNamespace(mean=torch.zeros(6), std=torch.ones(6))
 
         def forward(self, frames):
