@@ -131,6 +131,21 @@ def train_vidact(name: str, args, out: Path, env: dict, cpus: str) -> dict:
     return {"train_seconds": seconds, "steps": checkpoints[-1]["step"], "checkpoints": checkpoints}
 
 
+def lerobot_inputs(dataset: str) -> list[str]:
+    """``--policy.input_features`` for LeRobot when the dataset holds ``observation.environment_state``
+    (the simulator's object and goal positions, ``vidact data metaworld --env-state``): left to its
+    defaults LeRobot feeds every observation to the policy, so ACT would train on the true positions,
+    which the evaluation (camera and state, as every method gets) does not give it. Else none."""
+    features = json.loads((Path(dataset) / "meta" / "info.json").read_text())["features"]
+    if "observation.environment_state" not in features:
+        return []
+    cameras = [key for key, ft in features.items() if ft["dtype"] in ("video", "image")]
+    inputs = {key: {"type": "VISUAL", "shape": [features[key]["shape"][2], *features[key]["shape"][:2]]}
+              for key in cameras}  # stored height, width, channels; read channels first
+    inputs["observation.state"] = {"type": "STATE", "shape": features["observation.state"]["shape"]}
+    return ["--policy.input_features=" + json.dumps(inputs)]
+
+
 def train_lerobot(name: str, args, out: Path, env: dict, cpus: str) -> dict:
     save_every = args.act_save_every if name == "act" else args.diffusion_save_every
     exe = Path(sys.executable).with_name("lerobot-train")  # the venv's, even when it is not on PATH
@@ -138,7 +153,8 @@ def train_lerobot(name: str, args, out: Path, env: dict, cpus: str) -> dict:
            f"--policy.type={name}", "--policy.device=cpu", "--policy.push_to_hub=false",
            "--policy.pretrained_backbone_weights=null", f"--output_dir={out / 'run'}",
            f"--batch_size={args.lerobot_batch_size}", "--steps=1000000", f"--save_freq={save_every}",
-           "--log_freq=10", "--num_workers=1", "--wandb.enable=false", f"--seed={args.seed}"]
+           "--log_freq=10", "--num_workers=1", "--wandb.enable=false", f"--seed={args.seed}",
+           *lerobot_inputs(args.dataset)]
     start = time.time()
     seconds = run([*pinned(cpus), *cmd], out / "train.log", env, deadline_s=args.budget_minutes * 60)
     ckpts = sorted((out / "run" / "checkpoints").glob("[0-9]*/pretrained_model"))
@@ -160,6 +176,10 @@ class LeRobotPolicy:
 
         cfg = PreTrainedConfig.from_pretrained(path)
         cfg.device = "cpu"
+        unseen = [k for k in cfg.input_features if not k.startswith("observation.image") and k != "observation.state"]
+        if unseen:
+            raise ValueError(f"{path}: the policy takes {', '.join(unseen)} as input, which the evaluation does not "
+                             "give (camera and state only): train it with --policy.input_features (bench_learning does)")
         if diffusion_steps and hasattr(cfg, "num_inference_steps"):
             cfg.num_inference_steps = diffusion_steps
         self.policy = get_policy_class(cfg.type).from_pretrained(path, config=cfg).eval()
