@@ -128,11 +128,12 @@ def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, l
 
 
 @torch.no_grad()
-def first_frame_errors(reader: SceneReader, data: dict) -> dict:
+def first_frame_errors(reader: SceneReader, data: dict, pred: np.ndarray | None = None) -> dict:
     """Per task: the frames scored (``data["first"]``), their mean absolute error in cm, and the same for each
-    task's mean position (the blind reader)."""
+    task's mean position (the blind reader). ``pred``: those frames' readings, when already read."""
     rows = data["first"]
-    pred, target, tasks = read(reader, data["frames"][rows]), data["target"][rows].numpy(), data["task"][rows]
+    pred = read(reader, data["frames"][rows]) if pred is None else pred
+    target, tasks = data["target"][rows].numpy(), data["task"][rows]
     out = {}
     for task in sorted(set(tasks)):
         pick = tasks == task
@@ -150,12 +151,12 @@ def read(reader: SceneReader, frames: Tensor) -> np.ndarray:
     return (pred * head.std + head.mean).numpy()
 
 
-@torch.no_grad()
-def running_goal_errors(reader: SceneReader, data: dict) -> dict:
-    """The goal (the scene state's last three values, fixed within an episode) read as the mean of the
-    reader's readings so far in the episode, at each loaded frame: per task, its mean absolute error in
-    cm beside the single frame's (what averaging the readings at test time would give the policy)."""
-    pred, target, tasks, episodes = read(reader, data["frames"]), data["target"].numpy(), data["task"], data["episode"]
+def running_goal_errors(pred: np.ndarray, data: dict) -> dict:
+    """The goal (MetaWorld's scene state: object xyz, then goal xyz, fixed within an episode) read as the
+    mean of the readings ``pred`` [N,6] so far in the episode, at each of ``data``'s frames: per task, its
+    mean absolute error in cm beside the single frame's (what averaging the readings at test time would
+    give the policy)."""
+    target, tasks, episodes = data["target"].numpy(), data["task"], data["episode"]
     running = np.empty_like(pred[:, 3:6])
     for ep in np.unique(episodes):
         rows = np.flatnonzero(episodes == ep)  # in episode order (load_frames keeps it)
@@ -245,13 +246,14 @@ def heldout_errors(reader: SceneReader, root: str, model_cfg, first: dict, every
     if every:
         frames = load_frames(root, model_cfg, every)
         frames["first"] = np.ones(len(frames["first"]), bool)  # every loaded frame counts
-        out[f"heldout_every_{every}th_frame"] = first_frame_errors(reader, frames)
-        running = running_goal_errors(reader, frames)
+        pred = read(reader, frames["frames"])
+        out[f"heldout_every_{every}th_frame"] = first_frame_errors(reader, frames, pred)
+        running = running_goal_errors(pred, frames) if pred.shape[1] == 6 else {}
     for key, table in out.items():
         for task, row in table.items():
             print(f"  {key.replace('_', ' ')}, {task}: {_cm(row['error_cm'])} cm (the task's mean: "
                   f"{_cm(row['task_mean_cm'])})")
-    if every:
+    if every and running:
         out[f"heldout_every_{every}th_frame_goal_running_mean"] = running
         for task, row in running.items():
             print(f"  goal read as the episode's running mean, {task}: {_cm(row['goal_running_mean_error_cm'])} cm "
