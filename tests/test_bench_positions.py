@@ -30,4 +30,3 @@ def test_success_is_split_by_the_objects_start(tmp_path):
 def test_missing_results_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "none.json")], capture_output=True, text=True)
     assert proc.returncode != 0 and "results not found" in proc.stderr and "Traceback" not in proc.stderr
-

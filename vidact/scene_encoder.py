@@ -127,7 +127,6 @@ def train_reader(reader: SceneReader, data: dict, steps: int, batch_size: int, l
     return curve
 
 
-@torch.no_grad()
 def first_frame_errors(reader: SceneReader, data: dict, pred: np.ndarray | None = None) -> dict:
     """Per task: the frames scored (``data["first"]``), their mean absolute error in cm, and the same for each
     task's mean position (the blind reader). ``pred``: those frames' readings, when already read."""
