@@ -122,7 +122,7 @@ def train_vidact(name: str, args, out: Path, env: dict, cpus: str) -> dict:
         overrides += ["generative.video_loss_weight=0.0", "generative.mode_weights.policy_fast=1.0"]
     start = time.time()
     # Stopped like the LeRobot runs, at the budget counted from the process start (start-up
-    # included); vidact's SIGINT handler writes a last checkpoint at that point.
+    # included); vidact answers SIGINT with a checkpoint at the next step boundary.
     seconds = run([*pinned(cpus), *VIDACT, "train", args.recipe, *overrides], out / "train.log", env,
                   deadline_s=args.budget_minutes * 60)
     ckpts = sorted((out / "run" / "checkpoints").glob("step-*.ckpt"))

@@ -12,9 +12,9 @@
 optimizer, schedule, EMA, RNG and step all come back, and the data restarts at the next unseen
 batch, so a run interrupted at step 4 and resumed to 8 ends where a run of 8 ends.
 
-Signals (vidact.lit.signals): SIGTERM or SIGUSR1 -> checkpoint at the next step boundary, then
-:class:`TrainingInterrupted`; the CLI exits 128 + signal, or 0 when SIGUSR1 under SLURM requeued
-the job (``scontrol requeue``). Rerunning the same command with the same run_dir resumes.
+Signals (vidact.lit.signals): SIGTERM, SIGUSR1 or Ctrl-C (SIGINT) -> checkpoint at the next step
+boundary, then :class:`TrainingInterrupted`; the CLI exits 128 + signal, or 0 when SIGUSR1 under
+SLURM requeued the job (``scontrol requeue``). Rerunning the same command with the same run_dir resumes.
 """
 
 from __future__ import annotations

@@ -71,6 +71,23 @@ def test_loader_mixes_robot_and_web_video_with_workers(synthetic_dataset, video_
     assert sampler.consumed == 48
 
 
+def test_workers_leave_ctrl_c_to_the_trainer(synthetic_dataset, video_dir):
+    """A terminal's Ctrl-C reaches the data workers too; they must go on serving batches so the
+    trainer can reach its step boundary and checkpoint (vidact.lit.signals). A worker that took it
+    would leave its loop, and the next batch past the prefetched ones would fail."""
+    import os
+    import signal
+
+    cfg = mixture_cfg(synthetic_dataset, video_dir, num_workers=2)
+    loader, _ = build_loader(cfg, VidActConfig(**MODEL), batch_size=2, samples_per_epoch=40)
+    batches = iter(loader)
+    next(batches)
+    for worker in batches._workers:
+        os.kill(worker.pid, signal.SIGINT)
+    assert len(list(batches)) == 19  # past the 2 x 2 prefetched batches
+    del batches
+
+
 def test_a_source_restricted_to_some_modes_rehearses_only_those(synthetic_dataset, video_dir):
     """data.sources[i].modes: the robot source's samples train forward dynamics only (e.g. rollouts of
     failing policies: what their actions do, never imitated); the other source draws from the

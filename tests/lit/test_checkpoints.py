@@ -1,5 +1,6 @@
 """Run-directory checkpoints and signals: atomic step files, keep-last + best, resume=auto past a
-corrupt newest checkpoint, SIGTERM -> checkpoint -> exact resume, SIGUSR1 under SLURM -> requeue."""
+corrupt newest checkpoint, SIGTERM -> checkpoint -> exact resume, SIGUSR1 under SLURM -> requeue,
+Ctrl-C (SIGINT to the process group, data workers included) -> checkpoint."""
 
 from __future__ import annotations
 
@@ -58,19 +59,25 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(tmp_path, capsys):
     assert not (run_dir / "checkpoints" / ".step-00000006.ckpt.tmp").exists()
 
 
-def _launch(run_dir: Path, steps: int, env_extra: dict | None = None) -> subprocess.Popen:
+def _launch(run_dir: Path, steps: int, env_extra: dict | None = None, overrides: tuple[str, ...] = (),
+            new_session: bool = False) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT), **(env_extra or {})}
     return subprocess.Popen([sys.executable, "-m", "vidact.cli", "train", RECIPE, *TINY, f"train.steps={steps}",
-                             f"run_dir={run_dir}"], cwd=run_dir.parent, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             f"run_dir={run_dir}", *overrides], cwd=run_dir.parent, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=new_session)
 
 
-def _signal_after_first_checkpoint(proc: subprocess.Popen, run_dir: Path, signum: int) -> tuple[str, str]:
+def _signal_after_first_checkpoint(proc: subprocess.Popen, run_dir: Path, signum: int,
+                                   group: bool = False) -> tuple[str, str]:
+    """``group``: to the process group, as a terminal sends Ctrl-C."""
     first = run_dir / "checkpoints" / "step-00000002.ckpt"
     deadline = time.time() + 120
     while not first.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signum)
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
     return proc.communicate(timeout=120)
 
 
@@ -111,6 +118,20 @@ def test_sigusr1_under_slurm_checkpoints_and_requeues(tmp_path):
     assert "stopped by SIGUSR1" in err and "job requeued" in err
     assert calls.read_text().split() == ["requeue", "4242"]
     assert _ckpt(run_dir / "checkpoints" / "last.ckpt")["global_step"] < 60
+
+
+def test_ctrl_c_checkpoints_with_data_workers(robot_dataset, tmp_path):
+    """Ctrl-C reaches the trainer and its two data workers at once: the workers leave it to the
+    trainer, which checkpoints at the next step boundary (Lightning alone exits without one)."""
+    run_dir = tmp_path / "run"
+    data = ["data.kind=lerobot", f"data.sources=[{{kind: lerobot, path: '{robot_dataset}'}}]", "data.num_workers=2",
+            "model.channels=3", "model.state_dim=2", "model.action_dim=2", "model.history=1", "model.chunk_length=4"]
+    proc = _launch(run_dir, 200, overrides=(*data, "train.checkpoint_every=2"), new_session=True)
+    out, err = _signal_after_first_checkpoint(proc, run_dir, signal.SIGINT, group=True)
+    assert proc.returncode == 128 + signal.SIGINT, out[-2000:] + err[-2000:]
+    assert "stopped by SIGINT at step" in err and "rerun the same command to resume" in err
+    step = _ckpt(run_dir / "checkpoints" / "last.ckpt")["global_step"]
+    assert 2 <= step < 200 and f"stopped by SIGINT at step {step};" in err
 
 
 def test_second_signal_kills_a_run_that_never_reaches_a_step_boundary():

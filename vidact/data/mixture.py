@@ -16,6 +16,7 @@ in the main process and hands indices to the workers, so the stream does not dep
 from __future__ import annotations
 
 import logging
+import signal
 from collections import Counter
 from typing import Any, Iterator
 
@@ -68,6 +69,10 @@ class MixtureDataset(Dataset):
         return sample
 
     def worker_init_fn(self, worker_id: int) -> None:
+        # A terminal's Ctrl-C reaches the workers too; it is the main process's to answer (it
+        # checkpoints, vidact.lit.signals). A worker that took it would leave its loop, and the
+        # main process would fail on the batch it needs to reach the step boundary.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for s in self.sources:
             if hasattr(s, "worker_init_fn"):
                 s.worker_init_fn(worker_id)

@@ -1,4 +1,4 @@
-"""Checkpoint-and-stop on SIGTERM / SIGUSR1, and the SLURM requeue hook.
+"""Checkpoint-and-stop on SIGTERM / SIGUSR1 / SIGINT (Ctrl-C), and the SLURM requeue hook.
 
 A signal only sets a flag (a second one kills the process the default way, so a hung run can
 still be stopped). At the next step boundary every rank learns whether *any* rank got
@@ -7,6 +7,11 @@ all write the checkpoint together and stop. :func:`vidact.train.train` then rais
 :class:`TrainingInterrupted`; on SIGUSR1 under SLURM rank 0 first calls the requeue hook, which
 by default runs ``scontrol requeue $SLURM_JOB_ID``, so the requeued job starts the same command,
 finds the checkpoint in the same ``run_dir`` through ``train.resume=auto`` and continues.
+
+Ctrl-C is a stop like the others (Lightning alone answers it by tearing down, without a
+checkpoint: every step since the last periodic one was lost). A terminal sends it to the whole
+process group; the data workers ignore it (``vidact.data.mixture.MixtureDataset.worker_init_fn``),
+so the main process can still draw the batch it needs to reach the step boundary.
 
 Lightning installs its own SIGTERM handler (and, with ``SLURMEnvironment(auto_requeue=True)``, a
 SIGUSR1 handler that writes ``hpc_ckpt_*.ckpt`` outside the run directory and broadcasts from
@@ -28,7 +33,7 @@ from lightning.pytorch.callbacks import Callback
 
 from vidact.lit.strategy import any_rank
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class TrainingInterrupted(Exception):
@@ -67,7 +72,7 @@ def requeue_slurm_job() -> bool:
 
 
 class StopOnSignal(Callback):
-    """Flags SIGTERM / SIGUSR1; at the next step boundary saves (through ``save``) and stops."""
+    """Flags SIGTERM / SIGUSR1 / SIGINT; at the next step boundary saves (through ``save``) and stops."""
 
     def __init__(self, save: Callable, requeue: Callable[[], bool] = requeue_slurm_job):
         self.save, self.requeue = save, requeue
